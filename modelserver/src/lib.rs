@@ -1,0 +1,1 @@
+//! modelserver: see DESIGN.md.
