@@ -3,10 +3,7 @@
 #   docker build -f deploy/docker/authz.Dockerfile -t inference-gateway/authz .
 # Runtime: distroless (glibc + libstdc++ + CA certificates, no shell, no package manager), uid 65532.
 
-ARG RUST_IMAGE=rust:1.95-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-
-FROM ${RUST_IMAGE} AS build
+FROM rust:1.95-bookworm AS build
 # protoc for tonic-prost-build (build scripts compile the gRPC protos).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler \
@@ -20,7 +17,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && rustc --edition 2021 -O -o /out/usr/local/bin/httpprobe deploy/docker/httpprobe.rs \
  && install -d -m 0750 /out/var/lib/authz/audit
 
-FROM ${RUNTIME_IMAGE}
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/
 # The audit directory exists and belongs to the runtime user, so a fresh named volume mounted
 # here inherits a writable owner.

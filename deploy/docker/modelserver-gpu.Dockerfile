@@ -2,15 +2,11 @@
 # modelserver on ONNX Runtime with the CUDA execution provider. Build from the repository root:
 #   docker build -f deploy/docker/modelserver-gpu.Dockerfile -t inference-gateway/modelserver-gpu .
 # The `onnxruntime-gpu` wheel's libraries (libonnxruntime plus the CUDA provider) are copied onto an
-# NVIDIA CUDA + cuDNN runtime base. CUDA_IMAGE's CUDA major version must be the one the pinned
+# NVIDIA CUDA + cuDNN runtime base, whose CUDA major version must be the one the pinned
 # onnxruntime-gpu release is built for (see docs/operations.md, "GPU images").
 # The Rust build runs on Debian 12 (glibc 2.36); the Ubuntu 24.04 base has glibc 2.39, so the binary runs.
 
-ARG RUST_IMAGE=rust:1.95-bookworm
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
-
-FROM ${RUST_IMAGE} AS build
+FROM rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
@@ -22,14 +18,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/modelserver /out/usr/local/bin/modelserver \
  && rustc --edition 2021 -O -o /out/usr/local/bin/httpprobe deploy/docker/httpprobe.rs
 
-FROM ${PYTHON_IMAGE} AS ort
+FROM python:3.12-slim-bookworm AS ort
 ARG ORT_VERSION=1.31.1
 RUN pip install --no-cache-dir --no-deps --target /wheel "onnxruntime-gpu==${ORT_VERSION}" \
  && mkdir -p /out/opt/onnxruntime/lib \
  && cp -a /wheel/onnxruntime/capi/libonnxruntime*.so* /out/opt/onnxruntime/lib/ \
  && ln -sf "$(cd /out/opt/onnxruntime/lib && ls libonnxruntime.so.* | head -n1)" /out/opt/onnxruntime/lib/libonnxruntime.so
 
-FROM ${CUDA_IMAGE}
+FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 # A fixed non-root uid/gid, the same as the distroless images, so volume ownership matches.
 RUN groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin nonroot

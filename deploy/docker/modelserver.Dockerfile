@@ -4,11 +4,7 @@
 # libonnxruntime comes from the `onnxruntime` PyPI wheel (the same pinned version the local
 # bootstrap uses); the `ort` crate loads it at run time from ORT_DYLIB_PATH.
 
-ARG RUST_IMAGE=rust:1.95-bookworm
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-
-FROM ${RUST_IMAGE} AS build
+FROM rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
@@ -20,13 +16,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/modelserver /out/usr/local/bin/modelserver \
  && rustc --edition 2021 -O -o /out/usr/local/bin/httpprobe deploy/docker/httpprobe.rs
 
-FROM ${PYTHON_IMAGE} AS ort
+FROM python:3.12-slim-bookworm AS ort
 ARG ORT_VERSION=1.31.1
 # Only the wheel's shared library is kept; Python is not in the runtime image.
 RUN pip install --no-cache-dir --no-deps --target /wheel "onnxruntime==${ORT_VERSION}" \
  && install -D -m 0644 "$(ls /wheel/onnxruntime/capi/libonnxruntime.so.* | head -n1)" /out/opt/onnxruntime/lib/libonnxruntime.so
 
-FROM ${RUNTIME_IMAGE}
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/
 COPY --from=ort /out/opt/onnxruntime /opt/onnxruntime
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so
