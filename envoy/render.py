@@ -35,24 +35,30 @@ TARGETS = ("local", "compose", "k8s")
 # Kustomize only loads files inside the kustomization root, so the k8s render is also written there.
 K8S_CONFIGMAP_COPY = ROOT / "k8s" / "base" / "gateway" / "envoy.yaml"
 
-# ---- Contract with the services (docs/configuration.md; checked by scripts/check_consistency.py) ----
+# ---- Contract with the services: deploy/contract.json is the one source of ports, paths and header
+# names shared by every deployment artifact (scripts/check_deploy_consistency.py checks the rest).
+CONTRACT = json.loads((ROOT / "deploy" / "contract.json").read_text())
+GRPC_SERVICE = "inference.GRPCInferenceService"
 # Headers authz sets on allowed requests. Any client-sent header with this prefix is removed before
 # ext_authz runs, so neither authz nor the model server ever sees a forged one.
-AUTHZ_HEADER_PREFIX = "x-authz-"
-PRINCIPAL_HEADER = "x-authz-principal"
-DECISION_ID_HEADER = "x-authz-decision-id"
+AUTHZ_HEADER_PREFIX = CONTRACT["headers"]["stripped_prefix"]
+PRINCIPAL_HEADER = CONTRACT["headers"]["principal"]
+DECISION_ID_HEADER = CONTRACT["headers"]["decision_id"]
 # Envoy writes this on check requests whose body was cut at max_request_bytes; a client must not.
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
-GRPC_SERVICE = "inference.GRPCInferenceService"
+# Public OIP health and server metadata: load balancers and clients probe these without credentials.
+PUBLIC_REST_PATHS = tuple(p for p in CONTRACT["public_paths"] if p.startswith("/v2"))
+PUBLIC_GRPC_METHODS = tuple(p.rsplit("/", 1)[1] for p in CONTRACT["public_paths"]
+                            if p.startswith(f"/{GRPC_SERVICE}/"))
+MODELSERVER_READY_PATH = CONTRACT["paths"]["modelserver_ready"]
+ENVOY_METRICS_PATH = CONTRACT["paths"]["envoy_metrics"]
+ENVOY_READY_PATH = CONTRACT["paths"]["envoy_ready"]
 # Bytes of the request body sent to authz: enough for the first gRPC frame's model_name and
 # model_version fields, small enough that a check never buffers a tensor.
 AUTHZ_BODY_BYTES = 1024
 # A decision is a Redis round trip plus an audit append; anything slower is an outage, and with
 # failure_mode_allow false the client then gets status_on_error (503) rather than a guess.
 AUTHZ_TIMEOUT = "0.5s"
-# Public OIP health and server metadata: load balancers and clients probe these without credentials.
-PUBLIC_REST_PATHS = ("/v2/health/live", "/v2/health/ready", "/v2")
-PUBLIC_GRPC_METHODS = ("ServerLive", "ServerReady", "ServerMetadata")
 # gRPC methods routed after authz has decided on the model named in the message (field 1 name and
 # field 2 version in each of these request messages). ModelStreamInfer is deliberately absent: authz
 # sees only the first message of a stream, and later messages could name another model.
@@ -332,8 +338,8 @@ def stats_listener(values: dict) -> dict:
     """Exposes only /stats/prometheus and /ready of the admin interface (which itself stays on
     loopback, because it can also drain listeners and quit Envoy)."""
     allowed = [
-        {"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": "envoy_admin"}},
-        {"match": {"path": "/ready"}, "route": {"cluster": "envoy_admin"}},
+        {"match": {"prefix": ENVOY_METRICS_PATH}, "route": {"cluster": "envoy_admin"}},
+        {"match": {"path": ENVOY_READY_PATH}, "route": {"cluster": "envoy_admin"}},
         {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
     ]
     hcm = {
@@ -364,7 +370,7 @@ def clusters(values: dict) -> list[dict]:
         cluster("authz", values["authz_addr"], "authz_addr", values, http2=True,
                 health_check={"grpc_health_check": {}}),
         cluster("modelserver_http", values["modelserver_http"], "modelserver_http", values, http2=False,
-                lb="LEAST_REQUEST", health_check={"http_health_check": {"path": "/v2/health/ready"}}, extra=outlier),
+                lb="LEAST_REQUEST", health_check={"http_health_check": {"path": MODELSERVER_READY_PATH}}, extra=outlier),
         cluster("modelserver_grpc", values["modelserver_grpc"], "modelserver_grpc", values, http2=True,
                 lb="LEAST_REQUEST", health_check={"grpc_health_check": {}}, extra=outlier),
     ]
