@@ -168,12 +168,47 @@ def check_compose() -> None:
     check(any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), where, "no NVIDIA device reserved")
     check("modelserver" in gpu.get("networks", {}).get("default", {}).get("aliases", []), where, "GPU replica must answer to `modelserver`")
 
+    check(s["authz"]["depends_on"].get("authz-dev-init", {}).get("condition") == "service_completed_successfully",
+          where, "authz must wait for the dev key generation")
+    check_compose_authz_config()
+
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
     check(jobs["authz"]["dns_sd_configs"][0]["port"] == PORTS["authz_admin"], "deploy/prometheus/prometheus.yml", "authz scrape port")
     check(jobs["modelserver"]["dns_sd_configs"][0]["port"] == PORTS["modelserver_metrics"], "deploy/prometheus/prometheus.yml", "modelserver scrape port")
     check(jobs["envoy"]["static_configs"][0]["targets"] == [f"envoy:{PORTS['envoy_stats']}"]
           and jobs["envoy"]["metrics_path"] == PATHS["envoy_metrics"], "deploy/prometheus/prometheus.yml", "envoy scrape target")
+
+
+def check_compose_authz_config() -> None:
+    """deploy/compose/authz.toml is config/authz.toml plus container settings: the shared tables
+    must be identical, and the container settings must match the contract."""
+    import tomllib
+
+    where = "deploy/compose/authz.toml"
+    compose_cfg = tomllib.loads((ROOT / where).read_text())
+    demo_path = ROOT / "config" / "authz.toml"
+    check(demo_path.exists(), "config/authz.toml", "the demo config (source of deploy/compose/authz.toml) is missing")
+    if demo_path.exists():
+        demo = tomllib.loads(demo_path.read_text())
+        for table in ("principals", "models"):
+            check(compose_cfg.get(table) == demo.get(table), where, f"[{table}] differs from config/authz.toml")
+        for table in ("request", "authn"):
+            a, b = dict(compose_cfg.get(table, {})), dict(demo.get(table, {}))
+            # Only file paths may differ (container paths).
+            for issuer in a.get("issuers", []) + b.get("issuers", []):
+                issuer.pop("jwks_file", None)
+            check(a == b, where, f"[{table}] differs from config/authz.toml (other than file paths)")
+        check(Path(compose_cfg["policy"]["schema"]).name == Path(demo["policy"]["schema"]).name
+              and [Path(f).name for f in compose_cfg["policy"]["files"]] == [Path(f).name for f in demo["policy"]["files"]],
+              where, "[policy] files differ from config/authz.toml")
+    server = compose_cfg.get("server", {})
+    check(server.get("grpc_addr") == f"0.0.0.0:{PORTS['authz_grpc']}", where, "grpc_addr must listen on the contract port of every interface")
+    check(server.get("admin_addr") == f"0.0.0.0:{PORTS['authz_admin']}", where, "admin_addr must listen on the contract port of every interface")
+    check(compose_cfg.get("rate_limit", {}).get("redis_url") == f"redis://redis:{PORTS['redis']}", where, "redis_url must name the compose Redis")
+    check(compose_cfg.get("audit", {}).get("dir") == PATHS["authz_audit_dir"], where, "audit dir differs from the contract (and the volume)")
+    check(set(compose_cfg.get("request", {}).get("public_paths", [])) == set(CONTRACT["public_paths"]), where,
+          "authz's public paths differ from the gateway's (deploy/contract.json)")
 
 
 # ---------------------------------------------------------------------------------------------
