@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates every deployment artifact the repository ships, with the real tools:
-#   1. Envoy: renders up to date (envoy/render.py --check) and `envoy --mode validate` on each render
-#      (plus one render with e2e-style ephemeral ports);
+#   1. Envoy: renders up to date (envoy/render.py --check), `envoy --mode validate` on each render
+#      (plus one render with e2e-style ephemeral ports), and envoy/tests/envoy_config_test.py
+#      (the config's behaviour against real Envoy on loopback);
 #   2. monitoring: renders up to date, `promtool check` of rules and config, `promtool test rules`,
 #      and every dashboard query parses;
 #   3. compose: `docker-compose config -q`, with and without the gpu profile;
@@ -48,6 +49,13 @@ if need envoy "run scripts/bootstrap.sh"; then
   "$PY" envoy/render.py --target local --listen-port 18080 --admin-port 19901 --authz-addr 127.0.0.1:19001 \
     --modelserver-http 127.0.0.1:18000 --modelserver-grpc 127.0.0.1:18001 --otlp-addr 127.0.0.1:14317 \
     --out "$WORK/ephemeral.yaml" && run "envoy --mode validate (local render with CLI ports and tracing)" envoy --mode validate -c "$WORK/ephemeral.yaml"
+  # What the config does, against real Envoy on loopback (public paths, header stripping, body
+  # peek, fail closed, blocked APIs, normalisation, access log).
+  if "$PY" envoy/tests/envoy_config_test.py >"$WORK/log" 2>&1; then
+    ok "envoy config behaviour ($(tail -n 1 "$WORK/log"))"
+  else
+    fail "envoy config behaviour (envoy/tests/envoy_config_test.py)"; grep -v '^PASS' "$WORK/log" >&2
+  fi
 fi
 
 # --- 2. Monitoring ------------------------------------------------------------------------
