@@ -6,7 +6,7 @@
 #   2. monitoring: renders up to date, `promtool check` of rules and config, `promtool test rules`,
 #      and every dashboard query parses;
 #   3. compose: `docker-compose config -q`, with and without the gpu profile;
-#   4. Kubernetes: `kubectl kustomize` of each overlay and the Istio set, `kubernetes-validate --strict`
+#   4. Kubernetes: `kubectl kustomize` of the base, each overlay and the Istio set, `kubernetes-validate --strict`
 #      on the result (custom resources are checked for structure by step 6);
 #   5. checkov on the Dockerfiles and the rendered manifests (skips, with reasons: deploy/checkov.yaml);
 #   6. scripts/check_deploy_consistency.py: ports, paths and headers agree everywhere.
@@ -86,7 +86,7 @@ fi
 step "Kubernetes manifests"
 mkdir -p "$WORK/k8s"
 if need kubectl "kubectl with kustomize (the machine image ships it)"; then
-  for target in overlays/cpu overlays/gpu istio; do
+  for target in base overlays/cpu overlays/gpu istio; do
     name="$(basename "$target")"
     if kubectl kustomize "k8s/$target" >"$WORK/k8s/$name.yaml" 2>"$WORK/log"; then
       ok "kubectl kustomize k8s/$target"
@@ -96,7 +96,7 @@ if need kubectl "kubectl with kustomize (the machine image ships it)"; then
   done
   cp k8s/istio/istio-operator.yaml "$WORK/k8s/istio-operator.yaml"
   if need kubernetes-validate "PyPI kubernetes-validate; run scripts/bootstrap.sh"; then
-    for f in "$WORK"/k8s/cpu.yaml "$WORK"/k8s/gpu.yaml "$WORK"/k8s/istio.yaml; do
+    for f in "$WORK"/k8s/base.yaml "$WORK"/k8s/cpu.yaml "$WORK"/k8s/gpu.yaml "$WORK"/k8s/istio.yaml; do
       # Built-in kinds strictly; custom resources (no schema here) are reported as warnings and
       # checked for structure in step 6.
       if kubernetes-validate --strict --quiet "$f" >"$WORK/log" 2>&1 && ! grep -q '^ERROR' "$WORK/log"; then
