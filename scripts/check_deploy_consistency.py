@@ -401,16 +401,25 @@ def source_text(crate: str) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted((ROOT / crate / "src").rglob("*.rs")))
 
 
+def mentions_path(source: str, path: str) -> bool:
+    """A route path appears either literally or as its segments matched in order
+    (`["v2", "health", "live"]`, as a router that matches segment slices writes it)."""
+    segments = [p for p in path.split("/") if p]
+    return path in source or ", ".join(f'"{p}"' for p in segments) in source
+
+
 def check_service_defaults() -> None:
     authz = source_text("authz")
     for what, needle in (("principal header", HEADERS["principal"]), ("decision id header", HEADERS["decision_id"]),
                          ("gRPC port", str(PORTS["authz_grpc"])), ("admin port", str(PORTS["authz_admin"])),
                          ("readiness path", PATHS["authz_readyz"]), ("liveness path", PATHS["authz_healthz"]),
+                         ("metrics path", PATHS["authz_metrics"]),
                          ("access reason header", HEADERS["access_reason"]), ("API key header", HEADERS["api_key"])):
         check(needle in authz, "authz/src", f"{what} {needle!r} (deploy/contract.json) not found in the service's source")
     ms = source_text("modelserver")
-    for what, needle in (("ready path", "/v2/health/ready"), ("live path", "/v2/health/live"),
-                         ("--http-port", "http_port"), ("--grpc-port", "grpc_port"), ("--metrics-port", "metrics_port"),
+    for what, path in (("ready path", PATHS["modelserver_ready"]), ("live path", PATHS["modelserver_live"])):
+        check(mentions_path(ms, path), "modelserver/src", f"{what} {path!r} (deploy/contract.json) not found in the service's source")
+    for what, needle in (("--http-port", "http_port"), ("--grpc-port", "grpc_port"), ("--metrics-port", "metrics_port"),
                          ("--model-repository", "model_repository"), ("ORT_DYLIB_PATH", "ORT_DYLIB_PATH")):
         check(needle in ms, "modelserver/src", f"{what} {needle!r} (deploy/contract.json) not found in the service's source")
 
