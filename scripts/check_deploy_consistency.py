@@ -206,7 +206,9 @@ def check_compose_authz_config() -> None:
     check(server.get("grpc_addr") == f"0.0.0.0:{PORTS['authz_grpc']}", where, "grpc_addr must listen on the contract port of every interface")
     check(server.get("admin_addr") == f"0.0.0.0:{PORTS['authz_admin']}", where, "admin_addr must listen on the contract port of every interface")
     check(compose_cfg.get("rate_limit", {}).get("redis_url") == f"redis://redis:{PORTS['redis']}", where, "redis_url must name the compose Redis")
-    check(compose_cfg.get("audit", {}).get("dir") == PATHS["authz_audit_dir"], where, "audit dir differs from the contract (and the volume)")
+    audit_path = compose_cfg.get("audit", {}).get("path", "")
+    check(audit_path.rstrip("/") == PATHS["authz_audit_dir"] and audit_path.endswith("/"), where,
+          "[audit] path must be the contract's audit directory (with a trailing slash: a directory)")
     check(set(compose_cfg.get("request", {}).get("public_paths", [])) == set(CONTRACT["public_paths"]), where,
           "authz's public paths differ from the gateway's (deploy/contract.json)")
 
