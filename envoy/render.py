@@ -279,7 +279,9 @@ def http_filters() -> list[dict]:
     ]
 
 
-def ingress_listener(values: dict) -> dict:
+def ingress_listener(values: dict, tls: dict | None = None) -> dict:
+    """The client listener: plaintext HTTP/1.1 + h2c, or (with `tls`) HTTPS where clients may
+    present a certificate, whose verified identity authz receives as `source.principal`."""
     hcm: dict = {
         "@type": HCM_TYPE,
         "stat_prefix": "ingress",
@@ -325,12 +327,30 @@ def ingress_listener(values: dict) -> dict:
             # modelserver spans join the trace Envoy starts.
             "spawn_upstream_span": True,
         }
+    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if tls:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                # Optional: callers without a certificate authenticate with a token or API key;
+                # a certificate that is presented must chain to client_ca, or the handshake fails.
+                "require_client_certificate": False,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_certificates": [{"certificate_chain": {"filename": tls["cert"]},
+                                          "private_key": {"filename": tls["key"]}}],
+                    "validation_context": {"trusted_ca": {"filename": tls["client_ca"]}},
+                },
+            },
+        }
+    port = tls["port"] if tls else values["listen_port"]
     return {
-        "name": "ingress",
-        "address": {"socket_address": {"address": values["listen_address"], "port_value": values["listen_port"]}},
+        "name": "ingress_tls" if tls else "ingress",
+        "address": {"socket_address": {"address": values["listen_address"], "port_value": port}},
         # Bounds what one connection may make Envoy buffer (the ext_authz body peek included).
         "per_connection_buffer_limit_bytes": 1048576,
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": [chain],
     }
 
 
@@ -384,6 +404,8 @@ def clusters(values: dict) -> list[dict]:
 def build_config(values: dict) -> dict:
     """The whole bootstrap for one target's values."""
     listeners = [ingress_listener(values)]
+    if values.get("tls"):
+        listeners.append(ingress_listener(values, values["tls"]))
     if values.get("public_stats_port"):
         listeners.append(stats_listener(values))
     return {
@@ -492,6 +514,7 @@ def load_values(target: str) -> dict:
         raise RenderError(f"{path}: missing {', '.join(missing)}")
     values.setdefault("public_stats_port", None)
     values.setdefault("otlp_addr", None)
+    values.setdefault("tls", None)
     return values
 
 
@@ -517,7 +540,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--modelserver-grpc", help="host:port of the model server's OIP gRPC port")
     p.add_argument("--otlp-addr", help="host:port of an OTLP/gRPC collector (enables tracing)")
     p.add_argument("--health-check-interval", help="e.g. 1s")
+    p.add_argument("--tls-port", type=int, help="add an HTTPS listener on this port (needs the three files below)")
+    p.add_argument("--tls-cert", help="server certificate chain (PEM) for --tls-port")
+    p.add_argument("--tls-key", help="server private key (PEM) for --tls-port")
+    p.add_argument("--client-ca", help="CA bundle (PEM) that client certificates must chain to")
     args = p.parse_args(argv)
+    tls_args = (args.tls_port, args.tls_cert, args.tls_key, args.client_ca)
+    if any(a is not None for a in tls_args) and not all(a is not None for a in tls_args):
+        p.error("--tls-port, --tls-cert, --tls-key and --client-ca go together")
 
     overrides = {k: getattr(args, k) for k in ("listen_address", "listen_port", "admin_port", "authz_addr",
                                                 "modelserver_http", "modelserver_grpc", "otlp_addr",
@@ -549,6 +579,8 @@ def main(argv: list[str]) -> int:
             return 0
         values = load_values(args.target)
         values.update(overrides)
+        if args.tls_port is not None:
+            values["tls"] = {"port": args.tls_port, "cert": args.tls_cert, "key": args.tls_key, "client_ca": args.client_ca}
         for port_key in ("listen_port", "admin_port"):
             if not 0 < int(values[port_key]) < 65536:
                 raise RenderError(f"{port_key}: {values[port_key]} is not a port")

@@ -30,10 +30,15 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = Path(tempfile.mkdtemp(prefix="envoy-config-test-"))
 PRINCIPAL = "alice"
+SPIFFE_ID = "spiffe://gateway.local/ns/security/sa/triage-bot"
 
 
 # ---- protobuf wire encoding, just enough for CheckResponse and a ModelInferRequest prefix ----
@@ -69,6 +74,53 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- certificates for the mTLS listener -------------------------------------------------------
+
+def write_pki(directory: Path) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate whose URI SAN
+    is a SPIFFE id; returns the PEM file paths."""
+    import datetime
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject: str, key, issuer_name, issuer_key, san, ca: bool = False):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(issuer_name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name: str, data: bytes) -> str:
+        path = directory / name
+        path.write_bytes(data)
+        return str(path)
+
+    pem = serialization.Encoding.PEM
+    def key_pem(k) -> bytes:
+        return k.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
+    ca = cert("test-ca", ca_key, ca_name, ca_key, None, ca=True)
+    srv_key = ec.generate_private_key(ec.SECP256R1())
+    srv = cert("127.0.0.1", srv_key, ca_name, ca_key, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cli_key = ec.generate_private_key(ec.SECP256R1())
+    cli = cert("triage-bot", cli_key, ca_name, ca_key, [x509.UniformResourceIdentifier(SPIFFE_ID)])
+    return {
+        "ca": write("ca.pem", ca.public_bytes(pem)),
+        "server_cert": write("server.pem", srv.public_bytes(pem)),
+        "server_key": write("server.key", key_pem(srv_key)),
+        "client_cert": write("client.pem", cli.public_bytes(pem)),
+        "client_key": write("client.key", key_pem(cli_key)),
+    }
 
 
 # ---- stand-in endpoints ----------------------------------------------------------------------
@@ -150,13 +202,16 @@ def expect(name: str, ok: bool) -> None:
 
 def main() -> int:
     b = Backends()
-    listen, admin = free_port(), free_port()
+    listen, admin, tls_port = free_port(), free_port(), free_port()
+    pki = write_pki(WORK)
     cfg = WORK / "envoy.yaml"
     subprocess.run([sys.executable, str(ROOT / "envoy/render.py"), "--target", "local",
                     "--listen-port", str(listen), "--admin-port", str(admin),
                     "--authz-addr", f"127.0.0.1:{b.authz_port}",
                     "--modelserver-http", f"127.0.0.1:{b.http_port}",
-                    "--modelserver-grpc", f"127.0.0.1:{b.grpc_port}", "--out", str(cfg)], check=True)
+                    "--modelserver-grpc", f"127.0.0.1:{b.grpc_port}",
+                    "--tls-port", str(tls_port), "--tls-cert", pki["server_cert"], "--tls-key", pki["server_key"],
+                    "--client-ca", pki["ca"], "--out", str(cfg)], check=True)
     log_path = WORK / "envoy.out"
     envoy = subprocess.Popen(["envoy", "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn"],
                              stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
@@ -173,6 +228,7 @@ def main() -> int:
             expect("envoy became ready within 20s", False)
             return 1
         run_checks(b, listen)
+        run_tls_checks(b, tls_port, pki)
         b.authz.stop(0)
         time.sleep(0.5)
         status, _, _ = request(listen, "/v2/models/m/infer", data=b"{}")
@@ -269,6 +325,21 @@ def run_checks(b: Backends, port: int) -> None:
             expect("gRPC RepositoryIndex is not exposed", False)
         except grpc.RpcError as e:
             expect(f"gRPC RepositoryIndex is not exposed ({e.code()})", e.code() == grpc.StatusCode.PERMISSION_DENIED)
+
+
+def run_tls_checks(b: Backends, port: int, pki: dict[str, str]) -> None:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    ctx.load_cert_chain(pki["client_cert"], pki["client_key"])
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/v2/models/m/infer", data=b"{}")
+    with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+        status = resp.status
+    expect(f"mTLS listener routes an allowed request (got {status})", status == 200)
+    expect("authz receives the client certificate's SPIFFE id as the peer principal", SPIFFE_ID.encode() in b.checks[-1])
+    anonymous = ssl.create_default_context(cafile=pki["ca"])
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/v2/health/ready", timeout=5, context=anonymous) as resp:
+        expect("the TLS listener accepts clients without a certificate (token or API key auth)", resp.status == 200)
 
 
 if __name__ == "__main__":
