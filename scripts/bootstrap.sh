@@ -74,6 +74,17 @@ ln -sfn "$(command -v redis-server)" "$TOOLS/bin/redis-server"
 ln -sfn "$(command -v redis-cli)" "$TOOLS/bin/redis-cli"
 say "redis: $("$TOOLS/bin/redis-server" --version | grep -o 'v=[^ ]*') -> $TOOLS/bin/redis-server"
 
+# --- wrk (the load generator of `make bench`; docs/benchmarks.md says why wrk) -------------------
+if ! command -v wrk >/dev/null; then
+  command -v apt-get >/dev/null || die "wrk is missing and there is no apt-get to install it"
+  say "wrk: installing the Debian package wrk (load generator for make bench)"
+  SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null; } \
+    || die "apt-get could not install wrk"
+fi
+say "wrk: $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2) at $(command -v wrk)"
+
 # --- docker-compose (validator only; no engine is needed) -----------------------------------
 if ! command -v docker-compose >/dev/null; then
   if command -v apt-get >/dev/null; then
