@@ -1,1 +1,2 @@
 //! authz: see DESIGN.md.
+pub mod ratelimit;
