@@ -514,3 +514,198 @@ pub fn validate_model_limit(path: &str, config: Option<&ModelRateLimit>) -> Vec<
         .err()
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        rate_limit: RateLimitConfig,
+        models: BTreeMap<String, Model>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Model {
+        rate_limit: Option<ModelRateLimit>,
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        let file: File = toml::from_str(text).unwrap();
+        let mut out: Vec<String> = file
+            .rate_limit
+            .validate("rate_limit")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for (name, model) in &file.models {
+            let path = format!("models.{name}.rate_limit");
+            out.extend(
+                validate_model_limit(&path, model.rate_limit.as_ref())
+                    .iter()
+                    .map(ToString::to_string),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_good_file_has_no_problems_and_defaults_are_documented_values() {
+        let text = r#"
+            [rate_limit]
+            redis_url = "redis://user:secret@127.0.0.1:6379/0"
+            [models.a.rate_limit]
+            rate = 100
+            period = "60s"
+            burst = 20
+            on_store_error = "allow"
+            [models.a.rate_limit.roles.premium]
+            rate = 1000
+            period = "1m"
+            [models.b.rate_limit]
+            unlimited = true
+        "#;
+        assert_eq!(problems(text), Vec::<String>::new());
+        let file: File = toml::from_str(text).unwrap();
+        assert_eq!(file.rate_limit.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert!(DEFAULT_TIMEOUT_MS <= 50);
+        let debug = format!("{:?}", file.rate_limit);
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("redis://***@127.0.0.1:6379/0"), "{debug}");
+        let a = ModelLimits::from_config("a", file.models["a"].rate_limit.as_ref()).unwrap();
+        assert_eq!(a.on_store_error, OnStoreError::Allow);
+        let Limit::Limited(premium) = a.roles["premium"] else {
+            panic!()
+        };
+        assert_eq!(premium.burst(), 1000, "burst defaults to rate");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = r#"
+            [rate_limit]
+            redis_url = "http://x"
+            redis_cluster_nodes = ["redis://127.0.0.1:1", "tcp://y"]
+            timeout_ms = 0
+            breaker_failures = 0
+            breaker_cooldown_ms = 0
+            memory_max_keys = 0
+            key_prefix = "a{b}"
+            [models.nolimit]
+            [models.nothing.rate_limit]
+            [models.both.rate_limit]
+            unlimited = true
+            rate = 5
+            [models.bad.rate_limit]
+            rate = 0
+            period = "10 parsecs"
+            burst = 0
+            [models.bad.rate_limit.roles.r]
+            period = "1s"
+            [models.huge.rate_limit]
+            rate = 1
+            period = "3650d"
+            burst = 10
+        "#;
+        let got = problems(text);
+        let expected_paths = [
+            "rate_limit.redis_cluster_nodes:",
+            "rate_limit.redis_url:",
+            "rate_limit.redis_cluster_nodes[1]:",
+            "rate_limit.timeout_ms:",
+            "rate_limit.breaker_failures:",
+            "rate_limit.breaker_cooldown_ms:",
+            "rate_limit.memory_max_keys:",
+            "rate_limit.key_prefix:",
+            "models.bad.rate_limit.period:",
+            "models.bad.rate_limit.roles.r.rate:",
+            "models.both.rate_limit.unlimited:",
+            "models.huge.rate_limit.burst:",
+            "models.nolimit.rate_limit:",
+            "models.nothing.rate_limit.rate:",
+            "models.nothing.rate_limit.period:",
+        ];
+        for path in expected_paths {
+            assert!(
+                got.iter().any(|p| p.starts_with(path)),
+                "no problem at {path} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expected_paths.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err =
+            toml::from_str::<ModelRateLimit>("rate = 1\nperiod = \"1s\"\nbrust = 3").unwrap_err();
+        assert!(err.to_string().contains("brust"), "{err}");
+    }
+
+    #[test]
+    fn the_most_generous_override_among_the_principals_roles_wins() {
+        let config: ModelRateLimit = toml::from_str(
+            r#"
+            rate = 10
+            period = "1m"
+            [roles.trial]
+            rate = 1
+            period = "1m"
+            [roles.premium]
+            rate = 100
+            period = "1m"
+            burst = 5
+            [roles.premium_burst]
+            rate = 100
+            period = "1m"
+            burst = 50
+            [roles.ops]
+            unlimited = true
+            "#,
+        )
+        .unwrap();
+        let limits = ModelLimits::from_config("m", Some(&config)).unwrap();
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let burst = |l: Limit| match l {
+            Limit::Limited(g) => g.burst(),
+            Limit::Unlimited => u64::MAX,
+        };
+        assert_eq!(burst(limits.for_roles(&roles(&[]))), 10);
+        assert_eq!(burst(limits.for_roles(&roles(&["unrelated"]))), 10);
+        assert_eq!(
+            burst(limits.for_roles(&roles(&["trial"]))),
+            1,
+            "an override may be stricter"
+        );
+        assert_eq!(burst(limits.for_roles(&roles(&["trial", "premium"]))), 5);
+        assert_eq!(
+            burst(limits.for_roles(&roles(&["premium_burst", "trial", "premium"]))),
+            50
+        );
+        assert_eq!(
+            limits.for_roles(&roles(&["premium", "ops"])),
+            Limit::Unlimited
+        );
+    }
+
+    #[test]
+    fn periods_parse_strictly() {
+        assert_eq!(parse_period("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_period("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_period("2h"), Ok(Duration::from_secs(7200)));
+        for bad in [
+            "",
+            "s",
+            "1",
+            "1.5s",
+            "-1s",
+            "1 s",
+            "1sec",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_period(bad).is_err(), "{bad}");
+        }
+    }
+}
