@@ -47,6 +47,9 @@ use std::time::Duration;
 /// millisecond, so 50 ms only ever fires when Redis is truly unwell, and bounds the latency a
 /// dead Redis adds to a request.
 pub const DEFAULT_TIMEOUT_MS: u64 = 50;
+// The issue's bound on the default deadline, checked at compile time.
+const _: () = assert!(DEFAULT_TIMEOUT_MS <= 50);
+
 /// Largest accepted `timeout_ms`: beyond a second the limiter would be the slow part of every check.
 pub const MAX_TIMEOUT_MS: u64 = 1_000;
 /// Consecutive failures that open the breaker: enough to ride out a single lost packet, few enough
@@ -571,7 +574,6 @@ mod tests {
         assert_eq!(problems(text), Vec::<String>::new());
         let file: File = toml::from_str(text).unwrap();
         assert_eq!(file.rate_limit.timeout_ms, DEFAULT_TIMEOUT_MS);
-        assert!(DEFAULT_TIMEOUT_MS <= 50);
         let debug = format!("{:?}", file.rate_limit);
         assert!(!debug.contains("secret"), "{debug}");
         assert!(debug.contains("redis://***@127.0.0.1:6379/0"), "{debug}");
