@@ -78,7 +78,11 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
             tokio::spawn(async move {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let model = if (i + c) % 2 == 0 { "closed" } else { "open" };
+                    let model = if (i + c).is_multiple_of(2) {
+                        "closed"
+                    } else {
+                        "open"
+                    };
                     let started = Instant::now();
                     let outcome = limiter.check(&format!("client-{c}"), model, &[]).await;
                     let took = started.elapsed();
