@@ -282,13 +282,27 @@ impl RateLimiter {
         if !problems.is_empty() {
             return Err(RateLimitError::Config(problems));
         }
+        let ca = match &config.redis_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                RateLimitError::Config(vec![ConfigProblem {
+                    path: "rate_limit.redis_ca_file".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])
+            })?),
+            None => None,
+        };
         let store: Arc<dyn Store> = if !config.redis_cluster_nodes.is_empty() {
             Arc::new(redis::RedisStore::cluster(
                 &config.redis_cluster_nodes,
+                ca.as_deref(),
                 config.timeout(),
             )?)
         } else if let Some(url) = &config.redis_url {
-            Arc::new(redis::RedisStore::standalone(url, config.timeout())?)
+            Arc::new(redis::RedisStore::standalone(
+                url,
+                ca.as_deref(),
+                config.timeout(),
+            )?)
         } else {
             Arc::new(MemoryStore::new(
                 config.memory_max_keys,

@@ -317,3 +317,130 @@ async fn a_redis_that_is_down_at_start_up_degrades_instead_of_failing_start_up()
     );
     assert!(!outcome.is_allowed(), "on_store_error defaults to deny");
 }
+
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (the command-line tool) is needed to make test certificates");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=authz test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ];
+    ca.extend(ec);
+    openssl(&ca, dir);
+    let mut csr = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    csr.extend(ec);
+    openssl(&csr, dir);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+        dir,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_verifies_the_server_certificate_and_limits_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let tls_port = e2e::free_port();
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("server.crt"), file("server.key"), file("ca.crt"));
+    let _redis = e2e::RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let trusted = limiter(&RateLimitConfig {
+        redis_url: Some(url.clone()),
+        redis_ca_file: Some(ca.clone().into()),
+        timeout_ms: 1000,
+        ..RateLimitConfig::default()
+    });
+    let mut seen_tls = Vec::new();
+    for _ in 0..2 {
+        seen_tls.push(seen(
+            trusted.check("dave", "slow", &roles(&["trial"])).await,
+        ));
+    }
+    let expected: Vec<String> = expected_transcript()
+        .iter()
+        .filter_map(|l| l.strip_prefix("dave slow [\"trial\"]: ").map(str::to_owned))
+        .collect();
+    assert_eq!(seen_tls, expected, "same decisions over TLS");
+    // Without the CA the certificate is not trusted: the store fails (closed), it does not
+    // fall back to an unverified connection.
+    let untrusted = limiter(&RateLimitConfig {
+        redis_url: Some(url),
+        timeout_ms: 1000,
+        ..RateLimitConfig::default()
+    });
+    let outcome = untrusted.check("dave", "slow", &[]).await;
+    assert!(
+        matches!(
+            outcome,
+            RateLimitOutcome::StoreFailed {
+                error: StoreErrorKind::Connection,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}

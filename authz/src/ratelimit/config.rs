@@ -4,7 +4,8 @@
 //!
 //! ```toml
 //! [rate_limit]                       # every field optional; no redis_* = in-process store
-//! redis_url = "redis://127.0.0.1:6379"
+//! redis_url = "redis://127.0.0.1:6379"   # or rediss://…, or redis_cluster_nodes = [...]
+//! # redis_ca_file = "/etc/authz/redis-ca.pem"   # rediss only; default: system roots
 //! timeout_ms = 50
 //!
 //! [models.resnet50.rate_limit]
@@ -96,6 +97,10 @@ pub struct RateLimitConfig {
     /// Seed nodes of a Redis Cluster (`redis://host:port` each).
     #[serde(default)]
     pub redis_cluster_nodes: Vec<String>,
+    /// PEM file of the CA certificates that sign the Redis servers' TLS certificates (`rediss://`
+    /// only). Unset: the system's trusted roots. Certificates are always verified.
+    #[serde(default)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Deadline of one store call in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -134,6 +139,7 @@ impl Default for RateLimitConfig {
         Self {
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
+            redis_ca_file: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             breaker_failures: DEFAULT_BREAKER_FAILURES,
             breaker_cooldown_ms: DEFAULT_BREAKER_COOLDOWN_MS,
@@ -154,6 +160,7 @@ impl fmt::Debug for RateLimitConfig {
         f.debug_struct("RateLimitConfig")
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_cluster_nodes", &nodes)
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("timeout_ms", &self.timeout_ms)
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
@@ -206,6 +213,24 @@ impl RateLimitConfig {
                 problems.push(ConfigProblem::new(
                     format!("{path}.redis_cluster_nodes[{i}]"),
                     message,
+                ));
+            }
+        }
+        if let Some(ca) = &self.redis_ca_file {
+            let tls = self
+                .redis_url
+                .iter()
+                .chain(&self.redis_cluster_nodes)
+                .any(|u| u.starts_with("rediss://"));
+            if !tls {
+                problems.push(ConfigProblem::new(
+                    at("redis_ca_file"),
+                    "only used with rediss:// URLs, and none is configured",
+                ));
+            } else if let Err(e) = std::fs::metadata(ca) {
+                problems.push(ConfigProblem::new(
+                    at("redis_ca_file"),
+                    format!("cannot read {}: {e}", ca.display()),
                 ));
             }
         }
@@ -590,6 +615,7 @@ mod tests {
         let text = r#"
             [rate_limit]
             redis_url = "http://x"
+            redis_ca_file = "/nonexistent/ca.pem"
             redis_cluster_nodes = ["redis://127.0.0.1:1", "tcp://y"]
             timeout_ms = 0
             breaker_failures = 0
@@ -617,6 +643,7 @@ mod tests {
             "rate_limit.redis_cluster_nodes:",
             "rate_limit.redis_url:",
             "rate_limit.redis_cluster_nodes[1]:",
+            "rate_limit.redis_ca_file:",
             "rate_limit.timeout_ms:",
             "rate_limit.breaker_failures:",
             "rate_limit.breaker_cooldown_ms:",

@@ -52,15 +52,24 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// A store on one Redis server at `url` (`redis://[user:pass@]host:port[/db]`, or
-    /// `rediss://` when built with TLS support). Does no I/O: the connection is made by the
-    /// first check, and remade after failures.
+    /// `rediss://` for TLS). With TLS the server certificate is verified against `ca_pem` (PEM
+    /// CA certificates) when given, else against the system's trusted roots. Does no I/O: the
+    /// connection is made by the first check, and remade after failures.
     ///
     /// # Errors
     /// [`StoreError::Config`] when the URL is not valid for this build, or when called outside a
     /// Tokio runtime (the connection's background tasks need one).
-    pub fn standalone(url: &str, response_timeout: Duration) -> Result<Self, StoreError> {
+    pub fn standalone(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        response_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         require_runtime()?;
-        let client = ::redis::Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let client = match ca_pem {
+            None => ::redis::Client::open(url),
+            Some(ca) => ::redis::Client::build_with_tls(url, certificates(ca)),
+        }
+        .map_err(|e| StoreError::Config(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response_timeout))
@@ -75,15 +84,23 @@ impl RedisStore {
         })
     }
 
-    /// A store on a Redis Cluster reached through any of `nodes` (`redis://host:port` each). Does
-    /// no I/O: the cluster topology is discovered by the first check and refreshed on `MOVED`.
+    /// A store on a Redis Cluster reached through any of `nodes` (`redis://host:port` or
+    /// `rediss://host:port` each; `ca_pem` as for [`RedisStore::standalone`]). Does no I/O: the cluster topology is discovered by the first check and refreshed on `MOVED`.
     ///
     /// # Errors
     /// [`StoreError::Config`] when a node address is not valid for this build, or when called
     /// outside a Tokio runtime.
-    pub fn cluster(nodes: &[String], response_timeout: Duration) -> Result<Self, StoreError> {
+    pub fn cluster(
+        nodes: &[String],
+        ca_pem: Option<&[u8]>,
+        response_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         require_runtime()?;
-        let client = ClusterClientBuilder::new(nodes.to_vec())
+        let mut builder = ClusterClientBuilder::new(nodes.to_vec());
+        if let Some(ca) = ca_pem {
+            builder = builder.certs(certificates(ca));
+        }
+        let client = builder
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(response_timeout)
             .retries(2)
@@ -127,6 +144,13 @@ impl RedisStore {
         }
         .map_err(StoreError::from_redis)?;
         interpret(&reply, limit)
+    }
+}
+
+fn certificates(ca_pem: &[u8]) -> ::redis::TlsCertificates {
+    ::redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
     }
 }
 
@@ -204,7 +228,7 @@ mod tests {
     #[test]
     fn creating_a_store_outside_a_runtime_is_an_error_not_a_panic() {
         assert!(matches!(
-            RedisStore::standalone("redis://127.0.0.1:1", Duration::from_millis(50)),
+            RedisStore::standalone("redis://127.0.0.1:1", None, Duration::from_millis(50)),
             Err(StoreError::Config(_))
         ));
     }
@@ -212,11 +236,11 @@ mod tests {
     #[tokio::test]
     async fn bad_urls_are_config_errors_without_io() {
         assert!(matches!(
-            RedisStore::standalone("http://x", Duration::from_millis(50)),
+            RedisStore::standalone("http://x", None, Duration::from_millis(50)),
             Err(StoreError::Config(_))
         ));
         let store =
-            RedisStore::standalone("redis://127.0.0.1:1", Duration::from_millis(50)).unwrap();
+            RedisStore::standalone("redis://127.0.0.1:1", None, Duration::from_millis(50)).unwrap();
         assert_eq!(store.name(), "redis");
     }
 }
