@@ -212,3 +212,83 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
         outage.len()
     );
 }
+
+/// A Redis that hangs (SIGSTOP: the TCP connection stays open, nothing answers) is the case the
+/// timeout exists for: the first checks wait exactly the timeout, then the breaker opens and
+/// checks fail at once; after SIGCONT limiting resumes within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once() {
+    use authz::ratelimit::StoreErrorKind;
+    let mut redis = e2e::RedisServer::start();
+    let models: std::collections::BTreeMap<String, ModelRateLimit> =
+        toml::from_str(MODELS).unwrap();
+    let table =
+        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
+            .unwrap();
+    let config = RateLimitConfig {
+        redis_url: Some(redis.url()),
+        timeout_ms: TIMEOUT_MS,
+        breaker_failures: 3,
+        breaker_cooldown_ms: 250,
+        ..RateLimitConfig::default()
+    };
+    let limiter = RateLimiter::from_config(&config, table, &mut Registry::default()).unwrap();
+    assert!(matches!(
+        limiter.check("u", "closed", &[]).await,
+        RateLimitOutcome::Allowed(_)
+    ));
+
+    redis.process().signal(libc::SIGSTOP);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let outcome = limiter.check("u", "closed", &[]).await;
+        let took = started.elapsed();
+        assert!(
+            took <= Duration::from_millis(TIMEOUT_MS) + MARGIN,
+            "a check took {took:?}"
+        );
+        let RateLimitOutcome::StoreFailed {
+            policy: OnStoreError::Deny,
+            error,
+        } = outcome
+        else {
+            panic!("{outcome:?} while Redis hangs");
+        };
+        seen.push((error, took));
+    }
+    let kinds: Vec<StoreErrorKind> = seen.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds[..3], [StoreErrorKind::Timeout; 3], "{seen:?}");
+    assert!(
+        seen[..3]
+            .iter()
+            .all(|(_, took)| *took >= Duration::from_millis(TIMEOUT_MS)),
+        "{seen:?}"
+    );
+    assert!(
+        kinds[3..].iter().all(|k| *k == StoreErrorKind::CircuitOpen),
+        "{seen:?}"
+    );
+    assert!(
+        seen[3..]
+            .iter()
+            .all(|(_, took)| *took < Duration::from_millis(5)),
+        "{seen:?}"
+    );
+
+    redis.process().signal(libc::SIGCONT);
+    let resumed = Instant::now();
+    loop {
+        if matches!(
+            limiter.check("u", "closed", &[]).await,
+            RateLimitOutcome::Allowed(_)
+        ) {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(1),
+            "not recovered 1 s after SIGCONT"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

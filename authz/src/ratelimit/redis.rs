@@ -33,6 +33,9 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(100);
 pub struct RedisStore {
     connection: Connection,
     script: ::redis::Script,
+    /// The client library's own response timeout (the same as the check deadline, so whichever
+    /// fires first, the error says `Timeout`).
+    response_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -81,6 +84,7 @@ impl RedisStore {
         Ok(Self {
             connection: Connection::Standalone(manager),
             script: ::redis::Script::new(GCRA_CHECK),
+            response_timeout,
         })
     }
 
@@ -116,6 +120,7 @@ impl RedisStore {
                 client.get_pending_async_connection_with_config(config),
             ),
             script: ::redis::Script::new(GCRA_CHECK),
+            response_timeout,
         })
     }
 
@@ -142,7 +147,10 @@ impl RedisStore {
             Connection::Standalone(mut c) => invocation.invoke_async(&mut c).await,
             Connection::Cluster(mut c) => invocation.invoke_async(&mut c).await,
         }
-        .map_err(StoreError::from_redis)?;
+        .map_err(|e| match e.is_timeout() {
+            true => StoreError::Timeout(self.response_timeout),
+            false => StoreError::from_redis(e),
+        })?;
         interpret(&reply, limit)
     }
 }
