@@ -159,7 +159,12 @@ impl RateLimitState {
 }
 
 /// The result of [`RateLimiter::check`], with the store-failure policy already applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Serializes for the audit record as `{"result": "allowed", "limit": .., "remaining": ..,
+/// "reset_secs": .., "retry_after_secs": ..}`, `{"result": "store_failed", "policy": "deny",
+/// "error": "timeout"}`, `{"result": "unlimited"}`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
 pub enum RateLimitOutcome {
     /// Admitted within the limit.
     Allowed(RateLimitState),

@@ -257,6 +257,11 @@ async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once
         };
         seen.push((error, took));
     }
+    assert_eq!(
+        serde_json::to_string(&limiter.check("u", "closed", &[]).await).unwrap(),
+        r#"{"result":"store_failed","policy":"deny","error":"circuit_open"}"#,
+        "the audit form of a degraded decision"
+    );
     let kinds: Vec<StoreErrorKind> = seen.iter().map(|(k, _)| *k).collect();
     assert_eq!(kinds[..3], [StoreErrorKind::Timeout; 3], "{seen:?}");
     assert!(

@@ -272,6 +272,12 @@ async fn exactly_burst_admitted(config: RateLimitConfig) {
         }
     }
     assert_eq!((admitted, limited), (100, 400));
+    let again = instances[0].check("mallory", "m", &[]).await;
+    assert_eq!(
+        serde_json::to_value(again).unwrap(),
+        serde_json::json!({"result": "limited", "limit": 100, "remaining": 0, "reset_secs": 360000, "retry_after_secs": 3600}),
+        "the audit form of a limited decision"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,8 +47,9 @@ pub enum StoreError {
     Config(String),
 }
 
-/// The bounded set of [`StoreError`] kinds, used as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The bounded set of [`StoreError`] kinds, used as a metric label and in audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StoreErrorKind {
     /// [`StoreError::Timeout`].
     Timeout,
