@@ -1,1 +1,3 @@
 //! authz: see DESIGN.md.
+
+pub mod audit;

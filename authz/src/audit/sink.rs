@@ -1,0 +1,549 @@
+//! The sinks: the audit file (resume after restart, size rotation, retention) and a stream
+//! (stdout) that receives the same lines.
+//!
+//! File layout: the *active file* `P` (see [`AuditConfig::active_file`]) and rotated files
+//! `P.NNNNNN`, where `NNNNNN` is the file's sequence number from its header. A new active file
+//! is created atomically (written as `P.tmp`, synced, renamed, directory synced), so `P` always
+//! starts with a complete header. Rotation renames `P` to `P.NNNNNN` and creates the next `P`.
+//!
+//! On start (and after any failure) the sink reads the chain's tip back from disk:
+//! - `P` ends with a complete line: append to it, continuing from its last line.
+//! - `P` ends with a torn line (a crash during `write(2)`): `P` is left untouched as evidence and
+//!   rotated away; a new file continues the chain from the last complete line. `verify` reports
+//!   the tear as such.
+//! - `P` is missing or empty: continue from the newest rotated file (a crash between rotation's
+//!   two renames), or start a new chain when there is none.
+//! - `P` is not a regular file (a device such as `/dev/full`, a pipe): write to it as a stream,
+//!   starting a new chain; it is never read, rotated or truncated.
+//!
+//! [`AuditConfig::active_file`]: super::AuditConfig::active_file
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, BufRead, BufReader, Read, Write},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::{AuditError, Durability, chain, record::GENESIS_HASH};
+
+/// Where the chain stands on disk, as read back by [`FileSink::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// `seq` for the next line.
+    pub next_seq: u64,
+    /// `hash` of the last line (the next line's `prev_hash`).
+    pub last_hash: String,
+    /// `Some(file_seq)` when a new file must be started with a header of this file number
+    /// (call [`FileSink::create`]); `None` when the existing active file is open for appending.
+    pub new_file: Option<u64>,
+}
+
+/// The open active file.
+#[derive(Debug)]
+struct Active {
+    file: File,
+    /// Length of the durable, complete content: where a failed write is rolled back to.
+    len: u64,
+    /// Its file number.
+    file_seq: u64,
+    /// False for a device or pipe: never read back, rotated or truncated.
+    regular: bool,
+}
+
+/// The file sink.
+#[derive(Debug)]
+pub(crate) struct FileSink {
+    path: PathBuf,
+    durability: Durability,
+    max_file_bytes: u64,
+    retention: u32,
+    active: Option<Active>,
+}
+
+/// Timings of one append, for the metrics.
+pub(crate) struct AppendTimings {
+    pub write: Duration,
+    pub sync: Option<Duration>,
+}
+
+impl FileSink {
+    pub fn new(path: PathBuf, durability: Durability, max_file_bytes: u64, retention: u32) -> Self {
+        FileSink {
+            path,
+            durability,
+            max_file_bytes,
+            retention,
+            active: None,
+        }
+    }
+
+    /// Whether the active file is open (after a failure it is closed and reopened by
+    /// [`FileSink::open`] on the next batch).
+    pub fn is_open(&self) -> bool {
+        self.active.is_some()
+    }
+
+    fn err(&self, source: io::Error) -> AuditError {
+        AuditError::io("file", &self.path, source)
+    }
+
+    fn resume_err(&self, path: &Path, message: impl Into<String>) -> AuditError {
+        AuditError::Resume {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Reads the chain's tip back from disk and opens the active file when it can be appended
+    /// to (see the module docs for the cases).
+    pub fn open(&mut self) -> Result<Resume, AuditError> {
+        self.active = None;
+        let metadata = match fs::metadata(&self.path) {
+            Ok(metadata) => Some(metadata),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(self.err(error)),
+        };
+        match metadata {
+            Some(metadata) if !metadata.is_file() => Ok(Resume {
+                next_seq: 0,
+                last_hash: GENESIS_HASH.to_owned(),
+                new_file: Some(0),
+            }),
+            Some(metadata) if metadata.len() > 0 => self.open_existing(metadata.len()),
+            _ => self.resume_from_rotated(),
+        }
+    }
+
+    fn open_existing(&mut self, len: u64) -> Result<Resume, AuditError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.err(e))?;
+        let file_seq = read_header_file_seq(&file)
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| self.resume_err(&self.path, "the first line is not a header record"))?;
+        let tail = read_tail(&file, len).map_err(|e| self.err(e))?;
+        let (next_seq, last_hash) = self.tip_of(&self.path, tail.last_line.as_deref())?;
+        if tail.torn {
+            // Keep the torn file as evidence and continue in a new one.
+            let rotated = rotated_path(&self.path, file_seq);
+            if rotated.exists() {
+                return Err(self.resume_err(
+                    &self.path,
+                    format!(
+                        "ends with a torn line, but {} already exists",
+                        rotated.display()
+                    ),
+                ));
+            }
+            fs::rename(&self.path, &rotated).map_err(|e| self.err(e))?;
+            sync_dir(&self.path).map_err(|e| self.err(e))?;
+            return Ok(Resume {
+                next_seq,
+                last_hash,
+                new_file: Some(file_seq + 1),
+            });
+        }
+        self.active = Some(Active {
+            file,
+            len,
+            file_seq,
+            regular: true,
+        });
+        Ok(Resume {
+            next_seq,
+            last_hash,
+            new_file: None,
+        })
+    }
+
+    fn resume_from_rotated(&mut self) -> Result<Resume, AuditError> {
+        let rotated = list_rotated(&self.path).map_err(|e| self.err(e))?;
+        let Some((file_seq, path)) = rotated.last() else {
+            return Ok(Resume {
+                next_seq: 0,
+                last_hash: GENESIS_HASH.to_owned(),
+                new_file: Some(0),
+            });
+        };
+        let file = File::open(path).map_err(|e| AuditError::io("file", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| AuditError::io("file", path, e))?
+            .len();
+        let tail = read_tail(&file, len).map_err(|e| AuditError::io("file", path, e))?;
+        let (next_seq, last_hash) = self.tip_of(path, tail.last_line.as_deref())?;
+        Ok(Resume {
+            next_seq,
+            last_hash,
+            new_file: Some(file_seq + 1),
+        })
+    }
+
+    /// `(next seq, last hash)` from the last complete line of `path`, which must pass its own
+    /// hash: the chain is never continued from a line that was tampered with.
+    fn tip_of(&self, path: &Path, last_line: Option<&[u8]>) -> Result<(u64, String), AuditError> {
+        let line = last_line.ok_or_else(|| self.resume_err(path, "no complete line"))?;
+        let value: Value = serde_json::from_slice(line)
+            .map_err(|e| self.resume_err(path, format!("last complete line is not JSON: {e}")))?;
+        let seq = value.get("seq").and_then(Value::as_u64);
+        let hash = value.get("hash").and_then(Value::as_str);
+        match (seq, hash) {
+            (Some(seq), Some(hash)) if chain::line_hash(&value) == hash => {
+                Ok((seq + 1, hash.to_owned()))
+            }
+            (Some(_), Some(_)) => Err(self.resume_err(path, "last complete line fails its hash")),
+            _ => Err(self.resume_err(path, "last complete line has no seq or hash")),
+        }
+    }
+
+    /// Starts a new active file whose first line is `header` (file number `file_seq`).
+    pub fn create(&mut self, header: &[u8], file_seq: u64) -> Result<(), AuditError> {
+        self.active = None;
+        let regular = match fs::metadata(&self.path) {
+            Ok(metadata) => metadata.is_file(),
+            Err(_) => true,
+        };
+        if !regular {
+            let mut file = OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| self.err(e))?;
+            file.write_all(header).map_err(|e| self.err(e))?;
+            self.active = Some(Active {
+                file,
+                len: 0,
+                file_seq,
+                regular,
+            });
+            return Ok(());
+        }
+        let mut tmp_name = self.path.clone().into_os_string();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            file.write_all(header)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            sync_dir(&self.path)?;
+            Ok::<_, io::Error>(file)
+        })();
+        match result {
+            Ok(file) => {
+                self.active = Some(Active {
+                    file,
+                    len: header.len() as u64,
+                    file_seq,
+                    regular,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&tmp);
+                Err(self.err(error))
+            }
+        }
+    }
+
+    /// Appends `bytes` (whole lines) and makes them durable per the durability mode. On
+    /// failure the file is rolled back to its last durable length and closed.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<AppendTimings, AuditError> {
+        let durability = self.durability;
+        let Some(active) = self.active.as_mut() else {
+            return Err(self.err(io::Error::other("audit file is not open")));
+        };
+        let started = Instant::now();
+        let result = active.file.write_all(bytes);
+        let write = started.elapsed();
+        let result = result.and_then(|()| {
+            if durability == Durability::Fsync && active.regular {
+                let started = Instant::now();
+                active.file.sync_data()?;
+                Ok(Some(started.elapsed()))
+            } else {
+                Ok(None)
+            }
+        });
+        match result {
+            Ok(sync) => {
+                active.len += bytes.len() as u64;
+                Ok(AppendTimings { write, sync })
+            }
+            Err(error) => {
+                let len = active.len;
+                self.rollback_to(len);
+                Err(self.err(error))
+            }
+        }
+    }
+
+    /// Removes the last `bytes` appended (used when another sink failed after the file
+    /// succeeded) and closes the file, so the next batch re-reads the tip from disk.
+    pub fn rollback_last(&mut self, bytes: u64) {
+        if let Some(active) = &self.active {
+            let len = active.len.saturating_sub(bytes);
+            self.rollback_to(len);
+        }
+    }
+
+    fn rollback_to(&mut self, len: u64) {
+        if let Some(active) = self.active.take()
+            && active.regular
+        {
+            // Best effort: if the truncation fails too, the partial line stays at the end of
+            // the file and the next open rotates it away as a torn line.
+            if active.file.set_len(len).is_ok() {
+                let _ = active.file.sync_data();
+            }
+        }
+    }
+
+    /// Whether the active file has reached the rotation size.
+    pub fn needs_rotation(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|active| active.regular && active.len >= self.max_file_bytes)
+    }
+
+    /// Closes the active file and renames it to its rotated name; returns the file number the
+    /// next file must have (then call [`FileSink::create`]).
+    pub fn rotate_away(&mut self) -> Result<u64, AuditError> {
+        let Some(active) = self.active.take() else {
+            return Err(self.err(io::Error::other("audit file is not open")));
+        };
+        // In `write` mode the data is not synced yet: do it before the file is closed for good.
+        active.file.sync_data().map_err(|e| self.err(e))?;
+        let rotated = rotated_path(&self.path, active.file_seq);
+        fs::rename(&self.path, &rotated).map_err(|e| self.err(e))?;
+        sync_dir(&self.path).map_err(|e| self.err(e))?;
+        Ok(active.file_seq + 1)
+    }
+
+    /// Deletes the oldest rotated files beyond the retention count.
+    pub fn apply_retention(&self) -> Result<(), AuditError> {
+        let rotated = list_rotated(&self.path).map_err(|e| self.err(e))?;
+        let excess = rotated.len().saturating_sub(self.retention as usize);
+        for (_, path) in &rotated[..excess] {
+            fs::remove_file(path).map_err(|e| AuditError::io("file", path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `P.NNNNNN`.
+pub(crate) fn rotated_path(active: &Path, file_seq: u64) -> PathBuf {
+    let mut name = active.as_os_str().to_owned();
+    name.push(format!(".{file_seq:06}"));
+    PathBuf::from(name)
+}
+
+/// Rotated files of `active`, oldest first.
+fn list_rotated(active: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let dir = parent_dir(active);
+    let Some(name) = active.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}.");
+    let mut rotated = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(suffix) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if !suffix.is_empty()
+            && suffix.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(file_seq) = suffix.parse::<u64>()
+        {
+            rotated.push((file_seq, entry.path()));
+        }
+    }
+    rotated.sort();
+    Ok(rotated)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename or creation in `path`'s directory durable.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(parent_dir(path))?.sync_all()
+}
+
+/// The `file_seq` of the header on the first line, or `None` if the first line is not a
+/// complete header record.
+fn read_header_file_seq(file: &File) -> io::Result<Option<u64>> {
+    let mut first = Vec::new();
+    // A header is a few hundred bytes; the limit keeps a garbage file from being read whole.
+    BufReader::new(file)
+        .take(64 * 1024)
+        .read_until(b'\n', &mut first)?;
+    if first.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(&first) else {
+        return Ok(None);
+    };
+    if value.get("kind").and_then(Value::as_str) != Some(super::record::KIND_HEADER) {
+        return Ok(None);
+    }
+    Ok(value.get("file_seq").and_then(Value::as_u64))
+}
+
+struct Tail {
+    /// The last line that ends with a newline (without the newline).
+    last_line: Option<Vec<u8>>,
+    /// Whether the file ends with bytes after the last newline.
+    torn: bool,
+}
+
+/// Reads the end of a file backwards until it holds the last complete line.
+fn read_tail(file: &File, len: u64) -> io::Result<Tail> {
+    let last_byte = if len == 0 {
+        None
+    } else {
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, len - 1)?;
+        Some(byte[0])
+    };
+    let torn = last_byte.is_some_and(|b| b != b'\n');
+    let complete_end = if torn {
+        rfind_newline(file, len)?.map_or(0, |at| at + 1)
+    } else {
+        len
+    };
+    if complete_end == 0 {
+        return Ok(Tail {
+            last_line: None,
+            torn,
+        });
+    }
+    let start = rfind_newline(file, complete_end - 1)?.map_or(0, |at| at + 1);
+    let mut line = vec![0u8; (complete_end - 1 - start) as usize];
+    file.read_exact_at(&mut line, start)?;
+    Ok(Tail {
+        last_line: Some(line),
+        torn,
+    })
+}
+
+/// The offset of the last `\n` strictly before `before`, reading backwards in chunks.
+fn rfind_newline(file: &File, before: u64) -> io::Result<Option<u64>> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = before;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(at) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + at as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// The stream sink (stdout in production): receives exactly the lines the file receives.
+pub(crate) struct StreamSink {
+    stream: Box<dyn Write + Send>,
+    /// Whether this stream has received a header yet (it gets one before its first record).
+    pub started: bool,
+}
+
+impl StreamSink {
+    pub fn new(stream: Box<dyn Write + Send>) -> Self {
+        StreamSink {
+            stream,
+            started: false,
+        }
+    }
+
+    /// Writes whole lines and flushes them to the underlying descriptor.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        self.stream
+            .write_all(bytes)
+            .and_then(|()| self.stream.flush())
+            .map_err(|e| AuditError::io("stdout", "-", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn tail_finds_the_last_complete_line_and_the_tear() {
+        let (_dir, file) = file_with(b"one\ntwo\nthr");
+        let tail = read_tail(&file, 11).unwrap();
+        assert_eq!(tail.last_line.as_deref(), Some(&b"two"[..]));
+        assert!(tail.torn);
+
+        let (_dir, file) = file_with(b"one\ntwo\n");
+        let tail = read_tail(&file, 8).unwrap();
+        assert_eq!(tail.last_line.as_deref(), Some(&b"two"[..]));
+        assert!(!tail.torn);
+
+        let (_dir, file) = file_with(b"only");
+        let tail = read_tail(&file, 4).unwrap();
+        assert_eq!(tail.last_line, None);
+        assert!(tail.torn);
+    }
+
+    #[test]
+    fn tail_reads_lines_longer_than_one_chunk() {
+        let mut bytes = b"first\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', 200_000));
+        bytes.push(b'\n');
+        let (_dir, file) = file_with(&bytes);
+        let tail = read_tail(&file, bytes.len() as u64).unwrap();
+        assert_eq!(tail.last_line.unwrap().len(), 200_000);
+    }
+
+    #[test]
+    fn rotated_files_are_listed_in_number_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        for name in [
+            "audit.jsonl.000010",
+            "audit.jsonl.000002",
+            "audit.jsonl.tmp",
+            "other.1",
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let listed: Vec<u64> = list_rotated(&active)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(listed, [2, 10]);
+        assert_eq!(
+            rotated_path(&active, 7),
+            dir.path().join("audit.jsonl.000007")
+        );
+    }
+}
