@@ -73,6 +73,12 @@ pub enum AuditError {
         /// What was wrong with it.
         message: String,
     },
+    /// The configuration is invalid (every problem, with its field path).
+    #[error("invalid audit config: {0}")]
+    Config(String),
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(String),
     /// A record could not be encoded (a bug, not an environment problem).
     #[error("audit record could not be encoded: {0}")]
     Encode(String),
@@ -86,14 +92,19 @@ impl AuditError {
             AuditError::Closed => FailureKind::Closed,
             AuditError::Io { kind, .. } => *kind,
             AuditError::Resume { .. } => FailureKind::Resume,
-            AuditError::Encode(_) => FailureKind::Encode,
+            AuditError::Encode(_) | AuditError::Config(_) | AuditError::Spawn(_) => {
+                FailureKind::Encode
+            }
         }
     }
 
-    /// Whether retrying later may succeed. Everything except an encoding bug is transient: the
+    /// Whether retrying later may succeed. Every write-time failure is transient: the
     /// writer reopens its sinks on the next batch, so writing resumes once the cause is gone.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, AuditError::Encode(_))
+        !matches!(
+            self,
+            AuditError::Encode(_) | AuditError::Config(_) | AuditError::Spawn(_)
+        )
     }
 
     pub(crate) fn io(sink: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {

@@ -460,8 +460,10 @@ async fn writing_resumes_by_itself_when_the_disk_has_room_again() {
         log.append(event(1)).await.unwrap_err().kind(),
         FailureKind::NoSpace
     );
+    assert!(log.is_failing());
     std::fs::remove_file(&active).unwrap();
     let record = log.append(event(2)).await.unwrap();
+    assert!(!log.is_failing());
     assert_eq!(record.seq, 1);
     assert_eq!(
         metric(&registry, "authz_audit_failures_total{kind=\"no_space\"}"),
@@ -508,6 +510,8 @@ async fn rotation_keeps_the_chain_and_retention_deletes_the_oldest_files() {
     for n in 0..60 {
         log.append(event(n)).await.unwrap();
     }
+    // Rotation runs after the batch is answered: wait for the writer to finish.
+    log.shutdown();
     let rotations = metric(&registry, "authz_audit_rotations_total");
     assert!(rotations >= 5.0, "{rotations} rotations");
     let names = audit_files(dir.path());
@@ -622,5 +626,6 @@ fn invalid_config_is_refused_at_start() {
         ..AuditConfig::default()
     };
     let error = AuditLog::start(&config, AuditMetrics::unregistered()).unwrap_err();
+    assert!(matches!(error, AuditError::Config(_)), "{error}");
     assert!(error.to_string().contains("audit.file"), "{error}");
 }

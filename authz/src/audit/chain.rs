@@ -18,16 +18,24 @@ use sha2::{Digest, Sha256};
 
 /// Writes the canonical encoding of `value` (see the module docs) into `out`.
 pub fn canonical_encode(value: &Value, out: &mut Vec<u8>) {
+    encode_skipping(value, None, out);
+}
+
+/// Canonical encoding of `value`, leaving out the top-level member `skip` if it is an object.
+fn encode_skipping(value: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            let mut members: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(key, _)| Some(key.as_str()) != skip)
+                .collect();
             members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             out.push(b'{');
             for (index, (key, member)) in members.into_iter().enumerate() {
                 if index > 0 {
                     out.push(b',');
                 }
-                encode_scalar(&Value::String(key.clone()), out);
+                encode_string(key, out);
                 out.push(b':');
                 canonical_encode(member, out);
             }
@@ -47,6 +55,11 @@ pub fn canonical_encode(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+fn encode_string(text: &str, out: &mut Vec<u8>) {
+    // Writing a string into a Vec cannot fail; see encode_scalar.
+    let _ = serde_json::to_writer(out, text);
+}
+
 fn encode_scalar(value: &Value, out: &mut Vec<u8>) {
     // Writing a scalar JSON value into a Vec cannot fail (no I/O, no non-string map keys); if it
     // ever did, the hash would simply not match and verification would flag the line.
@@ -56,12 +69,8 @@ fn encode_scalar(value: &Value, out: &mut Vec<u8>) {
 /// The hash of a line given as a parsed JSON object: SHA-256 over the canonical encoding of the
 /// object without its `hash` member, as lowercase hex.
 pub fn line_hash(line: &Value) -> String {
-    let mut without_hash = line.clone();
-    if let Value::Object(map) = &mut without_hash {
-        map.remove("hash");
-    }
-    let mut canonical = Vec::with_capacity(512);
-    canonical_encode(&without_hash, &mut canonical);
+    let mut canonical = Vec::with_capacity(1024);
+    encode_skipping(line, Some("hash"), &mut canonical);
     hex::encode(Sha256::digest(&canonical))
 }
 

@@ -225,13 +225,20 @@ fn cap_utf8(mut text: String, max: usize) -> (String, bool) {
     (text, true)
 }
 
-/// The current time as RFC 3339 UTC (`2026-11-28T07:34:41.123456789Z`).
+/// The current time as RFC 3339 UTC with exactly nine fractional digits
+/// (`2026-11-28T07:34:41.123456789Z`), so timestamps also sort as strings.
 pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    // Formatting a UTC timestamp with the well-known RFC 3339 format only fails for years
-    // outside 0..=9999, which the system clock does not produce; fall back to the Unix time.
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond()
+    )
 }
 
 #[cfg(test)]
@@ -253,6 +260,7 @@ mod tests {
     fn time_is_rfc3339_utc() {
         let now = now_rfc3339();
         assert!(now.ends_with('Z'), "{now}");
+        assert_eq!(now.len(), "2026-11-28T07:34:41.123456789Z".len(), "{now}");
         time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339).unwrap();
     }
 }

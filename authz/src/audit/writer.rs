@@ -12,7 +12,10 @@
 
 use std::{
     io::Write,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     thread::JoinHandle,
 };
 
@@ -47,6 +50,8 @@ pub struct AuditLog {
     metrics: AuditMetrics,
     /// The writer thread, joined by [`AuditLog::shutdown`].
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Set by the writer while its last batch failed; cleared by the next success.
+    failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -87,10 +92,7 @@ impl AuditLog {
         check.stdout = stream.is_some();
         if let Err(problems) = check.validate("audit") {
             let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(AuditError::Resume {
-                path: config.path.clone(),
-                message: format!("invalid audit config: {}", messages.join("; ")),
-            });
+            return Err(AuditError::Config(messages.join("; ")));
         }
         let file = config.file.then(|| {
             FileSink::new(
@@ -100,14 +102,12 @@ impl AuditLog {
                 config.retention,
             )
         });
-        let writer = Writer {
+        let writer = Writer::new(
             file,
-            stream: stream.map(StreamSink::new),
-            next_seq: 0,
-            last_hash: GENESIS_HASH.to_owned(),
-            max_reason_bytes: config.max_reason_bytes,
-            metrics: metrics.clone(),
-        };
+            stream.map(StreamSink::new),
+            config.max_reason_bytes,
+            metrics.clone(),
+        );
         Self::spawn(writer, config.queue_capacity, metrics)
     }
 
@@ -122,28 +122,28 @@ impl AuditLog {
         queue_capacity: usize,
         metrics: AuditMetrics,
     ) -> Result<Self, AuditError> {
-        let writer = Writer {
-            file: None,
-            stream: Some(StreamSink::new(Box::new(std::io::sink()))),
-            next_seq: 0,
-            last_hash: GENESIS_HASH.to_owned(),
-            max_reason_bytes: super::config::DEFAULT_MAX_REASON_BYTES,
-            metrics: metrics.clone(),
-        };
+        let writer = Writer::new(
+            None,
+            Some(StreamSink::new(Box::new(std::io::sink()))),
+            super::config::DEFAULT_MAX_REASON_BYTES,
+            metrics.clone(),
+        );
         Self::spawn(writer, queue_capacity.max(1), metrics)
     }
 
     fn spawn(writer: Writer, capacity: usize, metrics: AuditMetrics) -> Result<Self, AuditError> {
         let (queue, receiver) = mpsc::channel(capacity);
+        let failing = Arc::clone(&writer.failing);
         let thread = std::thread::Builder::new()
             .name("authz-audit-writer".into())
             .spawn(move || writer.run(receiver, capacity))
-            .map_err(|e| AuditError::Encode(format!("cannot spawn the audit writer: {e}")))?;
+            .map_err(|e| AuditError::Spawn(e.to_string()))?;
         Ok(AuditLog {
             queue,
             capacity,
             metrics,
             thread: Arc::new(Mutex::new(Some(thread))),
+            failing,
         })
     }
 
@@ -177,6 +177,12 @@ impl AuditLog {
         })
     }
 
+    /// Whether the last batch the writer attempted failed (for readiness reporting): true from
+    /// a failed write until the next successful one.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting records from this handle and, if it is the last one, waits for the
     /// writer thread to answer what is queued and exit.
     pub fn shutdown(self) {
@@ -200,9 +206,29 @@ struct Writer {
     last_hash: String,
     max_reason_bytes: usize,
     metrics: AuditMetrics,
+    /// Shared with the handles: whether the last batch failed. Also used to log only the
+    /// transitions, not every failed batch of an outage.
+    failing: Arc<AtomicBool>,
 }
 
 impl Writer {
+    fn new(
+        file: Option<FileSink>,
+        stream: Option<StreamSink>,
+        max_reason_bytes: usize,
+        metrics: AuditMetrics,
+    ) -> Self {
+        Writer {
+            file,
+            stream,
+            next_seq: 0,
+            last_hash: GENESIS_HASH.to_owned(),
+            max_reason_bytes,
+            metrics,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     fn run(mut self, mut receiver: mpsc::Receiver<Job>, max_batch: usize) {
         while let Some(first) = receiver.blocking_recv() {
             let mut batch = vec![first];
@@ -224,6 +250,9 @@ impl Writer {
             batch.into_iter().map(|job| (job.event, job.reply)).unzip();
         match self.write_batch(events) {
             Ok(records) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("audit writing resumed");
+                }
                 self.metrics.records.inc_by(count as u64);
                 self.metrics.batch_records.observe(count as f64);
                 for (reply, record) in replies.into_iter().zip(records) {
@@ -233,7 +262,13 @@ impl Writer {
                 self.rotate_if_due();
             }
             Err(error) => {
-                tracing::error!(error = %error, records = count, "audit write failed");
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        error = %error,
+                        records = count,
+                        "audit write failed: checks are denied until it succeeds again"
+                    );
+                }
                 self.metrics.failed(error.kind(), count as u64);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
