@@ -473,6 +473,23 @@ async fn writing_resumes_by_itself_when_the_disk_has_room_again() {
 }
 
 #[tokio::test]
+async fn a_missing_audit_directory_is_created_owner_and_group_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("new/audit");
+    let mut dir_path = audit_dir.clone().into_os_string();
+    dir_path.push("/");
+    let (log, _registry) = start(&config(Path::new(&dir_path)));
+    log.append(event(0)).await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // At most 0750 / 0640 (the umask may take away more): never readable by others.
+    assert_eq!(mode(&audit_dir) & !0o750, 0, "{:o}", mode(&audit_dir));
+    let file_mode = mode(&audit_dir.join("audit.jsonl"));
+    assert_eq!(file_mode & !0o640, 0, "{file_mode:o}");
+    assert_eq!(verify_dir(&audit_dir).records, 1);
+}
+
+#[tokio::test]
 async fn writing_resumes_once_a_missing_directory_appears() {
     let dir = tempfile::tempdir().unwrap();
     let audit_dir = dir.path().join("later");

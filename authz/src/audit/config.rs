@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// Default audit location: a directory, so rotated files sit beside the active one.
-pub const DEFAULT_PATH: &str = "audit";
+pub const DEFAULT_PATH: &str = "audit/";
 /// 64 MiB per file keeps one file quick to verify and to ship, yet rotates rarely (a record is
 /// about 600 bytes, so roughly 100 000 decisions per file).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -42,8 +42,9 @@ pub enum Durability {
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// A directory (the active file is `audit.jsonl` inside it) or the path of the active file.
-    /// A path that exists as a directory or ends with `/` is a directory. Rotated files are the
-    /// active file's name with `.NNNNNN` (the file sequence number) appended.
+    /// A path that exists as a directory or ends with `/` is a directory, and is created when
+    /// missing; the parent of a file path must exist. Rotated files are the active file's name
+    /// with `.NNNNNN` (the file sequence number) appended.
     pub path: PathBuf,
     /// When a record counts as written.
     pub durability: Durability,
@@ -149,12 +150,16 @@ impl AuditConfig {
 
     /// The active file: `path` itself, or `path/audit.jsonl` when `path` is a directory.
     pub fn active_file(&self) -> PathBuf {
-        let as_text = self.path.to_string_lossy();
-        if as_text.ends_with('/') || self.path.is_dir() {
-            self.path.join(ACTIVE_FILE_NAME)
-        } else {
-            self.path.clone()
+        match self.directory() {
+            Some(dir) => dir.join(ACTIVE_FILE_NAME),
+            None => self.path.clone(),
         }
+    }
+
+    /// `path` when it names a directory (it exists as one, or ends with `/`).
+    pub fn directory(&self) -> Option<PathBuf> {
+        let as_text = self.path.to_string_lossy();
+        (as_text.ends_with('/') || self.path.is_dir()).then(|| self.path.clone())
     }
 }
 

@@ -21,7 +21,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufRead, BufReader, Read, Write},
-    os::unix::fs::FileExt,
+    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -58,6 +58,8 @@ struct Active {
 #[derive(Debug)]
 pub(crate) struct FileSink {
     path: PathBuf,
+    /// The configured directory, created (mode 0750) when missing; `None` for a file path.
+    directory: Option<PathBuf>,
     durability: Durability,
     max_file_bytes: u64,
     retention: u32,
@@ -71,9 +73,16 @@ pub(crate) struct AppendTimings {
 }
 
 impl FileSink {
-    pub fn new(path: PathBuf, durability: Durability, max_file_bytes: u64, retention: u32) -> Self {
+    pub fn new(
+        path: PathBuf,
+        directory: Option<PathBuf>,
+        durability: Durability,
+        max_file_bytes: u64,
+        retention: u32,
+    ) -> Self {
         FileSink {
             path,
+            directory,
             durability,
             max_file_bytes,
             retention,
@@ -102,6 +111,13 @@ impl FileSink {
     /// to (see the module docs for the cases).
     pub fn open(&mut self) -> Result<Resume, AuditError> {
         self.active = None;
+        if let Some(directory) = &self.directory {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(directory)
+                .map_err(|e| AuditError::io("file", directory, e))?;
+        }
         let metadata = match fs::metadata(&self.path) {
             Ok(metadata) => Some(metadata),
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
@@ -227,11 +243,13 @@ impl FileSink {
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
         let result = (|| {
+            // Records name principals and addresses: readable by the owner and its group only.
             let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(0o640)
                 .open(&tmp)?;
             file.write_all(header)?;
             file.sync_all()?;

@@ -97,6 +97,7 @@ impl AuditLog {
         let file = config.file.then(|| {
             FileSink::new(
                 config.active_file(),
+                config.directory(),
                 config.durability,
                 config.max_file_bytes,
                 config.retention,
