@@ -2,7 +2,10 @@
 //! durability, and a discarding sink (the same stamping and hashing, no I/O), side by side in
 //! one run, interleaved over several rounds; prints the median of each and the ratios.
 //!
-//! `cargo bench -p authz --bench audit`. Environment: `AUDIT_BENCH_CONCURRENCY` (64),
+//! `cargo bench -p authz --bench audit` (release). For a quick run that reuses the dev build of
+//! the dependencies (opt-level 1) with authz itself optimized:
+//! `cargo --config 'profile.dev.package.authz.opt-level=3' bench -p authz --bench audit --profile dev`.
+//! Environment: `AUDIT_BENCH_CONCURRENCY` (64),
 //! `AUDIT_BENCH_SECONDS` per measurement (2), `AUDIT_BENCH_ROUNDS` (3), `AUDIT_BENCH_DIR`
 //! (where the files go; the system temp dir by default: put it on the disk you care about).
 

@@ -12,9 +12,7 @@ use std::{
     time::Duration,
 };
 
-use authz::audit::{
-    AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditRecord, verify,
-};
+use authz::audit::{AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, verify};
 
 /// Set in the child's environment: the audit directory it writes to.
 const CHILD_DIR_ENV: &str = "AUTHZ_AUDIT_CRASH_CHILD_DIR";
@@ -116,15 +114,11 @@ fn kill_9_during_load_loses_no_acknowledged_record() {
     let summary = verify::verify_files(&[dir.path().to_owned()])
         .unwrap_or_else(|e| panic!("chain broken after kill -9: {e}"));
     assert!(summary.torn.len() <= 1, "{:?}", summary.torn);
-    let mut on_disk = HashSet::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            if let Ok(record) = serde_json::from_str::<AuditRecord>(line) {
-                on_disk.insert(record.hash);
-            }
-        }
-    }
+    let on_disk: HashSet<String> = verify::read_decision_records(&[dir.path().to_owned()])
+        .unwrap()
+        .into_iter()
+        .map(|record| record.hash)
+        .collect();
     let lost: Vec<&String> = acked.iter().filter(|h| !on_disk.contains(*h)).collect();
     assert!(
         lost.is_empty(),

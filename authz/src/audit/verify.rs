@@ -370,6 +370,32 @@ fn check_line(bytes: &[u8], here: &Location, tip: Option<&Tip>) -> Result<Line, 
     Ok(line)
 }
 
+/// Every decision record in `paths` (files, or directories holding `audit.jsonl*`), in chain
+/// order, after verifying the chain. Torn final lines are skipped. Meant for tests and tools
+/// that check that each acknowledged decision (by `decision_id`) has its record.
+///
+/// # Errors
+/// As [`verify_files`].
+pub fn read_decision_records(paths: &[PathBuf]) -> Result<Vec<AuditRecord>, VerifyError> {
+    verify_files(paths)?;
+    let files = order_files(&expand(paths)?)?;
+    let mut records = Vec::new();
+    let mut buf = Vec::new();
+    for (_, path) in &files {
+        let io_error = |source| VerifyError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut reader = BufReader::new(File::open(path).map_err(io_error)?);
+        while let Some(true) = read_line(&mut reader, &mut buf).map_err(io_error)? {
+            if let Ok(record) = serde_json::from_slice::<AuditRecord>(&buf) {
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
+}
+
 /// The `authz audit verify FILE...` command: prints a summary on stdout and exits 0 when the
 /// chain is intact (torn final lines are warned about on stderr, and are not tampering); prints
 /// the first bad line on stderr and exits 1 when it is not; exits 2 when a file cannot be read
