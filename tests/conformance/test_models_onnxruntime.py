@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models_under_test import MODELS_DIR, run_onnxruntime
+from models_under_test import MODELS_DIR, run_onnxruntime, session
 
 THREAT_W = np.array(
     [
@@ -155,3 +155,42 @@ def test_identity_bf16_returns_its_bits():
     x = np.array([[1.0, -2.5, 3.0e38]], dtype=ml_dtypes.bfloat16)
     (out,) = run_onnxruntime("identity-bf16", {"INPUT": x})
     np.testing.assert_array_equal(out.view(np.uint16), x.view(np.uint16))
+
+
+@pytest.mark.parametrize("config_path", sorted(MODELS_DIR.glob("*/config.pbtxt")), ids=lambda p: p.parent.name)
+def test_config_pbtxt_is_a_triton_model_config_agreeing_with_the_onnx_file(config_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    model = config_path.parent.name
+    assert config.name == model
+    assert config.platform == "onnxruntime_onnx" and config.backend == "onnxruntime"
+    version = max(int(p.name) for p in config_path.parent.iterdir() if p.name.isdigit())
+    sess = session(model, version)
+    batch = [-1] if config.max_batch_size > 0 else []
+    for declared, actual in ((config.input, sess.get_inputs()), (config.output, sess.get_outputs())):
+        assert [t.name for t in declared] == [v.name for v in actual]
+        for t, v in zip(declared, actual):
+            onnx_dims = [d if isinstance(d, int) else -1 for d in v.shape]
+            assert batch + list(t.dims) == onnx_dims, f"{model} {t.name}"
+            type_name = model_config_pb2.DataType.Name(t.data_type)
+            assert ORT_TYPES[v.type] == type_name, f"{model} {t.name}"
+
+
+ORT_TYPES = {
+    "tensor(bool)": "TYPE_BOOL",
+    "tensor(uint8)": "TYPE_UINT8",
+    "tensor(uint16)": "TYPE_UINT16",
+    "tensor(uint32)": "TYPE_UINT32",
+    "tensor(uint64)": "TYPE_UINT64",
+    "tensor(int8)": "TYPE_INT8",
+    "tensor(int16)": "TYPE_INT16",
+    "tensor(int32)": "TYPE_INT32",
+    "tensor(int64)": "TYPE_INT64",
+    "tensor(float16)": "TYPE_FP16",
+    "tensor(float)": "TYPE_FP32",
+    "tensor(double)": "TYPE_FP64",
+    "tensor(bfloat16)": "TYPE_BF16",
+    "tensor(string)": "TYPE_STRING",
+}
