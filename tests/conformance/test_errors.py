@@ -200,8 +200,7 @@ def test_grpc_wrong_datatype_is_invalid_argument(grpc_client):
 
 def test_grpc_raw_contents_length_mismatch_is_invalid_argument(modelserver):
     request = service_pb2.ModelInferRequest(model_name="identity-fp32")
-    t = request.inputs.add(name="INPUT", datatype="FP32", shape=[1, 4])
-    assert t is not None
+    request.inputs.add(name="INPUT", datatype="FP32", shape=[1, 4])
     request.raw_input_contents.append(b"\0" * 12)  # 3 floats for a [1, 4] tensor
     with grpc.insecure_channel(modelserver.grpc_url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
