@@ -140,7 +140,8 @@ def modelserver():
         str(metrics_port),
     ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        env = {**os.environ, "NO_COLOR": "1"}  # plain log lines in the report
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
     server = ServerUnderTest(proc, http_port, grpc_port, metrics_port, log_path)
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

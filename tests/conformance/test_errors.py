@@ -207,3 +207,43 @@ def test_grpc_raw_contents_length_mismatch_is_invalid_argument(modelserver):
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelInfer(request, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_non_utf8_bytes_are_rejected_naming_the_input(http_client, grpc_client, protocol):
+    # ONNX Runtime's string tensors are C strings of UTF-8 text; bytes that are not must be refused
+    # with a clear error, never truncated or mangled.
+    import tritonclient.http as httpclient
+
+    module, client = (httpclient, http_client) if protocol == "http" else (grpcclient, grpc_client)
+    i = module.InferInput("INPUT", [2], "BYTES")
+    i.set_data_from_numpy(np.array([b"\xff\xfe", b"ok"], dtype=object))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("identity-bytes", [i])
+    assert grpc_status(err.value) in ("400", "StatusCode.INVALID_ARGUMENT"), err.value
+    assert "INPUT" in err.value.message()
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        ("SystemSharedMemoryStatus", service_pb2.SystemSharedMemoryStatusRequest()),
+        ("CudaSharedMemoryStatus", service_pb2.CudaSharedMemoryStatusRequest()),
+        ("TraceSetting", service_pb2.TraceSettingRequest()),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_grpc_methods_not_offered_are_unimplemented(modelserver, call, message):
+    with grpc.insecure_channel(modelserver.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            getattr(stub, call)(message, timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_stream_infer_is_unimplemented(modelserver):
+    with grpc.insecure_channel(modelserver.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.ModelStreamInfer(iter([service_pb2.ModelInferRequest(model_name="identity-fp32")]), timeout=10))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

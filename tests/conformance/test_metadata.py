@@ -193,6 +193,15 @@ def test_model_config(http_client, grpc_client, model):
     assert_config_matches(gconfig, want, "gRPC ModelConfig")
 
 
+def test_model_config_of_one_version(http_client, grpc_client):
+    want = expected_config("versioned-scale")
+    got = json_format.ParseDict(
+        http_client.get_model_config("versioned-scale", "1"), model_config_pb2.ModelConfig(), ignore_unknown_fields=True
+    )
+    assert_config_matches(got, want, "HTTP /versions/1/config")
+    assert_config_matches(grpc_client.get_model_config("versioned-scale", "2").config, want, "gRPC version 2")
+
+
 def test_model_config_json_uses_triton_names(http_client):
     config = http_client.get_model_config("threat-triage")
     assert config["name"] == "threat-triage"
