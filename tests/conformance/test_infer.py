@@ -110,3 +110,28 @@ def test_a_16_mib_tensor_round_trips(clients, protocol):
     big = np.arange(4 * 1024 * 1024, dtype=np.float32).reshape(1, -1)
     got = infer(protocol, clients, "identity-fp32", {"INPUT": big})
     np.testing.assert_array_equal(got["OUTPUT"], big)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_http_compressed_request_and_response(http_client, algorithm):
+    # tritonclient's request_compression_algorithm sends `Content-Encoding: <algorithm>` (as
+    # Triton accepts); response_compression_algorithm asks for a compressed answer.
+    import tritonclient.http as httpclient
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    i = httpclient.InferInput("INPUT", [2, 4], "FP32")
+    i.set_data_from_numpy(x)
+    result = http_client.infer(
+        "identity-fp32", [i], request_compression_algorithm=algorithm, response_compression_algorithm=algorithm
+    )
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT"), x)
+
+
+def test_grpc_gzip_compressed_request(grpc_client):
+    import tritonclient.grpc as grpcclient
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    i = grpcclient.InferInput("INPUT", [2, 4], "FP32")
+    i.set_data_from_numpy(x)
+    result = grpc_client.infer("identity-fp32", [i], compression_algorithm="gzip")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT"), x)
