@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +85,6 @@ class Config:
     dynamic_batching: dict | None = None
     version_policy_all: bool = False
     instance_count: int = 1
-    extra: list[str] = field(default_factory=list)
 
     def onnx_shape(self, t: Tensor) -> list[int | str]:
         """The ONNX shape of a tensor: a symbolic "batch" dimension first when batching."""
@@ -133,7 +132,6 @@ class Config:
             "  }",
             "]",
         ]
-        lines += self.extra
         return "\n".join(lines) + "\n"
 
 
