@@ -125,7 +125,8 @@ pub enum FailureKind {
     QueueFull,
     /// The writer was not running.
     Closed,
-    /// No space left on the device (ENOSPC) or quota exceeded (EDQUOT).
+    /// No space left on the device (ENOSPC), quota exceeded (EDQUOT) or file size limit
+    /// reached (EFBIG).
     NoSpace,
     /// Permission denied or read-only file system.
     Permission,
@@ -142,7 +143,7 @@ pub enum FailureKind {
 impl FailureKind {
     fn of(error: &io::Error) -> Self {
         match error.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => FailureKind::NoSpace,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => FailureKind::NoSpace,
             Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => FailureKind::Permission,
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => FailureKind::NotFound,
             _ => FailureKind::Io,
