@@ -598,6 +598,41 @@ async fn a_restart_after_a_torn_write_continues_in_a_new_file_and_verify_names_t
 }
 
 #[tokio::test]
+async fn an_active_file_moved_away_behind_the_writer_is_continued_in_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = start(&config(dir.path()));
+    let before = log.append(event(0)).await.unwrap();
+    // An external log rotation tool moves the file.
+    std::fs::rename(
+        dir.path().join("audit.jsonl"),
+        dir.path().join("audit.jsonl.000000"),
+    )
+    .unwrap();
+    let after = log.append(event(1)).await.unwrap();
+    assert_eq!(after.seq, before.seq + 2, "a new header in between");
+    let new_file = lines(&dir.path().join("audit.jsonl"));
+    assert_eq!(new_file.len(), 2, "the record went to the new active file");
+    let summary = verify_dir(dir.path());
+    assert_eq!((summary.files, summary.records), (2, 2));
+}
+
+#[tokio::test]
+async fn a_deleted_active_file_is_not_written_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = start(&config(dir.path()));
+    log.append(event(0)).await.unwrap();
+    std::fs::remove_file(dir.path().join("audit.jsonl")).unwrap();
+    let after = log.append(event(1)).await.unwrap();
+    let new_file = lines(&dir.path().join("audit.jsonl"));
+    assert_eq!(new_file.len(), 2);
+    assert!(new_file[1].contains(&after.hash));
+    // The chain now starts at a file that is gone: verify shows the anchor, not genesis.
+    let summary = verify_dir(dir.path());
+    assert_eq!((summary.file_seqs, summary.records), ((1, 1), 1));
+    assert_ne!(summary.anchor, "0".repeat(64));
+}
+
+#[tokio::test]
 async fn a_crash_between_the_rotation_renames_is_completed_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let active = dir.path().join("audit.jsonl");

@@ -96,6 +96,40 @@ impl FileSink {
         self.active.is_some()
     }
 
+    /// Checks that the open file is still the one at the active path (an operator or a log
+    /// rotation tool may have moved or deleted it, and records written to it would then not be
+    /// where anyone looks). If it is not, closes it and returns
+    /// - `Some(file_seq + 1)` when nothing is at the path now: the chain continues from memory
+    ///   in a new file (the moved file holds the records so far);
+    /// - `None` otherwise (something else is at the path): the next [`FileSink::open`] reads
+    ///   it back like at start.
+    pub fn check_in_place(&mut self) -> Result<(), Option<u64>> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(active) = &self.active else {
+            return Ok(());
+        };
+        if !active.regular {
+            return Ok(());
+        }
+        let open = active.file.metadata().ok();
+        let at_path = fs::metadata(&self.path);
+        let same = match (&open, &at_path) {
+            (Some(open), Ok(at_path)) => {
+                open.nlink() > 0 && open.ino() == at_path.ino() && open.dev() == at_path.dev()
+            }
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let file_seq = active.file_seq;
+        self.active = None;
+        match at_path {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Err(Some(file_seq + 1)),
+            _ => Err(None),
+        }
+    }
+
     fn err(&self, source: io::Error) -> AuditError {
         AuditError::io("file", &self.path, source)
     }

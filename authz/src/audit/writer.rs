@@ -331,9 +331,21 @@ impl Writer {
     /// begins.
     fn ensure_started(&mut self) -> Result<(), AuditError> {
         if let Some(file) = &mut self.file {
-            if file.is_open() {
-                return Ok(());
+            match file.check_in_place() {
+                Ok(()) if file.is_open() => return Ok(()),
+                Ok(()) => {}
+                Err(next_file) => {
+                    tracing::warn!(
+                        "the audit file was moved or deleted behind the writer; starting a new one"
+                    );
+                    if let Some(file_seq) = next_file {
+                        return self.start_file(file_seq);
+                    }
+                }
             }
+            let Some(file) = &mut self.file else {
+                return Ok(());
+            };
             let Resume {
                 next_seq,
                 last_hash,
