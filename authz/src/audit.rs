@@ -73,6 +73,13 @@ pub enum AuditError {
         /// What was wrong with it.
         message: String,
     },
+    /// Another process (or another log in this one) holds the lock of this audit path: two
+    /// writers must never share one chain.
+    #[error("audit path is in use by another writer (lock {path} is held)")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The configuration is invalid (every problem, with its field path).
     #[error("invalid audit config: {0}")]
     Config(String),
@@ -92,6 +99,7 @@ impl AuditError {
             AuditError::Closed => FailureKind::Closed,
             AuditError::Io { kind, .. } => *kind,
             AuditError::Resume { .. } => FailureKind::Resume,
+            AuditError::Locked { .. } => FailureKind::Locked,
             AuditError::Encode(_) | AuditError::Config(_) | AuditError::Spawn(_) => {
                 FailureKind::Encode
             }
@@ -136,6 +144,8 @@ pub enum FailureKind {
     Io,
     /// The existing chain could not be resumed.
     Resume,
+    /// Another writer holds the audit path's lock.
+    Locked,
     /// A record could not be encoded.
     Encode,
 }
@@ -160,6 +170,7 @@ impl FailureKind {
             FailureKind::NotFound => "not_found",
             FailureKind::Io => "io",
             FailureKind::Resume => "resume",
+            FailureKind::Locked => "locked",
             FailureKind::Encode => "encode",
         }
     }

@@ -531,8 +531,9 @@ async fn rotation_keeps_the_chain_and_retention_deletes_the_oldest_files() {
     log.shutdown();
     let rotations = metric(&registry, "authz_audit_rotations_total");
     assert!(rotations >= 5.0, "{rotations} rotations");
-    let names = audit_files(dir.path());
-    assert_eq!(names.len(), 3, "active + 2 rotated: {names:?}");
+    let mut names = audit_files(dir.path());
+    assert_eq!(names.len(), 4, "lock, active + 2 rotated: {names:?}");
+    assert_eq!(names.remove(0), ".audit.jsonl.lock");
     assert_eq!(names[0], "audit.jsonl");
     let last = rotations as u64;
     assert_eq!(names[1], format!("audit.jsonl.{:06}", last - 2));
@@ -586,7 +587,7 @@ async fn a_restart_after_a_torn_write_continues_in_a_new_file_and_verify_names_t
     );
     assert_eq!(
         audit_files(dir.path()),
-        ["audit.jsonl", "audit.jsonl.000000"]
+        [".audit.jsonl.lock", "audit.jsonl", "audit.jsonl.000000"]
     );
     let summary = verify_dir(dir.path());
     assert_eq!(summary.records, 3);
@@ -668,6 +669,25 @@ async fn the_chain_is_never_continued_from_an_edited_last_record() {
     );
     std::fs::write(&active, original).unwrap();
     log.append(event(2)).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_writers_never_share_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = start(&config(dir.path()));
+    first.append(event(0)).await.unwrap();
+    let (second, registry) = start(&config(dir.path()));
+    let error = second.append(event(1)).await.unwrap_err();
+    assert!(matches!(error, AuditError::Locked { .. }), "{error}");
+    assert_eq!(
+        metric(&registry, "authz_audit_failures_total{kind=\"locked\"}"),
+        1.0
+    );
+    // Once the first writer is gone, the second takes over and continues the chain.
+    first.shutdown();
+    let record = second.append(event(2)).await.unwrap();
+    assert_eq!(record.seq, 2);
+    assert_eq!(verify_dir(dir.path()).records, 2);
 }
 
 #[test]

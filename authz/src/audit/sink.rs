@@ -3,7 +3,8 @@
 //!
 //! File layout: the *active file* `P` (see [`AuditConfig::active_file`]) and rotated files
 //! `P.NNNNNN`, where `NNNNNN` is the file's sequence number from its header. A new active file
-//! is created atomically (written as `P.tmp`, synced, renamed, directory synced), so `P` always
+//! is created atomically (written as `.NAME.tmp` beside it, synced, renamed, directory synced),
+//! so `P` always
 //! starts with a complete header. Rotation renames `P` to `P.NNNNNN` and creates the next `P`.
 //!
 //! On start (and after any failure) the sink reads the chain's tip back from disk:
@@ -64,6 +65,9 @@ pub(crate) struct FileSink {
     max_file_bytes: u64,
     retention: u32,
     active: Option<Active>,
+    /// `.NAME.lock` beside `P`, held with an exclusive `flock` for the writer's lifetime, so two processes
+    /// never write one chain (two replicas sharing a volume would interleave their lines).
+    lock: Option<File>,
 }
 
 /// Timings of one append, for the metrics.
@@ -87,6 +91,7 @@ impl FileSink {
             max_file_bytes,
             retention,
             active: None,
+            lock: None,
         }
     }
 
@@ -157,6 +162,9 @@ impl FileSink {
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
             Err(error) => return Err(self.err(error)),
         };
+        if metadata.as_ref().is_none_or(|m| m.is_file()) {
+            self.lock()?;
+        }
         match metadata {
             Some(metadata) if !metadata.is_file() => Ok(Resume {
                 next_seq: 0,
@@ -166,6 +174,33 @@ impl FileSink {
             Some(metadata) if metadata.len() > 0 => self.open_existing(metadata.len()),
             _ => self.resume_from_rotated(),
         }
+    }
+
+    /// Takes the exclusive lock on `.NAME.lock` (once; it is kept until the sink is dropped).
+    fn lock(&mut self) -> Result<(), AuditError> {
+        use std::os::fd::AsRawFd;
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let path = hidden_sibling(&self.path, "lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
+            .open(&path)
+            .map_err(|e| AuditError::io("file", &path, e))?;
+        // SAFETY: flock on a descriptor we own and keep open; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(AuditError::Locked { path });
+            }
+            return Err(AuditError::io("file", &path, error));
+        }
+        self.lock = Some(file);
+        Ok(())
     }
 
     fn open_existing(&mut self, len: u64) -> Result<Resume, AuditError> {
@@ -273,9 +308,7 @@ impl FileSink {
             });
             return Ok(());
         }
-        let mut tmp_name = self.path.clone().into_os_string();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
+        let tmp = hidden_sibling(&self.path, "tmp");
         let result = (|| {
             // Records name principals and addresses: readable by the owner and its group only.
             let mut file = OpenOptions::new()
@@ -391,6 +424,16 @@ impl FileSink {
         }
         Ok(())
     }
+}
+
+/// `.NAME.SUFFIX` beside `P` (= `DIR/NAME`): hidden, so a shell glob of the audit files
+/// (`audit.jsonl*`, `*`) given to `verify` does not pick it up.
+fn hidden_sibling(active: &Path, suffix: &str) -> PathBuf {
+    let name = active
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    parent_dir(active).join(format!(".{name}.{suffix}"))
 }
 
 /// `P.NNNNNN`.
