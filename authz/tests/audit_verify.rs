@@ -152,7 +152,7 @@ async fn a_deleted_record_is_named() {
     let mut lines = read_lines(&files[2]);
     lines.remove(3);
     write_lines(&files[2], &lines);
-    assert_tampered_at(dir.path(), &files[2], 4, "1 record(s) deleted");
+    assert_tampered_at(dir.path(), &files[2], 4, "1 record(s) missing");
 }
 
 #[tokio::test]

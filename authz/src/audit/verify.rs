@@ -347,7 +347,7 @@ fn check_line(bytes: &[u8], here: &Location, tip: Option<&Tip>) -> Result<Line, 
     let expected_seq = tip.seq + 1;
     if line.seq > expected_seq {
         return Err(bad(format!(
-            "seq {} follows seq {} ({}): {} record(s) deleted before this line",
+            "seq {} follows seq {} ({}): {} record(s) missing before this line (deleted, or moved elsewhere)",
             line.seq,
             tip.seq,
             tip.at,
