@@ -9,7 +9,8 @@
 //! - [`writer`]: [`AuditLog`], a handle to a single writer thread fed by a bounded queue. It
 //!   group-commits (drains the queue, writes once, syncs once, then answers every caller) and
 //!   [`AuditLog::append`] returns only once the record is durable per [`Durability`].
-//! - [`sink`]: the file sink (resume after restart, size rotation, retention) and the stdout sink.
+//! - [`sink`]: the file sink (resume after restart, size rotation, retention) and the stdout
+//!   sink; `files` holds the on-disk naming and the read-back helpers they use.
 //! - [`verify`]: checks a sequence of files and names the first bad line; [`verify::run_verify`]
 //!   is the `authz audit verify FILE...` entry point.
 //! - [`config`]: the `[audit]` config section; [`metrics`]: the `authz_audit_*` metrics.
@@ -22,6 +23,7 @@
 
 pub mod chain;
 pub mod config;
+mod files;
 pub mod metrics;
 pub mod record;
 pub mod sink;
