@@ -14,17 +14,22 @@
 # A port already in use is an error naming the port and, where `ss` can tell, who holds it.
 # Every port can be changed through the environment (ENVOY_PORT, ENVOY_ADMIN_PORT, AUTHZ_GRPC_PORT,
 # AUTHZ_ADMIN_PORT, MODELSERVER_HTTP_PORT, MODELSERVER_GRPC_PORT, MODELSERVER_METRICS_PORT,
-# REDIS_PORT). Expects the tools of scripts/bootstrap.sh on PATH (`source .tools/env`).
+# REDIS_PORT), and so can the binaries' folder (UP_BIN_DIR, default target/release), the run folder
+# (UP_RUN_DIR, default .run) and the dev-key folder (UP_DEV_DIR, default .dev).
+# Expects the tools of scripts/bootstrap.sh on PATH (`source .tools/env`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-AUTHZ="$TARGET/release/authz"
-MODELSERVER="$TARGET/release/modelserver"
-RUN="$ROOT/.run"
+# Overridable for tests (e2e/tests/gateway_up.rs runs this script with debug builds and
+# temporary directories): where the binaries are, where the run's files and the dev keys go.
+BIN_DIR="${UP_BIN_DIR:-$TARGET/release}"
+RUN="${UP_RUN_DIR:-$ROOT/.run}"
+DEV="${UP_DEV_DIR:-$ROOT/.dev}"
+AUTHZ="$BIN_DIR/authz"
+MODELSERVER="$BIN_DIR/modelserver"
 LOGS="$RUN/logs"
-DEV="$ROOT/.dev"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-60}"
 
 ENVOY_PORT="${ENVOY_PORT:-8080}"
@@ -94,7 +99,7 @@ done
 mkdir -p "$LOGS" "$RUN/audit" "$RUN/redis"
 if [[ ! -f "$DEV/authz.toml" || ! -f "$DEV/issuer-key.pem" || ! -f "$DEV/jwks.json" ]]; then
   say "creating $DEV (dev issuer key, JWKS, demo config)"
-  "$AUTHZ" dev-init --out "$DEV" >/dev/null
+  "$AUTHZ" dev-init --out "$DEV" --template "$ROOT/config/authz.toml" >/dev/null
 fi
 
 # The run's authz config: .dev/authz.toml with this run's listen addresses, Redis and audit
@@ -179,7 +184,7 @@ start() {  # start NAME LOG CMD...
   "$@" >>"$log" 2>&1 &
   PIDS[$name]=$!
   ORDER+=("$name")
-  say "started $name (pid ${PIDS[$name]}, log ${log#$ROOT/})"
+  say "started $name (pid ${PIDS[$name]}, log ${log#"$ROOT"/})"
 }
 
 start redis-server "$LOGS/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
@@ -225,7 +230,7 @@ cat <<EOF
 
 The gateway is up: Envoy on http://127.0.0.1:$ENVOY_PORT (admin :$ENVOY_ADMIN_PORT), authz :$AUTHZ_GRPC_PORT/:$AUTHZ_ADMIN_PORT,
 modelserver :$MODELSERVER_HTTP_PORT/:$MODELSERVER_GRPC_PORT/:$MODELSERVER_METRICS_PORT, Redis :$REDIS_PORT.
-Logs: .run/logs/   Audit: .run/audit/   Dev keys and demo config: .dev/
+Logs: ${LOGS#"$ROOT"/}/   Audit: ${RUN#"$ROOT"/}/audit/   Dev keys and demo config: ${DEV#"$ROOT"/}/
 
 Try it (a token for analyst-1, valid for 1 hour):
 
@@ -235,7 +240,7 @@ curl -s http://127.0.0.1:$ENVOY_PORT/v2/models/mission-summarizer/infer \\
   -H 'content-type: application/json' \\
   -d '{"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1, 8], "data": ["urgent", "medevac", "for", "two", "casualties", "at", "the", "checkpoint"]}]}'
 
-More tokens: $AUTHZ token --sub security-1 --roles security-engineer,mission-user --key .dev/issuer-key.pem
+More tokens: ${AUTHZ#"$ROOT"/} token --sub security-1 --roles security-engineer,mission-user --key ${DEV#"$ROOT"/}/issuer-key.pem
 Press Ctrl-C to stop everything.
 EOF
 
@@ -246,7 +251,7 @@ rc=$?
 set -e
 for name in "${ORDER[@]}"; do
   if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
-    say "ERROR: $name exited unexpectedly (status $rc); see .run/logs/"
+    say "ERROR: $name exited unexpectedly (status $rc); see $LOGS/"
   fi
 done
 exit 1
