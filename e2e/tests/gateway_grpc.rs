@@ -66,6 +66,16 @@ fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
             {"name": "no-reason", "model": "mission-summarizer", "token": analyst},
             {"name": "unknown", "model": "no-such-model", "token": analyst, "reason": REASON},
             {"name": "anonymous", "model": "benchmark-echo"},
+            // Metadata naming another model or principal changes nothing: the decision is on
+            // the model in the message, the identity from the token.
+            {"name": "spoofed-metadata", "model": "threat-triage", "token": analyst, "reason": REASON,
+             "headers": {"x-authz-model": "mission-summarizer", "x-authz-principal": "admin-1",
+                         "x-envoy-auth-partial-body": "true"}},
+            // A compressed message hides the model name from authz, so it is refused even for
+            // a model the caller may use (large enough that gRPC really compresses it: a
+            // message that does not shrink is sent uncompressed despite `grpc-encoding`).
+            {"name": "compressed", "model": "mission-summarizer", "token": analyst, "reason": REASON,
+             "compression": "gzip", "repeat": 40},
         ]),
     );
     let get = |name: &str| {
@@ -113,6 +123,14 @@ fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
     );
     denied("unknown", "StatusCode.PERMISSION_DENIED", "unknown_model");
     denied("anonymous", "StatusCode.UNAUTHENTICATED", "unauthenticated");
+    denied(
+        "spoofed-metadata",
+        "StatusCode.PERMISSION_DENIED",
+        "role_not_allowed",
+    );
+    // authz answers 400 `malformed_request`, which a gRPC client sees as INTERNAL (Envoy maps
+    // HTTP statuses to gRPC ones for local replies).
+    denied("compressed", "StatusCode.INTERNAL", "malformed_request");
 
     assert_eq!(
         stack.modelserver_metric("nv_inference_count", Some("threat-triage")),

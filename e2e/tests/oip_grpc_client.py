@@ -4,7 +4,8 @@
 Reads one JSON object on stdin:
   {"url": "127.0.0.1:PORT", "cases": [{"name": "...", "model": "...", "token": "..." | null,
                                        "reason": "..." | null, "call": "infer" | "server_live",
-                                       "repeat": N (mission-summarizer: the words N times)}]}
+                                       "repeat": N (mission-summarizer: the words N times),
+                                       "headers": {extra metadata}, "compression": "gzip" | null}]}
 and prints one JSON object per case, one per line:
   {"name": ..., "ok": true, "outputs": {"OUTPUT": [...]}}       on success
   {"name": ..., "ok": false, "status": "StatusCode.PERMISSION_DENIED", "message": "..."}
@@ -43,7 +44,7 @@ def plain(value):
 
 
 def run(client, case):
-    headers = {}
+    headers = dict(case.get("headers", {}))
     if case.get("token"):
         headers["authorization"] = f"Bearer {case['token']}"
     if case.get("reason") is not None:
@@ -51,7 +52,8 @@ def run(client, case):
     try:
         if case.get("call", "infer") == "server_live":
             return {"ok": client.is_server_live(headers=headers), "outputs": {}}
-        result = client.infer(case["model"], inputs_for(case["model"], case.get("repeat", 1)), headers=headers)
+        result = client.infer(case["model"], inputs_for(case["model"], case.get("repeat", 1)),
+                              headers=headers, compression_algorithm=case.get("compression"))
         response = result.get_response()
         outputs = {o.name: plain(result.as_numpy(o.name)) for o in response.outputs}
         return {"ok": True, "model_name": response.model_name, "outputs": outputs}
