@@ -3,7 +3,8 @@
 # front, each on its default port (8080 Envoy, 9901 Envoy admin, 9001/9002 authz, 8000/8001/8002
 # modelserver, 6379 Redis). `make up` runs this after the bootstrap and a release build.
 #
-#  - creates .dev/ (dev issuer key, JWKS, demo authz config) with `authz dev-init` when missing;
+#  - runs `authz dev-init --out .dev`: creates the dev issuer key and JWKS when missing (an existing
+#    key is kept) and renders the demo authz config from config/authz.toml;
 #  - writes the run's configs into .run/ (authz.toml from .dev/authz.toml with this run's ports,
 #    Redis and audit directory; envoy.yaml from envoy/render.py --target local);
 #  - starts the four processes (logs in .run/logs/, audit in .run/audit/), waits until every one is
@@ -97,10 +98,13 @@ done
 
 # ---- configuration ----------------------------------------------------------------------------
 mkdir -p "$LOGS" "$RUN/audit" "$RUN/redis"
-if [[ ! -f "$DEV/authz.toml" || ! -f "$DEV/issuer-key.pem" || ! -f "$DEV/jwks.json" ]]; then
-  say "creating $DEV (dev issuer key, JWKS, demo config)"
-  "$AUTHZ" dev-init --out "$DEV" --template "$ROOT/config/authz.toml" >/dev/null
-fi
+# dev-init creates the dev issuer key and JWKS when missing and keeps an existing key (tokens
+# minted earlier stay valid); the demo config is rendered afresh from config/authz.toml each time,
+# so edits there take effect on the next `make up`.
+[[ -f "$DEV/issuer-key.pem" ]] || say "creating $DEV (dev issuer key, JWKS, demo config)"
+"$AUTHZ" dev-init --out "$DEV" --template "$ROOT/config/authz.toml" >"$LOGS/authz-dev-init.log" 2>&1 \
+  || die "authz dev-init failed:
+$(cat "$LOGS/authz-dev-init.log")"
 
 # The run's authz config: .dev/authz.toml with this run's listen addresses, Redis and audit
 # directory. A line-oriented edit of the TOML `authz dev-init` writes: a key is replaced inside
