@@ -20,7 +20,8 @@
 //! which starts it on a thread that lives as long as the test binary, and stop/start processes
 //! of a non-shared stack from the thread that owns it.
 //!
-//! Binaries: `authz` and `modelserver` from the cargo target directory ([`workspace_binary`]);
+//! Binaries: `authz` and `modelserver` from the cargo target directory
+//! ([`crate::workspace_binary`]);
 //! `E2E_AUTHZ_BIN` / `E2E_MODELSERVER_BIN` override them (handy for testing a branch build).
 //!
 //! What it does not guarantee: ports come from [`free_port`], so another process may take one
@@ -69,15 +70,24 @@ pub struct Ports {
 
 impl Ports {
     fn pick(redis: bool) -> Ports {
+        // The kernel may hand out a just-released port again: draw until all eight differ.
+        let mut taken = Vec::new();
+        let mut next = || loop {
+            let p = free_port();
+            if !taken.contains(&p) {
+                taken.push(p);
+                return p;
+            }
+        };
         Ports {
-            envoy: free_port(),
-            envoy_admin: free_port(),
-            authz_grpc: free_port(),
-            authz_admin: free_port(),
-            modelserver_http: free_port(),
-            modelserver_grpc: free_port(),
-            modelserver_metrics: free_port(),
-            redis: redis.then(free_port),
+            envoy: next(),
+            envoy_admin: next(),
+            authz_grpc: next(),
+            authz_admin: next(),
+            modelserver_http: next(),
+            modelserver_grpc: next(),
+            modelserver_metrics: next(),
+            redis: if redis { Some(next()) } else { None },
         }
     }
 }

@@ -43,6 +43,21 @@ fn up_command(ports: &[(&str, u16)], dir: &Path) -> Command {
     cmd
 }
 
+/// Eight distinct free ports, one per variable (the kernel may repeat a just-released port).
+fn free_ports() -> Vec<(&'static str, u16)> {
+    let mut out: Vec<(&'static str, u16)> = Vec::new();
+    for var in PORT_VARS {
+        let port = loop {
+            let p = free_port();
+            if !out.iter().any(|(_, q)| *q == p) {
+                break p;
+            }
+        };
+        out.push((var, port));
+    }
+    out
+}
+
 fn port_free(port: u16) -> bool {
     // std's listener sets SO_REUSEADDR like the servers do, so TIME_WAIT does not count.
     TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -51,7 +66,7 @@ fn port_free(port: u16) -> bool {
 #[test]
 fn make_up_prints_a_working_curl_and_ctrl_c_frees_every_port() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let ports: Vec<(&str, u16)> = PORT_VARS.iter().map(|v| (*v, free_port())).collect();
+    let ports = free_ports();
     let mut up = Process::spawn("up.sh", up_command(&ports, dir.path()));
     let deadline = Instant::now() + Duration::from_secs(120);
     while !up.logs().contains("Press Ctrl-C") {
@@ -122,7 +137,7 @@ fn a_taken_port_is_a_clear_error_and_starts_nothing() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let taken = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
     let taken_port = taken.local_addr().expect("bound").port();
-    let mut ports: Vec<(&str, u16)> = PORT_VARS.iter().map(|v| (*v, free_port())).collect();
+    let mut ports = free_ports();
     ports[4].1 = taken_port; // MODELSERVER_HTTP_PORT
     let out = up_command(&ports, dir.path())
         .output()
