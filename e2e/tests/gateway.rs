@@ -503,6 +503,45 @@ fn path_tricks_reach_no_model() {
     );
 }
 
+/// Model metadata and readiness are authorized per model like inference (without the access
+/// reason, which only inference needs).
+#[test]
+fn model_metadata_is_authorized_per_model() {
+    let _g = serial();
+    let s = stack();
+    let token = s.token("meta-analyst", ANALYST);
+    let auth = format!("Bearer {token}");
+    let get = |path: &str, ua: &str| {
+        s.request(
+            "GET",
+            path,
+            &[("user-agent", ua), ("authorization", &auth)],
+            None,
+        )
+    };
+    let resp = get("/v2/models/mission-summarizer", "row-meta-allowed");
+    expect(&resp, 200, None, "analyst metadata of mission-summarizer");
+    assert_eq!(resp.json()["name"], "mission-summarizer", "{}", resp.body);
+    let resp = get("/v2/models/mission-summarizer/ready", "row-ready-allowed");
+    expect(&resp, 200, None, "analyst readiness of mission-summarizer");
+    let resp = get("/v2/models/threat-triage", "row-meta-denied");
+    expect(
+        &resp,
+        403,
+        Some("role_not_allowed"),
+        "analyst metadata of threat-triage",
+    );
+    expect_not_forwarded("row-meta-denied");
+    let resp = get("/v2/models/threat-triage/config", "row-config-denied");
+    expect(
+        &resp,
+        403,
+        Some("role_not_allowed"),
+        "analyst config of threat-triage",
+    );
+    expect_not_forwarded("row-config-denied");
+}
+
 /// Public paths need no credentials and write no decision; the health of the gateway reflects
 /// the model server's.
 #[test]

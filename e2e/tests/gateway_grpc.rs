@@ -71,6 +71,11 @@ fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
             {"name": "spoofed-metadata", "model": "threat-triage", "token": analyst, "reason": REASON,
              "headers": {"x-authz-model": "mission-summarizer", "x-authz-principal": "admin-1",
                          "x-envoy-auth-partial-body": "true"}},
+            // ModelMetadata is decided on the model in its message too (no reason needed).
+            {"name": "metadata-allowed", "call": "metadata", "model": "mission-summarizer",
+             "token": analyst},
+            {"name": "metadata-forbidden", "call": "metadata", "model": "threat-triage",
+             "token": analyst},
             // A compressed message hides the model name from authz, so it is refused even for
             // a model the caller may use (large enough that gRPC really compresses it: a
             // message that does not shrink is sent uncompressed despite `grpc-encoding`).
@@ -125,6 +130,13 @@ fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
     denied("anonymous", "StatusCode.UNAUTHENTICATED", "unauthenticated");
     denied(
         "spoofed-metadata",
+        "StatusCode.PERMISSION_DENIED",
+        "role_not_allowed",
+    );
+    let r = ok("metadata-allowed");
+    assert_eq!(r["model_name"], "mission-summarizer", "{r}");
+    denied(
+        "metadata-forbidden",
         "StatusCode.PERMISSION_DENIED",
         "role_not_allowed",
     );

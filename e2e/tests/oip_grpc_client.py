@@ -3,7 +3,7 @@
 
 Reads one JSON object on stdin:
   {"url": "127.0.0.1:PORT", "cases": [{"name": "...", "model": "...", "token": "..." | null,
-                                       "reason": "..." | null, "call": "infer" | "server_live",
+                                       "reason": "..." | null, "call": "infer" | "server_live" | "metadata",
                                        "repeat": N (mission-summarizer: the words N times),
                                        "headers": {extra metadata}, "compression": "gzip" | null}]}
 and prints one JSON object per case, one per line:
@@ -50,8 +50,12 @@ def run(client, case):
     if case.get("reason") is not None:
         headers["x-access-reason"] = case["reason"]
     try:
-        if case.get("call", "infer") == "server_live":
+        call = case.get("call", "infer")
+        if call == "server_live":
             return {"ok": client.is_server_live(headers=headers), "outputs": {}}
+        if call == "metadata":
+            meta = client.get_model_metadata(case["model"], headers=headers)
+            return {"ok": True, "model_name": meta.name, "outputs": {}}
         result = client.infer(case["model"], inputs_for(case["model"], case.get("repeat", 1)),
                               headers=headers, compression_algorithm=case.get("compression"))
         response = result.get_response()
