@@ -530,6 +530,11 @@ impl Stack {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The authz binary the stack runs (for its CLI: `token`, `audit verify`, ...).
+    pub fn authz_bin(&self) -> &Path {
+        &self.authz_bin
+    }
+
     /// The generated authz config file (after the stack's adjustments).
     pub fn authz_config_path(&self) -> &Path {
         &self.config_path

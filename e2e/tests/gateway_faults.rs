@@ -110,7 +110,8 @@ fn modelserver_stopped_is_503_and_the_audit_still_shows_the_decision() {
         assert_eq!(record["principal"]["id"], "fault-analyst-ms", "{record}");
         assert_eq!(record["access_reason"], REASON, "{record}");
     }
-    // Denials do not depend on the model server.
+    // Denials do not depend on the model server, and leave evidence too: the decision id in
+    // the error body names the audit record.
     let resp = stack.infer(
         Some(&token),
         "threat-triage",
@@ -122,6 +123,33 @@ fn modelserver_stopped_is_503_and_the_audit_still_shows_the_decision() {
         (403, Some("role_not_allowed")),
         "{}",
         show(&resp)
+    );
+    let denied_id = resp.json()["error"]["decision_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no decision_id in the error body: {}", show(&resp)))
+        .to_string();
+    let record = stack
+        .audit_record(&denied_id)
+        .unwrap_or_else(|| panic!("no audit record for the denial {denied_id}"));
+    assert_eq!(
+        (&record["decision"], &record["status"], &record["reason"]),
+        (&"deny".into(), &403.into(), &"role_not_allowed".into()),
+        "{record}"
+    );
+
+    // The evidence is intact: the hash chain verifies.
+    let audit = stack.audit_path().expect("this stack has an audit log");
+    let verify = std::process::Command::new(stack.authz_bin())
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .expect("authz audit verify runs");
+    assert!(
+        verify.status.success(),
+        "authz audit verify {}:\n{}{}",
+        audit.display(),
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
     );
 
     stack.start_modelserver();
