@@ -15,10 +15,11 @@
 //!    report the `authz`, `modelserver_http` and `modelserver_grpc` clusters healthy.
 //!
 //! Everything is killed when the `Stack` is dropped. Each child also gets `PR_SET_PDEATHSIG`, so
-//! it dies with the thread that started it even if the test binary is killed or the `Stack` lives
-//! in a `static` that is never dropped: start a shared stack with [`StackBuilder::start_shared`],
-//! which starts it on a thread that lives as long as the test binary, and stop/start processes
-//! of a non-shared stack from the thread that owns it.
+//! it dies with the thread that started it even if the test binary is killed: stop/start
+//! processes of a stack from the thread that owns it. [`SharedStack`] is one stack for all the
+//! tests of a file: started on first use from a thread that lives as long as the test binary,
+//! handed to one test at a time, and dropped (processes killed, files removed) when the test
+//! binary exits.
 //!
 //! Binaries: `authz` and `modelserver` from the cargo target directory
 //! ([`crate::workspace_binary`]);
@@ -33,7 +34,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::{
@@ -135,7 +136,7 @@ impl StackBuilder {
 
     /// Starts the stack from a thread that stays alive until the test binary exits, so the
     /// children (which die with the thread that started them) outlive the calling test. Meant
-    /// for a stack shared by the tests of one file through a `static OnceLock<Stack>`.
+    /// for a stack shared by the tests of one file; [`SharedStack`] does this for you.
     ///
     /// # Panics
     /// As [`StackBuilder::start`] (the panic is re-raised on the calling thread).
@@ -162,6 +163,85 @@ impl StackBuilder {
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             Err(_) => panic!("the stack owner thread died without an answer"),
         }
+    }
+}
+
+/// One [`Stack`] for the tests of a file, in a `static`:
+///
+/// ```ignore
+/// static STACK: SharedStack = SharedStack::new(|| Stack::builder().redis(false));
+/// #[test]
+/// fn something() {
+///     let stack = STACK.lock(); // started on first use; tests holding it run one at a time
+///     stack.infer(..);
+/// }
+/// ```
+///
+/// Tests that hold the lock run one after another, so they may compare counters before and
+/// after their requests. The stack is dropped when the test binary exits (an `atexit` hook).
+pub struct SharedStack {
+    // The stack once started; `None` before the first `lock` and after exit.
+    stack: Mutex<Option<Stack>>,
+    // How to start it.
+    builder: fn() -> StackBuilder,
+}
+
+/// Shared stacks started in this process, dropped by [`drop_shared_stacks`] at exit.
+static SHARED_STACKS: Mutex<Vec<&'static SharedStack>> = Mutex::new(Vec::new());
+
+extern "C" fn drop_shared_stacks() {
+    let stacks = std::mem::take(&mut *SHARED_STACKS.lock().unwrap_or_else(|p| p.into_inner()));
+    for shared in stacks {
+        let stack = shared
+            .stack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(stack);
+    }
+}
+
+impl SharedStack {
+    /// A shared stack that `builder` describes; nothing starts until the first [`lock`](Self::lock).
+    pub const fn new(builder: fn() -> StackBuilder) -> SharedStack {
+        SharedStack {
+            stack: Mutex::new(None),
+            builder,
+        }
+    }
+
+    /// Waits for the other tests of the file to finish with the stack, starts it if this is the
+    /// first use, and hands it over until the guard is dropped. A test that panicked while
+    /// holding it does not poison it for the others.
+    ///
+    /// # Panics
+    /// When the stack cannot start (see [`StackBuilder::start`]); the next `lock` tries again.
+    pub fn lock(&'static self) -> SharedStackGuard {
+        let mut guard = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some((self.builder)().start_shared());
+            let mut registry = SHARED_STACKS.lock().unwrap_or_else(|p| p.into_inner());
+            if registry.is_empty() {
+                // SAFETY: registers a plain `extern "C" fn` with no arguments, as atexit(3) wants.
+                unsafe {
+                    libc::atexit(drop_shared_stacks);
+                }
+            }
+            registry.push(self);
+        }
+        SharedStackGuard(guard)
+    }
+}
+
+/// A [`SharedStack`] held by one test; dereferences to the [`Stack`].
+pub struct SharedStackGuard(MutexGuard<'static, Option<Stack>>);
+
+impl std::ops::Deref for SharedStackGuard {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        self.0
+            .as_ref()
+            .expect("a SharedStackGuard exists only for a started stack")
     }
 }
 

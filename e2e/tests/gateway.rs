@@ -3,25 +3,16 @@
 //! must not reach the model server, that it did not (Envoy's access log and both servers'
 //! counters).
 //!
-//! One stack is shared by the tests of this file (in-process rate-limit store, no Redis); the
-//! tests take [`serial`] because they assert on shared counters, and each uses principals and
-//! models no other test here rate-limits, so their order does not matter. Faults (processes
+//! One stack is shared by the tests of this file (in-process rate-limit store, no Redis), one test
+//! at a time because they assert on its counters; each test uses principals and models no other
+//! test here rate-limits, so their order does not matter. Faults (processes
 //! stopped) are in `gateway_faults.rs`, gRPC in `gateway_grpc.rs`.
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use e2e::stack::{HttpResponse, SharedStack, Stack};
 
-use e2e::stack::{HttpResponse, Stack};
-
-fn stack() -> &'static Stack {
-    static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| Stack::builder().redis(false).audit(false).start_shared())
-}
-
-/// Serializes the tests of this file: they read counters of the shared stack.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// One stack for this file (in-process rate-limit store, no Redis); `STACK.lock()` hands it to
+/// one test at a time, since the tests compare its counters before and after their requests.
+static STACK: SharedStack = SharedStack::new(|| Stack::builder().redis(false).audit(false));
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const SECURITY: &[&str] = &["security-engineer", "mission-user"];
@@ -29,7 +20,7 @@ const ADMIN: &[&str] = &["platform-admin", "security-engineer"];
 const REASON: &str = "triage of the overnight field reports";
 
 /// Asserts status and reason code, showing the response and the stack's logs otherwise.
-fn expect(resp: &HttpResponse, status: u16, code: Option<&str>, what: &str) {
+fn expect(s: &Stack, resp: &HttpResponse, status: u16, code: Option<&str>, what: &str) {
     assert_eq!(
         (resp.status, resp.error_code().as_deref()),
         (status, code),
@@ -37,19 +28,16 @@ fn expect(resp: &HttpResponse, status: u16, code: Option<&str>, what: &str) {
         resp.status,
         resp.headers,
         resp.body,
-        stack().diagnostics()
+        s.diagnostics()
     );
 }
 
 /// Asserts Envoy's access log shows the request (by User-Agent) never went upstream: ext_authz
 /// answered it (`UAEX`) or Envoy itself did, and no upstream host was picked.
-fn expect_not_forwarded(user_agent: &str) {
-    let entry = stack().access_log_entry(user_agent).unwrap_or_else(|| {
-        panic!(
-            "no access-log entry for {user_agent}\n{}",
-            stack().diagnostics()
-        )
-    });
+fn expect_not_forwarded(s: &Stack, user_agent: &str) {
+    let entry = s
+        .access_log_entry(user_agent)
+        .unwrap_or_else(|| panic!("no access-log entry for {user_agent}\n{}", s.diagnostics()));
     assert!(
         entry["upstream_host"].is_null() || entry["upstream_host"] == "-",
         "{user_agent}: Envoy forwarded it upstream: {entry}"
@@ -58,8 +46,7 @@ fn expect_not_forwarded(user_agent: &str) {
 
 #[test]
 fn analyst_gets_a_mission_summary_with_a_reason() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("analyst-1", ANALYST);
     let before = s.modelserver_metric("nv_inference_count", Some("mission-summarizer"));
     let resp = s.infer(
@@ -69,6 +56,7 @@ fn analyst_gets_a_mission_summary_with_a_reason() {
         "row-analyst-summary",
     );
     expect(
+        &s,
         &resp,
         200,
         None,
@@ -100,8 +88,7 @@ fn analyst_gets_a_mission_summary_with_a_reason() {
 
 #[test]
 fn a_missing_or_blank_reason_is_reason_required() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("analyst-1", ANALYST);
     let before = s.envoy_requests_to_modelserver();
     for (reason, ua) in [
@@ -111,20 +98,20 @@ fn a_missing_or_blank_reason_is_reason_required() {
     ] {
         let resp = s.infer(Some(&token), "mission-summarizer", reason, ua);
         expect(
+            &s,
             &resp,
             403,
             Some("reason_required"),
             &format!("reason {reason:?}"),
         );
-        expect_not_forwarded(ua);
+        expect_not_forwarded(&s, ua);
     }
     assert_eq!(s.envoy_requests_to_modelserver(), before);
 }
 
 #[test]
 fn analyst_is_not_allowed_threat_triage() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("analyst-1", ANALYST);
     let before = s.modelserver_metric("nv_inference_count", Some("threat-triage"));
     let resp = s.infer(
@@ -134,12 +121,13 @@ fn analyst_is_not_allowed_threat_triage() {
         "row-analyst-triage",
     );
     expect(
+        &s,
         &resp,
         403,
         Some("role_not_allowed"),
         "analyst-1 -> threat-triage",
     );
-    expect_not_forwarded("row-analyst-triage");
+    expect_not_forwarded(&s, "row-analyst-triage");
     assert_eq!(
         s.modelserver_metric("nv_inference_count", Some("threat-triage")),
         before
@@ -148,17 +136,16 @@ fn analyst_is_not_allowed_threat_triage() {
 
 #[test]
 fn no_credentials_is_401_with_www_authenticate() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let resp = s.infer(None, "mission-summarizer", Some(REASON), "row-anonymous");
-    expect(&resp, 401, Some("unauthenticated"), "no credentials");
+    expect(&s, &resp, 401, Some("unauthenticated"), "no credentials");
     let challenge = resp.header("www-authenticate").unwrap_or_default();
     assert!(
         challenge.starts_with("Bearer"),
         "WWW-Authenticate: {challenge:?} ({:?})",
         resp.headers
     );
-    expect_not_forwarded("row-anonymous");
+    expect_not_forwarded(&s, "row-anonymous");
 
     // A garbage token is not "no credentials" but is never accepted either.
     let resp = s.infer(
@@ -168,15 +155,14 @@ fn no_credentials_is_401_with_www_authenticate() {
         "row-garbage-token",
     );
     assert_eq!(resp.status, 401, "garbage token: {}", resp.body);
-    expect_not_forwarded("row-garbage-token");
+    expect_not_forwarded(&s, "row-garbage-token");
 }
 
 /// Documented choice: an unknown model is authz's 403 `unknown_model`, decided before routing to
 /// the model server (which would answer 404), so callers cannot probe which models exist.
 #[test]
 fn unknown_model_is_403_unknown_model() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("analyst-1", ANALYST);
     let resp = s.infer(
         Some(&token),
@@ -185,12 +171,13 @@ fn unknown_model_is_403_unknown_model() {
         "row-unknown-model",
     );
     expect(
+        &s,
         &resp,
         403,
         Some("unknown_model"),
         "analyst-1 -> no-such-model",
     );
-    expect_not_forwarded("row-unknown-model");
+    expect_not_forwarded(&s, "row-unknown-model");
     // A model that exists in the repository but not in authz's config is unknown too.
     let resp = s.infer(
         Some(&token),
@@ -199,21 +186,22 @@ fn unknown_model_is_403_unknown_model() {
         "row-unlisted-model",
     );
     expect(
+        &s,
         &resp,
         403,
         Some("unknown_model"),
         "analyst-1 -> simple-fp32 (not in authz config)",
     );
-    expect_not_forwarded("row-unlisted-model");
+    expect_not_forwarded(&s, "row-unlisted-model");
 }
 
 #[test]
 fn benchmark_echo_needs_no_reason() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("analyst-1", ANALYST);
     let resp = s.infer(Some(&token), "benchmark-echo", None, "row-echo");
     expect(
+        &s,
         &resp,
         200,
         None,
@@ -227,13 +215,13 @@ fn benchmark_echo_needs_no_reason() {
 /// Needs the rate limiter (issue 6) in authz: threat-triage allows 20 requests per minute.
 #[test]
 fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("security-1", SECURITY);
     for i in 1..=20 {
         let ua = format!("row-security-{i}");
         let resp = s.infer(Some(&token), "threat-triage", Some(REASON), &ua);
         expect(
+            &s,
             &resp,
             200,
             None,
@@ -265,6 +253,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
         "row-security-21",
     );
     expect(
+        &s,
         &resp,
         429,
         Some("rate_limited"),
@@ -276,7 +265,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
         .unwrap_or_else(|| panic!("429 without a numeric Retry-After: {:?}", resp.headers));
     // 20/min is one request per 3 s: the next one is at most 3 s away (rounded up).
     assert!((1..=3).contains(&retry_after), "Retry-After {retry_after}");
-    expect_not_forwarded("row-security-21");
+    expect_not_forwarded(&s, "row-security-21");
     assert_eq!(
         s.modelserver_metric("nv_inference_count", Some("threat-triage")),
         before
@@ -290,6 +279,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
         "row-admin-after",
     );
     expect(
+        &s,
         &resp,
         200,
         None,
@@ -302,8 +292,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
 /// forwards them to the model server, so they show what the model server received.
 #[test]
 fn a_client_sent_authz_principal_never_reaches_the_model_server() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("spoof-analyst", ANALYST);
 
     // Allowed request with forged identity headers: authz's values replace them.
@@ -319,7 +308,7 @@ fn a_client_sent_authz_principal_never_reaches_the_model_server() {
         ],
         Some(e2e::stack::demo_infer_body("benchmark-echo")),
     );
-    expect(&resp, 200, None, "spoofing headers with a valid token");
+    expect(&s, &resp, 200, None, "spoofing headers with a valid token");
     let entry = s
         .access_log_entry("row-spoof-allowed")
         .unwrap_or_else(|| panic!("no access-log entry\n{}", s.diagnostics()));
@@ -364,12 +353,13 @@ fn a_client_sent_authz_principal_never_reaches_the_model_server() {
         Some(e2e::stack::demo_infer_body("benchmark-echo")),
     );
     expect(
+        &s,
         &resp,
         401,
         Some("unauthenticated"),
         "forged principal without credentials",
     );
-    expect_not_forwarded("row-spoof-anonymous");
+    expect_not_forwarded(&s, "row-spoof-anonymous");
 
     // Underscore spellings (which some servers map to dashes) are rejected outright.
     let resp = s.request(
@@ -394,8 +384,7 @@ fn a_client_sent_authz_principal_never_reaches_the_model_server() {
 /// the model server sees no request at all), whatever Envoy or authz answers.
 #[test]
 fn path_tricks_reach_no_model() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("tricky-analyst", ANALYST);
     let auth = format!("Bearer {token}");
     // (path, expected status, expected `error.code`; None: Envoy's own bodiless 400)
@@ -507,8 +496,7 @@ fn path_tricks_reach_no_model() {
 /// reason, which only inference needs).
 #[test]
 fn model_metadata_is_authorized_per_model() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     let token = s.token("meta-analyst", ANALYST);
     let auth = format!("Bearer {token}");
     let get = |path: &str, ua: &str| {
@@ -520,34 +508,47 @@ fn model_metadata_is_authorized_per_model() {
         )
     };
     let resp = get("/v2/models/mission-summarizer", "row-meta-allowed");
-    expect(&resp, 200, None, "analyst metadata of mission-summarizer");
+    expect(
+        &s,
+        &resp,
+        200,
+        None,
+        "analyst metadata of mission-summarizer",
+    );
     assert_eq!(resp.json()["name"], "mission-summarizer", "{}", resp.body);
     let resp = get("/v2/models/mission-summarizer/ready", "row-ready-allowed");
-    expect(&resp, 200, None, "analyst readiness of mission-summarizer");
+    expect(
+        &s,
+        &resp,
+        200,
+        None,
+        "analyst readiness of mission-summarizer",
+    );
     let resp = get("/v2/models/threat-triage", "row-meta-denied");
     expect(
+        &s,
         &resp,
         403,
         Some("role_not_allowed"),
         "analyst metadata of threat-triage",
     );
-    expect_not_forwarded("row-meta-denied");
+    expect_not_forwarded(&s, "row-meta-denied");
     let resp = get("/v2/models/threat-triage/config", "row-config-denied");
     expect(
+        &s,
         &resp,
         403,
         Some("role_not_allowed"),
         "analyst config of threat-triage",
     );
-    expect_not_forwarded("row-config-denied");
+    expect_not_forwarded(&s, "row-config-denied");
 }
 
 /// Public paths need no credentials and write no decision; the health of the gateway reflects
 /// the model server's.
 #[test]
 fn health_paths_are_public() {
-    let _g = serial();
-    let s = stack();
+    let s = STACK.lock();
     for path in ["/v2/health/ready", "/v2/health/live"] {
         let resp = s.request("GET", path, &[], None);
         assert_eq!(resp.status, 200, "{path}: {}", resp.body);
