@@ -168,7 +168,7 @@ impl StackBuilder {
 
 /// One [`Stack`] for the tests of a file, in a `static`:
 ///
-/// ```ignore
+/// ```text
 /// static STACK: SharedStack = SharedStack::new(|| Stack::builder().redis(false));
 /// #[test]
 /// fn something() {
