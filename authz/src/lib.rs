@@ -1,2 +1,4 @@
 //! authz: see DESIGN.md.
+
+pub mod audit;
 pub mod ratelimit;
