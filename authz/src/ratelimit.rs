@@ -32,7 +32,8 @@
 //!   [`memory::MemoryStore`] (in-process, the default) and [`redis::RedisStore`] (standalone or
 //!   Cluster; the Lua script in [`scripts`], the key layout in [`keys`]).
 //! - [`breaker`]: the circuit breaker; [`config`]: serde types, validation, role resolution;
-//!   [`metrics`]: `authz_ratelimit_*`.
+//!   [`metrics`]: `authz_ratelimit_*` (full names: register into the root registry, not a
+//!   prefixed sub-registry).
 //!
 //! # What is (not) guaranteed
 //!
@@ -459,4 +460,60 @@ impl RateLimiter {
 /// building a [`MemoryStore`] themselves.
 pub fn default_clock() -> Arc<dyn Clock> {
     Arc::new(MonotonicClock::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clock::ManualClock;
+    use prometheus_client::encoding::text::encode;
+
+    fn table(text: &str) -> LimitTable {
+        let models: std::collections::BTreeMap<String, ModelRateLimit> =
+            toml::from_str(text).unwrap();
+        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn reloaded_limits_apply_to_the_next_check_and_outcomes_are_counted_per_configured_model()
+    {
+        let clock = ManualClock::new(1);
+        let store = Arc::new(MemoryStore::new(100, Arc::new(clock.clone())));
+        let mut registry = Registry::default();
+        let limiter = RateLimiter::new(
+            store,
+            table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 1"),
+            LimiterOptions::default(),
+            &mut registry,
+        );
+        assert!(limiter.check("p", "m", &[]).await.is_allowed());
+        assert!(matches!(
+            limiter.check("p", "m", &[]).await,
+            RateLimitOutcome::Limited(_)
+        ));
+        assert_eq!(
+            limiter.check("p", "evil\"label", &[]).await,
+            RateLimitOutcome::UnknownModel
+        );
+        limiter.replace_limits(table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 3"));
+        let state = *limiter.check("p", "m", &[]).await.state().unwrap();
+        assert_eq!(
+            (state.limit, state.remaining),
+            (3, 1),
+            "the stored TAT carries over"
+        );
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "authz_ratelimit_outcomes_total{model=\"m\",outcome=\"allowed\"} 2",
+            "authz_ratelimit_outcomes_total{model=\"m\",outcome=\"limited\"} 1",
+            "authz_ratelimit_outcomes_total{model=\"unknown\",outcome=\"unknown_model\"} 1",
+            "authz_ratelimit_store_degraded 0",
+            "authz_ratelimit_store_latency_seconds_count 3",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+        assert!(!text.contains("evil"), "labels only from configured names");
+    }
 }
