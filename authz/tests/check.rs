@@ -733,3 +733,82 @@ async fn unreachable_jwks_means_not_ready_and_503_for_its_tokens() {
         200
     );
 }
+
+#[tokio::test]
+async fn decisions_carry_everything_the_audit_needs() {
+    let server = Server::start().await;
+    let svc = authz::service::AuthzService::new(
+        std::sync::Arc::clone(&server.runtime),
+        std::sync::Arc::clone(&server.metrics),
+    );
+    let r = req("/v2/models/mission-summarizer/versions/2/infer")
+        .bearer(&analyst())
+        .reason("  daily brief  ")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .build();
+    let d = svc.decide(&r).await;
+    assert!(d.allowed());
+    assert_eq!(d.http_status(), 200);
+    assert_eq!(d.reason.as_str(), "allowed");
+    assert_eq!(d.policies, vec!["permit-configured-roles"]);
+    let p = d.principal.as_ref().unwrap();
+    assert_eq!(
+        (p.id.as_str(), p.auth_method.as_str()),
+        ("analyst-1", "jwt")
+    );
+    assert_eq!(p.roles, vec!["analyst", "mission-user"]);
+    assert_eq!(d.model.as_deref(), Some("mission-summarizer"));
+    assert_eq!(d.version.as_deref(), Some("2"));
+    assert_eq!(d.action.map(|a| a.as_str()), Some("infer"));
+    assert_eq!(d.access_reason.as_deref(), Some("daily brief"));
+    assert_eq!(d.source_ip, Some("10.1.2.3".parse().unwrap()));
+    assert_eq!(d.request_id.as_deref(), Some("req-abc-123"));
+    assert_eq!(
+        d.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+
+    let d = svc.decide(&req(TT).bearer(&security()).build()).await;
+    assert_eq!(d.http_status(), 403);
+    assert_eq!(d.policies, vec!["reason-required-for-inference"]);
+    assert_eq!(d.decision_str(), "deny");
+}
+
+#[tokio::test]
+async fn forbid_without_reason_annotation_is_forbidden_by_policy() {
+    let server = Server::start().await;
+    let policy = server.dir.path().join("extra.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"echo-maintenance\")\nforbid(principal, action, resource == Gateway::Model::\"benchmark-echo\");",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        text.replace("files = [", &format!("files = [\"{}\", ", policy.display())),
+    )
+    .unwrap();
+    authz::runtime::reload(&server.config, &server.runtime, &server.metrics)
+        .await
+        .unwrap();
+    let out = server.check(req(BE).bearer(&analyst()).build()).await;
+    assert_eq!(
+        (out.status, out.code.as_str()),
+        (403, "forbidden_by_policy")
+    );
+    assert!(
+        out.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("echo-maintenance")
+    );
+    // Someone not permitted at all still learns that first.
+    let out = server
+        .check(req(BE).bearer(&token_for("x", &["guest"])).build())
+        .await;
+    assert_eq!(out.code, "role_not_allowed");
+}
