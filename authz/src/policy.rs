@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
@@ -474,9 +473,6 @@ fn first_line(p: &Policy) -> String {
         .trim()
         .to_owned()
 }
-
-/// Shared handle type used by the runtime.
-pub type SharedPolicy = Arc<PolicyEngine>;
 
 #[cfg(test)]
 mod tests {

@@ -49,8 +49,8 @@ pub struct Runtime {
     pub policy: PolicyEngine,
     /// Configured model names (for metric labels).
     pub model_names: BTreeSet<String>,
-    /// JWKS background refreshers, stopped when this runtime is dropped.
-    refreshers: Vec<AbortOnDrop>,
+    /// JWKS background refreshers, stopped when this runtime is dropped (held only for that).
+    _refreshers: Vec<AbortOnDrop>,
 }
 
 impl Runtime {
@@ -129,7 +129,7 @@ impl Runtime {
             authenticator,
             policy,
             config,
-            refreshers,
+            _refreshers: refreshers,
         })
     }
 
@@ -167,11 +167,6 @@ impl Runtime {
             Some(m) if self.model_names.contains(m) => m.to_owned(),
             Some(_) => "unknown".to_owned(),
         }
-    }
-
-    /// Number of JWKS refreshers (for tests).
-    pub fn refresher_count(&self) -> usize {
-        self.refreshers.len()
     }
 }
 

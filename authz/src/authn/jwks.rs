@@ -135,6 +135,8 @@ pub struct Jwks {
     last_demand_refresh: tokio::sync::Mutex<Option<Instant>>,
     min_refresh_interval: Duration,
     allowed: Vec<Algorithm>,
+    /// Whether `http://` URLs are accepted (tests and local development only).
+    allow_insecure_http: bool,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
 }
@@ -179,6 +181,7 @@ impl Jwks {
                 .iter()
                 .filter_map(|a| super::jwt::parse_algorithm(a))
                 .collect(),
+            allow_insecure_http: cfg.allow_insecure_http,
             http,
             metrics,
         })
@@ -260,7 +263,9 @@ impl Jwks {
                 );
                 let doc = self.fetch(&url).await?;
                 let jwks_uri = discovered_jwks_uri(issuer, &url, &doc)?;
-                if !self.http_allowed(&jwks_uri) {
+                let scheme_ok = jwks_uri.starts_with("https://")
+                    || (self.allow_insecure_http && jwks_uri.starts_with("http://"));
+                if !scheme_ok {
                     return Err(JwksError::Invalid {
                         what: url,
                         message: format!("jwks_uri '{jwks_uri}' is not https"),
@@ -270,11 +275,6 @@ impl Jwks {
             }
         };
         parse_jwks(&what, &doc, &self.allowed)
-    }
-
-    fn http_allowed(&self, url: &str) -> bool {
-        // The client itself enforces https_only unless insecure http was allowed.
-        url.starts_with("https://") || url.starts_with("http://")
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, JwksError> {
