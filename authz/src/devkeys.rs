@@ -168,14 +168,18 @@ pub struct DevInit {
     pub jwks: PathBuf,
     /// The ready-to-run config.
     pub config: PathBuf,
+    /// Whether a new key was generated (`false`: an existing key was kept).
+    pub new_key: bool,
 }
 
-/// Writes a fresh dev issuer key, its JWKS, and `authz.toml` rendered from `template` with every
-/// path made absolute and the dev issuer's `jwks_file` pointing at the new JWKS.
+/// Writes the dev issuer key (kept when `out/issuer-key.pem` already holds a valid one, unless
+/// `force`, so tokens minted earlier stay valid across restarts), its JWKS, and `authz.toml`
+/// rendered from `template` with every path made absolute and the dev issuer's `jwks_file`
+/// pointing at the JWKS.
 ///
 /// # Errors
 /// I/O errors, or a template that is not the expected shape.
-pub fn dev_init(out: &Path, template: &Path) -> Result<DevInit, DevKeyError> {
+pub fn dev_init(out: &Path, template: &Path, force: bool) -> Result<DevInit, DevKeyError> {
     std::fs::create_dir_all(out).map_err(io(out))?;
     let out = out.canonicalize().map_err(io(out))?;
     let tmpl_text = std::fs::read_to_string(template).map_err(io(template))?;
@@ -232,9 +236,21 @@ pub fn dev_init(out: &Path, template: &Path) -> Result<DevInit, DevKeyError> {
         )));
     }
     let rendered = toml::to_string(&doc).map_err(|e| bad(e.to_string()))?;
-    let key = DevKey::generate();
     let key_path = out.join("issuer-key.pem");
-    write_private(&key_path, key.to_pem().as_bytes())?;
+    let existing = if force {
+        None
+    } else {
+        DevKey::read(&key_path).ok()
+    };
+    let new_key = existing.is_none();
+    let key = match existing {
+        Some(k) => k,
+        None => {
+            let k = DevKey::generate();
+            write_private(&key_path, k.to_pem().as_bytes())?;
+            k
+        }
+    };
     std::fs::write(&jwks_path, key.jwks_json()).map_err(io(&jwks_path))?;
     let config_path = out.join("authz.toml");
     let header = format!(
@@ -246,6 +262,7 @@ pub fn dev_init(out: &Path, template: &Path) -> Result<DevInit, DevKeyError> {
         key: key_path,
         jwks: jwks_path,
         config: config_path,
+        new_key,
     })
 }
 

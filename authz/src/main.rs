@@ -79,6 +79,9 @@ enum Command {
         /// Demo config template.
         #[arg(long, default_value = "config/authz.toml")]
         template: PathBuf,
+        /// Replace an existing key (invalidates every token minted with it).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -110,7 +113,11 @@ fn main() -> ExitCode {
             issuer,
             audience,
         } => token(&sub, &roles, &ttl, &key, &issuer, &audience),
-        Command::DevInit { out, template } => dev_init(&out, &template),
+        Command::DevInit {
+            out,
+            template,
+            force,
+        } => dev_init(&out, &template, force),
     };
     match result {
         Ok(code) => code,
@@ -304,9 +311,10 @@ fn token(
     Ok(ExitCode::SUCCESS)
 }
 
-fn dev_init(out: &Path, template: &Path) -> anyhow::Result<ExitCode> {
-    let written = devkeys::dev_init(out, template)?;
-    println!("wrote {}", written.key.display());
+fn dev_init(out: &Path, template: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let written = devkeys::dev_init(out, template, force)?;
+    let verb = if written.new_key { "wrote" } else { "kept" };
+    println!("{verb} {}", written.key.display());
     println!("wrote {}", written.jwks.display());
     println!("wrote {}", written.config.display());
     Ok(ExitCode::SUCCESS)
