@@ -5,7 +5,7 @@
 //!   credential grants;
 //! - `Gateway::Model` resources carry `sensitivity`, `requires_reason` and `allowed_roles` from the
 //!   config and are members of `Gateway::ModelGroup`s;
-//! - actions are `infer`, `ready`, `metadata`, `config`;
+//! - actions are `infer`, `ready`, `metadata`, `config`, `statistics`;
 //! - the context carries `auth_method`, `has_access_reason`, `access_reason`, `model_version`,
 //!   `request_time` (Unix seconds) and, when known, `source_ip` (an `ipaddr`).
 //!
@@ -281,6 +281,7 @@ impl PolicyEngine {
             Action::Ready,
             Action::Metadata,
             Action::Config,
+            Action::Statistics,
         ]
         .into_iter()
         .map(|a| (a, uid(&action_type, a.as_str())))

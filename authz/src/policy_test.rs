@@ -9,7 +9,7 @@
 //! roles = ["analyst"]              # optional: default is the principal's roles in [[principals]]
 //! auth_method = "jwt"              # optional: jwt (default) | api_key | mtls
 //! model = "mission-summarizer"
-//! action = "infer"                 # optional: infer (default) | ready | metadata | config
+//! action = "infer"                 # optional: infer (default) | ready | metadata | config | statistics
 //! version = "1"                    # optional
 //! reason = "case 4711"             # optional x-access-reason; blank counts as missing
 //! expect = "allow"                 # allow | deny
@@ -62,7 +62,7 @@ pub struct Case {
     pub auth_method: Option<String>,
     /// Model name.
     pub model: String,
-    /// `infer` (default), `ready`, `metadata`, `config`.
+    /// `infer` (default), `ready`, `metadata`, `config`, `statistics`.
     #[serde(default)]
     pub action: Option<String>,
     /// Model version.

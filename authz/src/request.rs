@@ -45,6 +45,8 @@ pub enum Action {
     Metadata,
     /// Model configuration (`/config`, gRPC `ModelConfig`).
     Config,
+    /// Model statistics (`/stats`, gRPC `ModelStatistics` naming a model).
+    Statistics,
 }
 
 impl Action {
@@ -55,6 +57,7 @@ impl Action {
             Action::Ready => "ready",
             Action::Metadata => "metadata",
             Action::Config => "config",
+            Action::Statistics => "statistics",
         }
     }
 
@@ -65,6 +68,7 @@ impl Action {
             "ready" => Action::Ready,
             "metadata" => Action::Metadata,
             "config" => Action::Config,
+            "statistics" => Action::Statistics,
             _ => return None,
         })
     }
@@ -75,6 +79,7 @@ impl Action {
             Action::Infer => Some("infer"),
             Action::Ready => Some("ready"),
             Action::Config => Some("config"),
+            Action::Statistics => Some("stats"),
             Action::Metadata => None,
         }
     }
@@ -199,6 +204,8 @@ pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathErro
             [_, "ModelReady"] => Route::GrpcModel(Action::Ready),
             [_, "ModelMetadata"] => Route::GrpcModel(Action::Metadata),
             [_, "ModelConfig"] => Route::GrpcModel(Action::Config),
+            // An empty name (all models) is rejected when the message is read.
+            [_, "ModelStatistics"] => Route::GrpcModel(Action::Statistics),
             _ => Route::Other,
         });
     }
@@ -218,7 +225,12 @@ pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathErro
         [] => Action::Metadata,
         [a] => {
             let mut found = None;
-            for act in [Action::Infer, Action::Ready, Action::Config] {
+            for act in [
+                Action::Infer,
+                Action::Ready,
+                Action::Config,
+                Action::Statistics,
+            ] {
                 let kw = act.rest_suffix().unwrap_or_default();
                 if keyword(a, kw)? {
                     found = Some(act);
@@ -758,7 +770,14 @@ mod tests {
         assert_eq!(parse_path("/v2/health/live", &p), Ok(Route::Public));
         assert_eq!(parse_path("/v2", &p), Ok(Route::Public));
         assert_eq!(parse_path("/v2/repository/index", &p), Ok(Route::Other));
-        assert_eq!(parse_path("/v2/models/m/stats", &p), Ok(Route::Other));
+        assert_eq!(
+            parse_path("/v2/models/m/stats", &p),
+            Ok(model("m", None, Action::Statistics))
+        );
+        assert_eq!(
+            parse_path("/v2/models/m/trace/setting", &p),
+            Ok(Route::Other)
+        );
         assert_eq!(parse_path("/", &p), Ok(Route::Other));
         assert_eq!(
             parse_path("/inference.GRPCInferenceService/ModelInfer", &p),
@@ -894,7 +913,8 @@ mod tests {
                 name in "[A-Za-z0-9._-]{1,128}",
                 version in proptest::option::of("[A-Za-z0-9._-]{1,64}"),
                 action in prop_oneof![
-                    Just(Action::Infer), Just(Action::Ready), Just(Action::Config), Just(Action::Metadata)
+                    Just(Action::Infer), Just(Action::Ready), Just(Action::Config), Just(Action::Metadata),
+                    Just(Action::Statistics)
                 ],
                 query in proptest::option::of("[a-z=&%/]{0,20}"),
             ) {
@@ -909,7 +929,7 @@ mod tests {
                     Ok(other) => {
                         // Only names/versions that collide with keywords may route elsewhere.
                         prop_assert!(
-                            ["versions", "infer", "ready", "config"].iter().any(|k| name.eq_ignore_ascii_case(k)
+                            ["versions", "infer", "ready", "config", "stats"].iter().any(|k| name.eq_ignore_ascii_case(k)
                                 || version.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(k)))
                                 || other == Route::Other,
                             "unexpected {:?}", other

@@ -442,6 +442,14 @@ fn negative_table() -> Vec<(&'static str, Req, u16, &'static str)> {
         "malformed_request",
     ));
     rows.push((
+        "gRPC statistics for every model (empty name)",
+        req("/inference.GRPCInferenceService/ModelStatistics")
+            .bearer(&a)
+            .body(grpc_frame("", "")),
+        400,
+        "malformed_request",
+    ));
+    rows.push((
         "gRPC repository method",
         req("/inference.GRPCInferenceService/RepositoryModelLoad").bearer(&a),
         403,
@@ -565,6 +573,18 @@ async fn every_credential_kind_and_demo_principal_works() {
             req(GRPC_INFER)
                 .bearer(&analyst())
                 .body(grpc_frame("benchmark-echo", "1")),
+            "analyst-1",
+        ),
+        (
+            "gRPC ModelStatistics naming an allowed model",
+            req("/inference.GRPCInferenceService/ModelStatistics")
+                .bearer(&analyst())
+                .body(grpc_frame("benchmark-echo", "")),
+            "analyst-1",
+        ),
+        (
+            "REST statistics of an allowed model",
+            req("/v2/models/benchmark-echo/stats").bearer(&analyst()),
             "analyst-1",
         ),
         (
