@@ -1,1 +1,321 @@
-fn main() {}
+//! `authz`: CLI glue. Parses arguments, loads config, starts telemetry, serves, drains on
+//! SIGTERM/SIGINT. Everything else lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+
+use authz::admin::{AdminState, serve_admin};
+use authz::config::{Config, parse_duration};
+use authz::devkeys::{self, DevKey};
+use authz::metrics::Metrics;
+use authz::runtime::{self, Runtime};
+use authz::service::{AuthzService, serve_grpc};
+
+/// Exit status for configuration errors: 64 (`EX_USAGE` in sysexits.h), so scripts can tell a
+/// bad config from a crash.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "authz",
+    version,
+    about = "Envoy ext_authz service for model inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ext_authz (gRPC) and the admin HTTP endpoints.
+    Serve {
+        /// Config file.
+        #[arg(long, env = "AUTHZ_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config (and its policies and key files) and exit.
+    CheckConfig {
+        /// Config file.
+        #[arg(long, env = "AUTHZ_CONFIG")]
+        config: PathBuf,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Mint a dev JWT signed with the dev issuer key; prints only the token.
+    Token {
+        /// Principal id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 30s, 15m, 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Dev issuer private key.
+        #[arg(long, default_value = devkeys::DEFAULT_KEY_PATH)]
+        key: PathBuf,
+        /// `iss` claim.
+        #[arg(long, default_value = devkeys::DEV_ISSUER)]
+        issuer: String,
+        /// `aud` claim.
+        #[arg(long, default_value = devkeys::DEV_AUDIENCE)]
+        audience: String,
+    },
+    /// Generate the dev issuer key, its JWKS and a ready-to-run config in OUT.
+    DevInit {
+        /// Output directory.
+        #[arg(long, default_value = ".dev")]
+        out: PathBuf,
+        /// Demo config template.
+        #[arg(long, default_value = "config/authz.toml")]
+        template: PathBuf,
+        /// Replace an existing key (invalidates every token minted with it).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run a cases file against the configured policies; non-zero exit on any mismatch.
+    Test {
+        /// Config file.
+        #[arg(long, env = "AUTHZ_CONFIG")]
+        config: PathBuf,
+        /// Cases file (TOML, see config/README.md).
+        cases: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Policy {
+            command: PolicyCommand::Test { config, cases },
+        } => policy_test(&config, &cases),
+        Command::Token {
+            sub,
+            roles,
+            ttl,
+            key,
+            issuer,
+            audience,
+        } => token(&sub, &roles, &ttl, &key, &issuer, &audience),
+        Command::DevInit {
+            out,
+            template,
+            force,
+        } => dev_init(&out, &template, force),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .json()
+        .init();
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio_runtime()?;
+    match rt.block_on(Runtime::load(path, Arc::new(Metrics::new()))) {
+        Ok(r) => {
+            println!(
+                "{}: ok ({} models, {} issuers, {} API keys, {} mTLS identities)",
+                path.display(),
+                r.config.models.len(),
+                r.config.authn.issuers.len(),
+                r.config.authn.api_keys.len(),
+                r.config.authn.mtls.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let rt = tokio_runtime()?;
+    rt.block_on(async {
+        let metrics = Arc::new(Metrics::new());
+        let loaded = match Runtime::load(path, Arc::clone(&metrics)).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
+        let server = loaded.config.server.clone();
+        let shared = Arc::new(ArcSwap::from_pointee(loaded));
+        let grpc = tokio::net::TcpListener::bind(server.grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC listener {}", server.grpc_addr))?;
+        let admin = tokio::net::TcpListener::bind(server.admin_addr)
+            .await
+            .with_context(|| format!("binding admin listener {}", server.admin_addr))?;
+        tracing::info!(grpc = %server.grpc_addr, admin = %server.admin_addr, "authz serving");
+
+        // One shutdown signal, observed by every server and the reload watcher.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let service = AuthzService::new(Arc::clone(&shared), Arc::clone(&metrics));
+        let grpc_task = tokio::spawn(serve_grpc(grpc, service, stopped()));
+        let admin_state = AdminState {
+            runtime: Arc::clone(&shared),
+            metrics: Arc::clone(&metrics),
+        };
+        let admin_task = tokio::spawn(serve_admin(admin, admin_state, stopped()));
+        let watch_task = tokio::spawn(runtime::watch(
+            path.to_owned(),
+            Arc::clone(&shared),
+            Arc::clone(&metrics),
+            server.reload_poll_interval,
+            stopped(),
+        ));
+
+        wait_for_termination().await;
+        tracing::info!("draining");
+        let _ = stop_tx.send(true);
+        let drain = async {
+            let g = grpc_task.await;
+            let a = admin_task.await;
+            let _ = watch_task.await;
+            (g, a)
+        };
+        match tokio::time::timeout(server.drain_timeout, drain).await {
+            Ok((g, a)) => {
+                g.context("gRPC server task")?.context("gRPC server")?;
+                a.context("admin server task")?.context("admin server")?;
+                tracing::info!("stopped");
+            }
+            Err(_) => tracing::warn!("drain timeout; exiting with checks in flight"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C via tokio is the fallback.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn policy_test(config_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let engine = match authz::policy::PolicyEngine::load(
+        &config.policy.schema,
+        &config.policy.files,
+        &config.models,
+    ) {
+        Ok(e) => e,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let cases = authz::policy_test::read_cases(cases_path)?;
+    let results = authz::policy_test::run(&config, &engine, &cases);
+    let failed: Vec<_> = results.iter().filter(|r| r.mismatch.is_some()).collect();
+    for r in &failed {
+        println!(
+            "FAIL {}: {}",
+            r.name,
+            r.mismatch.as_deref().unwrap_or_default()
+        );
+    }
+    println!(
+        "{} cases, {} passed, {} failed",
+        results.len(),
+        results.len() - failed.len(),
+        failed.len()
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn token(
+    sub: &str,
+    roles: &[String],
+    ttl: &str,
+    key: &Path,
+    issuer: &str,
+    audience: &str,
+) -> anyhow::Result<ExitCode> {
+    let ttl = parse_duration(ttl)
+        .map_err(anyhow::Error::msg)
+        .context("--ttl")?;
+    let key = DevKey::read(key)?;
+    let roles: Vec<String> = roles.iter().filter(|r| !r.is_empty()).cloned().collect();
+    let token = key.mint(&devkeys::dev_claims(sub, &roles, ttl, issuer, audience))?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dev_init(out: &Path, template: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let written = devkeys::dev_init(out, template, force)?;
+    let verb = if written.new_key { "wrote" } else { "kept" };
+    println!("{verb} {}", written.key.display());
+    println!("wrote {}", written.jwks.display());
+    println!("wrote {}", written.config.display());
+    Ok(ExitCode::SUCCESS)
+}

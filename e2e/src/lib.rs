@@ -12,10 +12,14 @@
 //! - [`RedisServer`], [`RedisCluster`] and [`Envoy`] start the real servers on free loopback
 //!   ports and wait until they answer, polling instead of sleeping a fixed time.
 //! - [`workspace_binary`] locates `authz` / `modelserver` as built by cargo in this workspace.
+//! - [`stack::Stack`] runs the whole request path (redis-server, authz, modelserver, Envoy) for
+//!   the end-to-end tests.
 //!
 //! What it does not guarantee: [`free_port`] asks the kernel for a free port and releases it, so
 //! another process can in principle take the port before the server binds it. Servers of our own
 //! should be given an already-bound listener in-process instead; this is for external programs.
+
+pub mod stack;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};

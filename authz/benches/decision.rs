@@ -1,0 +1,242 @@
+//! Decision benchmarks, side by side in one run (`cargo bench -p authz --bench decision`):
+//!
+//! 1. in-process `decide` with a warm token cache (RS256 token verified once, then cached),
+//! 2. in-process `decide` with a cold RS256 verification every time (a distinct token per check),
+//! 3. in-process `decide` with an API key (no JWT work: facts + key hash + Cedar),
+//! 4. gRPC `Check` over loopback with concurrent clients on the same machine.
+//!
+//! Prints p50/p99 latency and checks/s for each, and ratios against the warm case.
+//! `AUTHZ_BENCH_SECS` (default 3) sets the gRPC run length.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use authz::metrics::Metrics;
+use authz::runtime::Runtime;
+use authz::service::{AuthzService, serve_grpc};
+use base64::Engine as _;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+
+const ISSUER: &str = "https://issuer.bench";
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut h: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    h.insert(":path".into(), path.into());
+    h.insert("x-request-id".into(), "bench-request".into());
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    path: path.into(),
+                    headers: h,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+struct Stats {
+    name: &'static str,
+    p50: Duration,
+    p99: Duration,
+    per_sec: f64,
+}
+
+fn stats(name: &'static str, mut samples: Vec<Duration>, wall: Duration) -> Stats {
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    Stats {
+        name,
+        p50: pick(0.50),
+        p99: pick(0.99),
+        per_sec: samples.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+async fn time_decisions(
+    svc: &AuthzService,
+    reqs: &[CheckRequest],
+    expect_allow: bool,
+) -> (Vec<Duration>, Duration) {
+    let mut samples = Vec::with_capacity(reqs.len());
+    let start = Instant::now();
+    for r in reqs {
+        let t = Instant::now();
+        let d = svc.decide(r).await;
+        samples.push(t.elapsed());
+        assert_eq!(d.allowed(), expect_allow, "{:?} {}", d.reason, d.message);
+    }
+    (samples, start.elapsed())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let secs: u64 = std::env::var("AUTHZ_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_core::OsRng;
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let der = key.to_pkcs1_der().unwrap().as_bytes().to_vec();
+    let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+        "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())}]});
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let demo = std::fs::read_to_string(config_dir.join("authz.toml"))
+        .unwrap()
+        .replace("https://issuer.authz.dev", ISSUER)
+        .replace("../.dev/jwks.json", "jwks.json")
+        .replace(
+            "\"policies/",
+            &format!("\"{}/policies/", config_dir.display()),
+        )
+        .replace(
+            "token_cache_entries = 10000",
+            "token_cache_entries = 100000",
+        );
+    let config = dir.path().join("authz.toml");
+    std::fs::write(&config, demo).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Arc::new(ArcSwap::from_pointee(
+        Runtime::load(&config, Arc::clone(&metrics)).await.unwrap(),
+    ));
+    let svc = AuthzService::new(Arc::clone(&runtime), Arc::clone(&metrics));
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mint = |sub: &str| {
+        let claims = serde_json::json!({"iss": ISSUER, "aud": "inference-gateway", "sub": sub,
+            "roles": ["analyst", "mission-user"], "iat": now, "exp": now + 3600});
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(&der)).unwrap()
+    };
+    let path = "/v2/models/mission-summarizer/infer";
+    let warm_token = format!("Bearer {}", mint("analyst-1"));
+    let warm_req = check_request(
+        path,
+        &[
+            ("authorization", &warm_token),
+            ("x-access-reason", "benchmark"),
+        ],
+    );
+
+    // 1. Warm: one token, cached after the first check.
+    let warm: Vec<CheckRequest> = std::iter::repeat_n(warm_req.clone(), 50_000).collect();
+    time_decisions(&svc, &warm[..1000], true).await;
+    let (s, w) = time_decisions(&svc, &warm, true).await;
+    let warm_stats = stats("in-process decide, warm token cache", s, w);
+
+    // 2. Cold: a distinct token per check, so each one is an RS256 verification.
+    let cold: Vec<CheckRequest> = (0..3000)
+        .map(|i| {
+            let t = format!("Bearer {}", mint(&format!("user-{i}")));
+            check_request(
+                path,
+                &[("authorization", &t), ("x-access-reason", "benchmark")],
+            )
+        })
+        .collect();
+    let (s, w) = time_decisions(&svc, &cold, true).await;
+    let cold_stats = stats("in-process decide, cold RS256 verify", s, w);
+
+    // 3. API key: hashing + constant-time compare + Cedar.
+    let key_req = check_request(
+        "/v2/models/benchmark-echo/infer",
+        &[("x-api-key", "demo-load-tester-key-do-not-use-in-production")],
+    );
+    let keyed: Vec<CheckRequest> = std::iter::repeat_n(key_req, 50_000).collect();
+    let (s, w) = time_decisions(&svc, &keyed, true).await;
+    let key_stats = stats("in-process decide, API key", s, w);
+
+    // 4. gRPC Check over loopback, concurrent clients.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_grpc(listener, svc.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let concurrency = 64;
+    let channels = 4;
+    let mut clients = Vec::new();
+    for _ in 0..channels {
+        let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(AuthorizationClient::new(ch));
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut client = clients[i % channels].clone();
+        let req = warm_req.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let resp = client.check(req.clone()).await.unwrap().into_inner();
+                samples.push(t.elapsed());
+                assert_eq!(resp.status.map(|s| s.code), Some(0));
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let grpc_stats = stats(
+        "gRPC Check over loopback (64 in flight)",
+        all,
+        start.elapsed(),
+    );
+    let _ = stop_tx.send(());
+    let _ = server.await;
+
+    println!(
+        "{:<44} {:>10} {:>10} {:>12} {:>9}",
+        "benchmark", "p50", "p99", "checks/s", "vs warm"
+    );
+    for s in [&warm_stats, &cold_stats, &key_stats, &grpc_stats] {
+        println!(
+            "{:<44} {:>8.1}µs {:>8.1}µs {:>12.0} {:>8.2}x",
+            s.name,
+            s.p50.as_secs_f64() * 1e6,
+            s.p99.as_secs_f64() * 1e6,
+            s.per_sec,
+            s.p50.as_secs_f64() / warm_stats.p50.as_secs_f64(),
+        );
+    }
+}

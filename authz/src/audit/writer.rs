@@ -1,0 +1,435 @@
+//! [`AuditLog`]: the handle the Check pipeline appends through, and the single writer thread
+//! behind it that group-commits records.
+//!
+//! Why a dedicated OS thread rather than a tokio task: every step of a commit is blocking file
+//! I/O (`write(2)`, `fdatasync(2)`, `rename(2)`), and one thread owning the file and the chain
+//! state needs no locks. Callers wait on a oneshot channel, so no tokio worker blocks.
+//!
+//! Group commit: the thread sleeps until one record is queued, then takes everything else
+//! already queued (up to the queue capacity), stamps and hashes them in order, writes them with
+//! one `write(2)`, syncs once, and answers every caller. While it syncs, new records queue up
+//! and form the next batch, so under load one `fdatasync` serves many checks.
+
+use std::{
+    io::Write,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AuditConfig, AuditError, AuditEvent, AuditMetrics, AuditRecord, HeaderRecord, chain,
+    record::{self, GENESIS_HASH, KIND_HEADER, SCHEMA_VERSION},
+    sink::{FileSink, Resume, StreamSink},
+};
+
+/// `writer` field of header records.
+const WRITER_NAME: &str = concat!("authz/", env!("CARGO_PKG_VERSION"));
+
+/// One queued record and where its answer goes.
+struct Job {
+    event: AuditEvent,
+    reply: oneshot::Sender<Result<AuditRecord, AuditError>>,
+}
+
+/// A handle to the audit log; cheap to clone, shared by every request.
+///
+/// The writer thread stops once every handle is dropped, after answering what was queued.
+/// Records acknowledged with `Ok` are already durable, so no explicit flush is needed on
+/// shutdown.
+#[derive(Clone)]
+pub struct AuditLog {
+    /// Bounded queue to the writer thread: `try_send` fails fast when full.
+    queue: mpsc::Sender<Job>,
+    /// Queue capacity, for the error message.
+    capacity: usize,
+    metrics: AuditMetrics,
+    /// The writer thread, joined by [`AuditLog::shutdown`].
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Set by the writer while its last batch failed; cleared by the next success.
+    failing: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer thread for a validated `config`, with stdout as the stream sink when
+    /// `config.stdout` is on. The file is opened lazily by the first batch, so an unwritable
+    /// path shows as `append` errors (and 503s), and heals by itself once writable.
+    ///
+    /// # Errors
+    /// When the configuration is invalid or the thread cannot be spawned.
+    pub fn start(config: &AuditConfig, metrics: AuditMetrics) -> Result<Self, AuditError> {
+        let stream: Option<Box<dyn Write + Send>> = if config.stdout {
+            Some(Box::new(std::io::stdout()))
+        } else {
+            None
+        };
+        Self::start_with_stream(config, metrics, stream)
+    }
+
+    /// Like [`AuditLog::start`], with `stream` in place of stdout (for tests and embedding); the
+    /// `stdout` flag of `config` is ignored.
+    ///
+    /// # Errors
+    /// When the configuration is invalid or the thread cannot be spawned.
+    pub fn start_with_stream(
+        config: &AuditConfig,
+        metrics: AuditMetrics,
+        stream: Option<Box<dyn Write + Send>>,
+    ) -> Result<Self, AuditError> {
+        let mut check = config.clone();
+        check.stdout = stream.is_some();
+        if let Err(problems) = check.validate("audit") {
+            let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(AuditError::Config(messages.join("; ")));
+        }
+        let file = config.file.then(|| {
+            FileSink::new(
+                config.active_file(),
+                config.directory(),
+                config.durability,
+                config.max_file_bytes,
+                config.retention,
+            )
+        });
+        let writer = Writer::new(
+            file,
+            stream.map(StreamSink::new),
+            config.max_reason_bytes,
+            metrics.clone(),
+        );
+        Self::spawn(writer, config.queue_capacity, metrics)
+    }
+
+    /// A log that stamps and hashes records exactly like a real one but writes them nowhere.
+    /// For benchmarks only (measuring the cost of the audit I/O): not reachable from config,
+    /// because a decision without evidence must never be served.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    #[doc(hidden)]
+    pub fn start_discarding_for_benchmarks(
+        queue_capacity: usize,
+        metrics: AuditMetrics,
+    ) -> Result<Self, AuditError> {
+        let writer = Writer::new(
+            None,
+            Some(StreamSink::new(Box::new(std::io::sink()))),
+            super::config::DEFAULT_MAX_REASON_BYTES,
+            metrics.clone(),
+        );
+        Self::spawn(writer, queue_capacity.max(1), metrics)
+    }
+
+    fn spawn(writer: Writer, capacity: usize, metrics: AuditMetrics) -> Result<Self, AuditError> {
+        let (queue, receiver) = mpsc::channel(capacity);
+        let failing = Arc::clone(&writer.failing);
+        let thread = std::thread::Builder::new()
+            .name("authz-audit-writer".into())
+            .spawn(move || writer.run(receiver, capacity))
+            .map_err(|e| AuditError::Spawn(e.to_string()))?;
+        Ok(AuditLog {
+            queue,
+            capacity,
+            metrics,
+            thread: Arc::new(Mutex::new(Some(thread))),
+            failing,
+        })
+    }
+
+    /// Queues `event` and waits until its record is durable in every enabled sink, per the
+    /// durability mode; returns the stamped record.
+    ///
+    /// If the future is dropped after the event was queued, the record is still written.
+    ///
+    /// # Errors
+    /// [`AuditError::QueueFull`] at once when the queue is full, [`AuditError::Closed`] when
+    /// the writer is gone, or the write error of the batch the record was in. On any error the
+    /// record is not in the chain and the caller must deny (503 `audit_unavailable`).
+    pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        // Counted before sending so the writer's decrement never runs first.
+        self.metrics.queue_depth.inc();
+        if let Err(error) = self.queue.try_send(Job { event, reply }) {
+            self.metrics.queue_depth.dec();
+            let error = match error {
+                mpsc::error::TrySendError::Full(_) => AuditError::QueueFull {
+                    capacity: self.capacity,
+                },
+                mpsc::error::TrySendError::Closed(_) => AuditError::Closed,
+            };
+            self.metrics.failed(error.kind(), 1);
+            return Err(error);
+        }
+        answer.await.unwrap_or_else(|_| {
+            self.metrics.failed(super::FailureKind::Closed, 1);
+            Err(AuditError::Closed)
+        })
+    }
+
+    /// Whether the last batch the writer attempted failed (for readiness reporting): true from
+    /// a failed write until the next successful one.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting records from this handle and, if it is the last one, waits for the
+    /// writer thread to answer what is queued and exit.
+    pub fn shutdown(self) {
+        let thread = Arc::clone(&self.thread);
+        drop(self);
+        if Arc::strong_count(&thread) == 1
+            && let Some(handle) = thread.lock().unwrap_or_else(PoisonError::into_inner).take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The writer thread's state: the sinks and the chain tip. Only this thread touches them.
+struct Writer {
+    file: Option<FileSink>,
+    stream: Option<StreamSink>,
+    /// `seq` of the next line.
+    next_seq: u64,
+    /// `hash` of the last durable line.
+    last_hash: String,
+    max_reason_bytes: usize,
+    metrics: AuditMetrics,
+    /// Shared with the handles: whether the last batch failed. Also used to log only the
+    /// transitions, not every failed batch of an outage.
+    failing: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn new(
+        file: Option<FileSink>,
+        stream: Option<StreamSink>,
+        max_reason_bytes: usize,
+        metrics: AuditMetrics,
+    ) -> Self {
+        Writer {
+            file,
+            stream,
+            next_seq: 0,
+            last_hash: GENESIS_HASH.to_owned(),
+            max_reason_bytes,
+            metrics,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn run(mut self, mut receiver: mpsc::Receiver<Job>, max_batch: usize) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.queue_depth.dec_by(batch.len() as i64);
+            self.commit(batch);
+        }
+    }
+
+    /// Writes one batch and answers every job in it.
+    fn commit(&mut self, batch: Vec<Job>) {
+        let count = batch.len();
+        let (events, replies): (Vec<AuditEvent>, Vec<_>) =
+            batch.into_iter().map(|job| (job.event, job.reply)).unzip();
+        match self.write_batch(events) {
+            Ok(records) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("audit writing resumed");
+                }
+                self.metrics.records.inc_by(count as u64);
+                self.metrics.batch_records.observe(count as f64);
+                for (reply, record) in replies.into_iter().zip(records) {
+                    // The caller may have gone away; its record is written regardless.
+                    let _ = reply.send(Ok(record));
+                }
+                self.rotate_if_due();
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        error = %error,
+                        records = count,
+                        "audit write failed: checks are denied until it succeeds again"
+                    );
+                }
+                self.metrics.failed(error.kind(), count as u64);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<AuditRecord>, AuditError> {
+        self.ensure_started()?;
+        let mut seq = self.next_seq;
+        let mut prev_hash = self.last_hash.clone();
+        let mut bytes = Vec::with_capacity(events.len() * 640);
+        let mut records = Vec::with_capacity(events.len());
+        let time = record::now_rfc3339();
+        for event in events {
+            let mut record =
+                AuditRecord::stamp(event, seq, time.clone(), prev_hash, self.max_reason_bytes);
+            let line = chain::seal(&mut record).map_err(|e| AuditError::Encode(e.to_string()))?;
+            bytes.extend_from_slice(&line);
+            prev_hash = record.hash.clone();
+            seq += 1;
+            records.push(record);
+        }
+        self.emit(&bytes)?;
+        self.next_seq = seq;
+        self.last_hash = prev_hash;
+        Ok(records)
+    }
+
+    /// Writes whole lines to every sink: the file first (it can be rolled back), then the
+    /// stream; if the stream fails, the file's copy is rolled back so no sink holds a record
+    /// whose caller was told it failed.
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        let mut write_seconds = 0.0;
+        if let Some(file) = &mut self.file {
+            let timings = file.append(bytes)?;
+            write_seconds += timings.write.as_secs_f64();
+            if let Some(sync) = timings.sync {
+                self.metrics.fsync_seconds.observe(sync.as_secs_f64());
+            }
+        }
+        if let Some(stream) = &mut self.stream {
+            let started = std::time::Instant::now();
+            if let Err(error) = stream.write(bytes) {
+                if let Some(file) = &mut self.file {
+                    file.rollback_last(bytes.len() as u64);
+                }
+                return Err(error);
+            }
+            write_seconds += started.elapsed().as_secs_f64();
+        }
+        self.metrics.write_seconds.observe(write_seconds);
+        Ok(())
+    }
+
+    /// Makes sure the sinks are ready for records: (re)opens the file and resumes the chain
+    /// from disk after a start or a failure, and writes a header where a new file or stream
+    /// begins.
+    fn ensure_started(&mut self) -> Result<(), AuditError> {
+        if let Some(file) = &mut self.file {
+            match file.check_in_place() {
+                Ok(()) if file.is_open() => return Ok(()),
+                Ok(()) => {}
+                Err(next_file) => {
+                    tracing::warn!(
+                        "the audit file was moved or deleted behind the writer; starting a new one"
+                    );
+                    if let Some(file_seq) = next_file {
+                        return self.start_file(file_seq);
+                    }
+                }
+            }
+            let Some(file) = &mut self.file else {
+                return Ok(());
+            };
+            let Resume {
+                next_seq,
+                last_hash,
+                new_file,
+            } = file.open()?;
+            self.next_seq = next_seq;
+            self.last_hash = last_hash;
+            if let Some(file_seq) = new_file {
+                self.start_file(file_seq)?;
+            }
+            return Ok(());
+        }
+        if self.stream.as_ref().is_some_and(|stream| !stream.started) {
+            let (header, hash) = self.header(0)?;
+            if let Some(stream) = &mut self.stream {
+                stream.write(&header)?;
+                stream.started = true;
+            }
+            self.next_seq += 1;
+            self.last_hash = hash;
+        }
+        Ok(())
+    }
+
+    /// Creates the active file `file_seq` with its header, and sends the header to the stream.
+    fn start_file(&mut self, file_seq: u64) -> Result<(), AuditError> {
+        let (header, hash) = self.header(file_seq)?;
+        if let Some(file) = &mut self.file {
+            file.create(&header, file_seq)?;
+        }
+        if let Some(stream) = &mut self.stream {
+            if let Err(error) = stream.write(&header) {
+                // Retry the whole start next batch, so the stream does not miss the header.
+                if let Some(file) = &mut self.file {
+                    file.rollback_last(header.len() as u64);
+                }
+                return Err(error);
+            }
+            stream.started = true;
+        }
+        self.next_seq += 1;
+        self.last_hash = hash;
+        Ok(())
+    }
+
+    fn header(&self, file_seq: u64) -> Result<(Vec<u8>, String), AuditError> {
+        let mut header = HeaderRecord {
+            v: SCHEMA_VERSION,
+            kind: KIND_HEADER.to_owned(),
+            seq: self.next_seq,
+            time: record::now_rfc3339(),
+            file_seq,
+            writer: WRITER_NAME.to_owned(),
+            prev_hash: self.last_hash.clone(),
+            hash: String::new(),
+        };
+        let line = chain::seal(&mut header).map_err(|e| AuditError::Encode(e.to_string()))?;
+        Ok((line, header.hash))
+    }
+
+    /// Rotates after a batch when the file is full. A failure is counted and logged; the file
+    /// is then closed, and the next batch resumes from disk (which completes the rotation).
+    fn rotate_if_due(&mut self) {
+        let Some(file) = &mut self.file else { return };
+        if !file.needs_rotation() {
+            return;
+        }
+        let result = file
+            .rotate_away()
+            .and_then(|file_seq| self.start_file(file_seq));
+        match result {
+            Ok(()) => {
+                self.metrics.rotations.inc();
+                if let Some(file) = &self.file
+                    && let Err(error) = file.apply_retention()
+                {
+                    tracing::warn!(error = %error, "audit retention failed");
+                    self.metrics.failed(error.kind(), 1);
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "audit rotation failed");
+                self.metrics.failed(error.kind(), 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! Step 3: may this principal do this to this model? Decided by Cedar.
+//!
+//! The entity model (see `config/policies/schema.cedarschema`):
+//! - `Gateway::User` principals are members (`in`) of `Gateway::Role` entities, one per role their
+//!   credential grants;
+//! - `Gateway::Model` resources carry `sensitivity`, `requires_reason` and `allowed_roles` from the
+//!   config and are members of `Gateway::ModelGroup`s;
+//! - actions are `infer`, `ready`, `metadata`, `config`, `statistics`;
+//! - the context carries `auth_method`, `has_access_reason`, `access_reason`, `model_version`,
+//!   `request_time` (Unix seconds) and, when known, `source_ip` (an `ipaddr`).
+//!
+//! Every policy must carry a unique `@id`, which becomes its Cedar policy id, so decisions name the
+//! policies that decided them. A `forbid` may carry `@reason("code")`; a denial by such a policy
+//! has that reason code (`forbidden_by_policy` without one). A request that no `permit` allows is
+//! `role_not_allowed` with no deciding policy, even when a `forbid` also matched, so the caller
+//! learns the first thing to fix. A model not in the config is `unknown_model` before Cedar runs.
+//! Evaluation errors deny (`policy_error`): Cedar skips an erroring policy, which for a `forbid`
+//! would otherwise mean an allow.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
+    Validator,
+};
+
+use crate::config::{ConfigProblem, ModelConfig};
+use crate::decision::{Principal, ReasonCode};
+use crate::request::Action;
+
+/// Everything a policy decision is about.
+#[derive(Debug, Clone)]
+pub struct PolicyInput<'a> {
+    /// The authenticated caller.
+    pub principal: &'a Principal,
+    /// The model name (from the path or gRPC message).
+    pub model: &'a str,
+    /// The model version, if named.
+    pub version: Option<&'a str>,
+    /// The action.
+    pub action: Action,
+    /// The trimmed access reason, if any.
+    pub access_reason: Option<&'a str>,
+    /// Client IP, if known.
+    pub source_ip: Option<IpAddr>,
+    /// Request time, Unix seconds.
+    pub request_time: i64,
+}
+
+/// The policy step's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyOutcome {
+    /// `Allowed` or a deny code.
+    pub reason: ReasonCode,
+    /// `@id`s of the deciding policies.
+    pub policies: Vec<String>,
+    /// Explanation for the client.
+    pub message: String,
+}
+
+struct PolicyMeta {
+    reason: Option<ReasonCode>,
+}
+
+/// A loaded, validated policy set with its entities.
+pub struct PolicyEngine {
+    policies: PolicySet,
+    /// Only the `permit` policies: answers "was this permitted at all?" for denials.
+    permits: PolicySet,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    /// Roles, model groups and models: everything but the per-request principal.
+    base: Entities,
+    models: BTreeMap<String, ModelConfig>,
+    user_type: EntityTypeName,
+    role_type: EntityTypeName,
+    model_type: EntityTypeName,
+    actions: HashMap<Action, EntityUid>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policies", &self.meta.len())
+            .field("models", &self.models.keys())
+            .finish()
+    }
+}
+
+fn problem(location: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        location: location.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether a custom reason code is well-formed: `[a-z][a-z0-9_]{0,63}`.
+pub fn valid_reason_code(code: &str) -> bool {
+    let mut b = code.bytes();
+    matches!(b.next(), Some(b'a'..=b'z'))
+        && code.len() <= 64
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+fn type_name(s: &str) -> Result<EntityTypeName, ConfigProblem> {
+    EntityTypeName::from_str(s).map_err(|e| problem("policy", format!("entity type {s}: {e}")))
+}
+
+impl PolicyEngine {
+    /// Loads the schema and policy files and builds the entities for `models`.
+    ///
+    /// # Errors
+    /// Every problem found: unreadable files, syntax errors, validation errors against the schema,
+    /// missing/duplicate `@id`, malformed `@reason`.
+    pub fn load(
+        schema_path: &Path,
+        policy_paths: &[PathBuf],
+        models: &BTreeMap<String, ModelConfig>,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let schema_loc = schema_path.display().to_string();
+        let schema = match std::fs::read_to_string(schema_path) {
+            Err(e) => {
+                problems.push(problem(&schema_loc, format!("cannot read: {e}")));
+                None
+            }
+            Ok(src) => match Schema::from_cedarschema_str(&src) {
+                Ok((schema, _warnings)) => Some(schema),
+                Err(e) => {
+                    problems.push(problem(&schema_loc, format!("invalid schema: {e}")));
+                    None
+                }
+            },
+        };
+        let mut policies = PolicySet::new();
+        let mut permits = PolicySet::new();
+        let mut meta = HashMap::new();
+        for path in policy_paths {
+            let loc = path.display().to_string();
+            let src = match std::fs::read_to_string(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(problem(&loc, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let set = match PolicySet::from_str(&src) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(problem(&loc, format!("syntax: {e}")));
+                    continue;
+                }
+            };
+            if set.templates().next().is_some() {
+                problems.push(problem(&loc, "policy templates are not supported"));
+            }
+            for p in set.policies() {
+                match Self::adopt(p, &loc) {
+                    Err(e) => problems.push(e),
+                    Ok((policy, m)) => {
+                        let id = policy.id().clone();
+                        if meta.contains_key(&id) {
+                            problems.push(problem(&loc, format!("duplicate @id(\"{id}\")")));
+                            continue;
+                        }
+                        if policy.effect() == cedar_policy::Effect::Permit {
+                            // Ids are unique (checked above), so adding cannot fail.
+                            let _ = permits.add(policy.clone());
+                        }
+                        let _ = policies.add(policy);
+                        meta.insert(id, m);
+                    }
+                }
+            }
+        }
+        let Some(schema) = schema else {
+            return Err(problems);
+        };
+        if problems.is_empty() {
+            let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+            for e in result.validation_errors() {
+                problems.push(problem("policy", format!("does not match the schema: {e}")));
+            }
+        }
+        let engine = Self::with_entities(&schema, policies, permits, meta, models);
+        match engine {
+            Ok(engine) if problems.is_empty() => Ok(engine),
+            Ok(_) => Err(problems),
+            Err(e) => {
+                problems.push(e);
+                Err(problems)
+            }
+        }
+    }
+
+    /// Checks a parsed policy's annotations and gives it its `@id`.
+    fn adopt(p: &Policy, loc: &str) -> Result<(Policy, PolicyMeta), ConfigProblem> {
+        let Some(id) = p.annotation("id").filter(|s| !s.is_empty()) else {
+            return Err(problem(
+                loc,
+                format!("every policy needs an @id: {}", first_line(p)),
+            ));
+        };
+        let reason = match p.annotation("reason") {
+            None => None,
+            Some(_) if p.effect() == cedar_policy::Effect::Permit => {
+                return Err(problem(
+                    loc,
+                    format!("@id(\"{id}\"): @reason is only for forbid policies"),
+                ));
+            }
+            Some(code) if valid_reason_code(code) && !ReasonCode::from_code(code).is_allow() => {
+                Some(ReasonCode::from_code(code))
+            }
+            Some(code) => {
+                return Err(problem(
+                    loc,
+                    format!(
+                        "@id(\"{id}\"): @reason(\"{code}\") must match [a-z][a-z0-9_]{{0,63}} and not be an allow code"
+                    ),
+                ));
+            }
+        };
+        Ok((p.new_id(PolicyId::new(id)), PolicyMeta { reason }))
+    }
+
+    fn with_entities(
+        schema: &Schema,
+        policies: PolicySet,
+        permits: PolicySet,
+        meta: HashMap<PolicyId, PolicyMeta>,
+        models: &BTreeMap<String, ModelConfig>,
+    ) -> Result<Self, ConfigProblem> {
+        let user_type = type_name("Gateway::User")?;
+        let role_type = type_name("Gateway::Role")?;
+        let model_type = type_name("Gateway::Model")?;
+        let group_type = type_name("Gateway::ModelGroup")?;
+        let action_type = type_name("Gateway::Action")?;
+        let uid = |t: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
+        };
+        let mut roles = HashSet::new();
+        let mut groups = HashSet::new();
+        let mut entities = Vec::new();
+        for (name, m) in models {
+            roles.extend(m.allowed_roles.iter().cloned());
+            groups.extend(m.groups.iter().cloned());
+            let attrs = HashMap::from([
+                (
+                    "sensitivity".to_owned(),
+                    RestrictedExpression::new_string(m.sensitivity.as_str().to_owned()),
+                ),
+                (
+                    "requires_reason".to_owned(),
+                    RestrictedExpression::new_bool(m.requires_reason),
+                ),
+                (
+                    "allowed_roles".to_owned(),
+                    RestrictedExpression::new_set(
+                        m.allowed_roles
+                            .iter()
+                            .map(|r| RestrictedExpression::new_entity_uid(uid(&role_type, r))),
+                    ),
+                ),
+            ]);
+            let parents = m.groups.iter().map(|g| uid(&group_type, g)).collect();
+            let e = Entity::new(uid(&model_type, name), attrs, parents)
+                .map_err(|e| problem(format!("models.{name}"), e.to_string()))?;
+            entities.push(e);
+        }
+        entities.extend(roles.iter().map(|r| Entity::with_uid(uid(&role_type, r))));
+        entities.extend(groups.iter().map(|g| Entity::with_uid(uid(&group_type, g))));
+        let base = Entities::from_entities(entities, Some(schema))
+            .map_err(|e| problem("models", format!("entities do not match the schema: {e}")))?;
+        let actions = [
+            Action::Infer,
+            Action::Ready,
+            Action::Metadata,
+            Action::Config,
+            Action::Statistics,
+        ]
+        .into_iter()
+        .map(|a| (a, uid(&action_type, a.as_str())))
+        .collect();
+        Ok(PolicyEngine {
+            policies,
+            permits,
+            meta,
+            base,
+            models: models.clone(),
+            user_type,
+            role_type,
+            model_type,
+            actions,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// Every reason code the loaded policies can produce (bounded; for metrics and docs).
+    pub fn custom_reason_codes(&self) -> Vec<String> {
+        self.meta
+            .values()
+            .filter_map(|m| m.reason.as_ref().map(|r| r.as_str().to_owned()))
+            .collect()
+    }
+
+    /// Whether `name` is a configured model.
+    pub fn has_model(&self, name: &str) -> bool {
+        self.models.contains_key(name)
+    }
+
+    /// Decides one request.
+    pub fn evaluate(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
+        if !self.models.contains_key(input.model) {
+            return PolicyOutcome {
+                reason: ReasonCode::UnknownModel,
+                policies: Vec::new(),
+                message: format!("model '{}' is not configured", input.model),
+            };
+        }
+        match self.run(&self.policies, input) {
+            Err(e) => error_outcome(e),
+            Ok((CedarDecision::Allow, ids)) => PolicyOutcome {
+                reason: ReasonCode::Allowed,
+                policies: ids,
+                message: "allowed".into(),
+            },
+            Ok((CedarDecision::Deny, forbids)) => self.explain_deny(input, forbids),
+        }
+    }
+
+    fn explain_deny(&self, input: &PolicyInput<'_>, forbids: Vec<String>) -> PolicyOutcome {
+        let role_not_allowed = || PolicyOutcome {
+            reason: ReasonCode::RoleNotAllowed,
+            policies: Vec::new(),
+            message: format!(
+                "principal '{}' is not permitted to {} model '{}'",
+                input.principal.id,
+                input.action.as_str(),
+                input.model
+            ),
+        };
+        if forbids.is_empty() {
+            return role_not_allowed();
+        }
+        match self.run(&self.permits, input) {
+            Err(e) => error_outcome(e),
+            Ok((CedarDecision::Deny, _)) => role_not_allowed(),
+            Ok((CedarDecision::Allow, _)) => {
+                let reason = forbids
+                    .iter()
+                    .find_map(|id| {
+                        self.meta
+                            .get(&PolicyId::new(id))
+                            .and_then(|m| m.reason.clone())
+                    })
+                    .unwrap_or(ReasonCode::ForbiddenByPolicy);
+                let message = match &reason {
+                    ReasonCode::ReasonRequired => format!(
+                        "model '{}' requires an access reason: send the x-access-reason header",
+                        input.model
+                    ),
+                    other => format!("denied by policy ({other}): {}", forbids.join(", ")),
+                };
+                PolicyOutcome {
+                    reason,
+                    policies: forbids,
+                    message,
+                }
+            }
+        }
+    }
+
+    /// Runs Cedar; returns the decision and the deciding policy ids in policy order.
+    fn run(
+        &self,
+        set: &PolicySet,
+        input: &PolicyInput<'_>,
+    ) -> Result<(CedarDecision, Vec<String>), String> {
+        let p = input.principal;
+        let principal_uid =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&p.id));
+        let parents = p
+            .roles
+            .iter()
+            .map(|r| EntityUid::from_type_name_and_id(self.role_type.clone(), EntityId::new(r)))
+            .collect();
+        let user = Entity::new_no_attrs(principal_uid.clone(), parents);
+        let entities = self
+            .base
+            .clone()
+            .add_entities([user], None)
+            .map_err(|e| e.to_string())?;
+        let mut ctx = vec![
+            (
+                "auth_method".to_owned(),
+                RestrictedExpression::new_string(p.auth_method.as_str().to_owned()),
+            ),
+            (
+                "has_access_reason".to_owned(),
+                RestrictedExpression::new_bool(input.access_reason.is_some()),
+            ),
+            (
+                "access_reason".to_owned(),
+                RestrictedExpression::new_string(
+                    input.access_reason.unwrap_or_default().to_owned(),
+                ),
+            ),
+            (
+                "model_version".to_owned(),
+                RestrictedExpression::new_string(input.version.unwrap_or_default().to_owned()),
+            ),
+            (
+                "request_time".to_owned(),
+                RestrictedExpression::new_long(input.request_time),
+            ),
+        ];
+        if let Some(ip) = input.source_ip {
+            ctx.push((
+                "source_ip".to_owned(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            ));
+        }
+        let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
+        let action = self
+            .actions
+            .get(&input.action)
+            .cloned()
+            .ok_or("unknown action")?;
+        let resource =
+            EntityUid::from_type_name_and_id(self.model_type.clone(), EntityId::new(input.model));
+        let request = Request::new(principal_uid, action, resource, context, None)
+            .map_err(|e| e.to_string())?;
+        let resp = self.authorizer.is_authorized(&request, set, &entities);
+        if let Some(e) = resp.diagnostics().errors().next() {
+            return Err(e.to_string());
+        }
+        let mut ids: Vec<String> = resp
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        ids.sort_by_key(|id| self.order(id));
+        Ok((resp.decision(), ids))
+    }
+
+    /// Position of a policy in load order, so deciding ids are listed deterministically.
+    fn order(&self, id: &str) -> usize {
+        self.policies
+            .policies()
+            .position(|p| p.id().to_string() == id)
+            .unwrap_or(usize::MAX)
+    }
+}
+
+fn error_outcome(e: String) -> PolicyOutcome {
+    tracing::error!(error = %e, "policy evaluation failed; denying");
+    PolicyOutcome {
+        reason: ReasonCode::PolicyError,
+        policies: Vec::new(),
+        message: "policy evaluation failed".into(),
+    }
+}
+
+fn first_line(p: &Policy) -> String {
+    let s = p.to_string();
+    s.lines()
+        .find(|l| !l.trim_start().starts_with('@'))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Sensitivity;
+    use crate::decision::AuthMethod;
+
+    const SCHEMA: &str = include_str!("../../config/policies/schema.cedarschema");
+    const POLICIES: &str = include_str!("../../config/policies/gateway.cedar");
+
+    fn engine(policies: &str) -> Result<PolicyEngine, Vec<ConfigProblem>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.cedarschema"), SCHEMA).unwrap();
+        std::fs::write(dir.path().join("p.cedar"), policies).unwrap();
+        let models = BTreeMap::from([(
+            "m".to_owned(),
+            ModelConfig {
+                allowed_roles: vec!["analyst".into()],
+                requires_reason: true,
+                sensitivity: Sensitivity::Restricted,
+                groups: vec!["g".into()],
+                requests_per_minute: 10,
+                role_requests_per_minute: BTreeMap::new(),
+            },
+        )]);
+        PolicyEngine::load(
+            &dir.path().join("s.cedarschema"),
+            &[dir.path().join("p.cedar")],
+            &models,
+        )
+    }
+
+    fn input<'a>(p: &'a Principal, model: &'a str, reason: Option<&'a str>) -> PolicyInput<'a> {
+        PolicyInput {
+            principal: p,
+            model,
+            version: None,
+            action: Action::Infer,
+            access_reason: reason,
+            source_ip: Some("10.0.0.1".parse().unwrap()),
+            request_time: 1_700_000_000,
+        }
+    }
+
+    fn user(roles: &[&str], m: AuthMethod) -> Principal {
+        Principal {
+            id: "u".into(),
+            auth_method: m,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn shipped_policies_decide_with_ids_and_codes() {
+        let e = engine(POLICIES).unwrap();
+        let analyst = user(&["analyst"], AuthMethod::Jwt);
+        let out = e.evaluate(&input(&analyst, "m", Some("case 7")));
+        assert_eq!(out.reason, ReasonCode::Allowed);
+        assert_eq!(out.policies, vec!["permit-configured-roles"]);
+        let out = e.evaluate(&input(&analyst, "m", None));
+        assert_eq!(out.reason, ReasonCode::ReasonRequired);
+        assert_eq!(out.policies, vec!["reason-required-for-inference"]);
+        let other = user(&["guest"], AuthMethod::Jwt);
+        let out = e.evaluate(&input(&other, "m", None));
+        assert_eq!(out.reason, ReasonCode::RoleNotAllowed);
+        assert!(out.policies.is_empty());
+        assert_eq!(
+            e.evaluate(&input(&analyst, "nope", None)).reason,
+            ReasonCode::UnknownModel
+        );
+        let key = user(&["analyst"], AuthMethod::ApiKey);
+        let out = e.evaluate(&input(&key, "m", Some("r")));
+        assert_eq!(
+            out.reason.as_str(),
+            "restricted_model_requires_user_identity"
+        );
+    }
+
+    #[test]
+    fn policies_without_id_or_with_bad_reason_are_rejected() {
+        let errs = engine("permit(principal, action, resource);").unwrap_err();
+        assert!(errs[0].message.contains("@id"), "{errs:?}");
+        let errs = engine("@id(\"a\") @reason(\"Bad Code\") forbid(principal, action, resource);")
+            .unwrap_err();
+        assert!(errs[0].message.contains("@reason"), "{errs:?}");
+        let errs = engine("@id(\"a\") permit(principal, action, resource);\n@id(\"a\") permit(principal, action, resource);").unwrap_err();
+        assert!(errs[0].message.contains("duplicate"), "{errs:?}");
+        let errs = engine("@id(\"a\") permit(principal, action, resource) when { resource.nope };")
+            .unwrap_err();
+        assert!(errs[0].message.contains("schema"), "{errs:?}");
+    }
+
+    #[test]
+    fn forbid_without_reason_is_forbidden_by_policy() {
+        let e = engine(
+            "@id(\"p\") permit(principal, action, resource);\n@id(\"f\") forbid(principal, action, resource) when { context.auth_method == \"jwt\" };",
+        )
+        .unwrap();
+        let out = e.evaluate(&input(&user(&[], AuthMethod::Jwt), "m", None));
+        assert_eq!(out.reason, ReasonCode::ForbiddenByPolicy);
+        assert_eq!(out.policies, vec!["f"]);
+    }
+}

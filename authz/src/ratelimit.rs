@@ -1,0 +1,519 @@
+//! Rate limiting per (principal, model): GCRA over a pluggable store (DESIGN.md, step 4).
+//!
+//! # Public API (what the Check pipeline uses)
+//!
+//! ```ignore
+//! // At start-up (inside the Tokio runtime), from the `[rate_limit]` section and each model's
+//! // `rate_limit` table:
+//! let limits = LimitTable::from_models("models", config.models.iter()
+//!     .map(|(name, m)| (name.as_str(), m.rate_limit.as_ref())))?;        // Err: Vec<ConfigProblem>
+//! let limiter = RateLimiter::from_config(&config.rate_limit, limits, &mut registry)?;
+//! // Per request, after authentication and policy:
+//! match limiter.check(&principal.id, &model, &principal.roles).await {
+//!     RateLimitOutcome::Allowed(state) => /* OK + state.headers() as response headers */,
+//!     RateLimitOutcome::Unlimited => /* OK, no headers */,
+//!     RateLimitOutcome::Limited(state) => /* 429 `rate_limited` + state.headers() (Retry-After) */,
+//!     RateLimitOutcome::StoreFailed { policy: OnStoreError::Allow, .. } => /* OK, degraded */,
+//!     RateLimitOutcome::StoreFailed { policy: OnStoreError::Deny, .. } => /* 503 */,
+//!     RateLimitOutcome::UnknownModel => /* deny: policy should have rejected it already */,
+//! }
+//! // On config reload: limiter.replace_limits(new_table) (the store section needs a restart).
+//! ```
+//!
+//! [`RateLimiter::check`] never panics and never blocks longer than the store timeout (50 ms by
+//! default) plus scheduling: every store call runs under a deadline and behind a circuit breaker.
+//! [`RateLimitOutcome::is_allowed`] and [`RateLimitOutcome::degraded`] summarize an outcome for
+//! the audit record.
+//!
+//! # How the pieces fit
+//!
+//! - [`gcra`]: the arithmetic, pure and property-tested.
+//! - [`store`]: the [`Store`] trait and classified [`StoreError`]s;
+//!   [`memory::MemoryStore`] (in-process, the default) and [`redis::RedisStore`] (standalone or
+//!   Cluster; the Lua script in [`scripts`], the key layout in [`keys`]).
+//! - [`breaker`]: the circuit breaker; [`config`]: serde types, validation, role resolution;
+//!   [`metrics`]: `authz_ratelimit_*` (full names: register into the root registry, not a
+//!   prefixed sub-registry).
+//!
+//! # What is (not) guaranteed
+//!
+//! - With Redis, all replicas share one counter per (principal, model) and decisions are exact:
+//!   the script is atomic and uses the Redis server's clock. With the in-process store each
+//!   replica limits on its own (N replicas admit up to N × the limit).
+//! - A Redis failover to a replica that had not yet received the latest writes forgets those
+//!   admissions (the principal may get part of a burst again); a replica with a slower clock can
+//!   only make limits stricter for at most the skew (stored times are clamped to `now + capacity`).
+//! - While the store fails, each model's `on_store_error` decides (default `deny`, see
+//!   [`config`]); those outcomes say so ([`RateLimitOutcome::degraded`]).
+
+pub mod breaker;
+pub mod clock;
+pub mod config;
+pub mod gcra;
+pub mod keys;
+pub mod memory;
+pub mod metrics;
+pub mod redis;
+pub mod scripts;
+pub mod store;
+
+pub use config::{
+    ConfigProblem, Limit, ModelLimits, ModelRateLimit, OnStoreError, RateLimitConfig,
+    RoleRateLimit, validate_model_limit,
+};
+pub use store::{Store, StoreError, StoreErrorKind};
+
+use breaker::{Admission, CircuitBreaker, Transition};
+use clock::{Clock, MonotonicClock};
+use gcra::{Decision, Gcra};
+use memory::MemoryStore;
+use metrics::{DegradedDecision, OutcomeLabel, RateLimitMetrics};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// The validated limits of every configured model, by model name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitTable {
+    models: HashMap<String, ModelLimits>,
+}
+
+impl LimitTable {
+    /// A table from already validated per-model limits.
+    pub fn new(models: impl IntoIterator<Item = (String, ModelLimits)>) -> Self {
+        Self {
+            models: models.into_iter().collect(),
+        }
+    }
+
+    /// Validates every model's `rate_limit` table (`None` when the model has none, which is an
+    /// error: every model must be limited or say `unlimited = true`). Paths in problems are
+    /// `<prefix>.<model>.rate_limit.<field>`.
+    ///
+    /// # Errors
+    /// Every problem in every model.
+    pub fn from_models<'a>(
+        prefix: &str,
+        models: impl IntoIterator<Item = (&'a str, Option<&'a ModelRateLimit>)>,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut table = HashMap::new();
+        let mut problems = Vec::new();
+        for (name, config) in models {
+            match ModelLimits::from_config(&format!("{prefix}.{name}.rate_limit"), config) {
+                Ok(limits) => {
+                    table.insert(name.to_owned(), limits);
+                }
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { models: table })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The limits of `model`, if configured.
+    pub fn get(&self, model: &str) -> Option<&ModelLimits> {
+        self.models.get(model)
+    }
+}
+
+/// What the response headers need, from one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimitState {
+    /// `RateLimit-Limit`: the burst, i.e. requests a fresh principal may make at once.
+    pub limit: u64,
+    /// `RateLimit-Remaining`: requests that could still be made right now.
+    pub remaining: u64,
+    /// `RateLimit-Reset`: seconds (rounded up) until the full burst is available again.
+    pub reset_secs: u64,
+    /// `Retry-After`: seconds (rounded up) until this request would be admitted; 0 when admitted.
+    pub retry_after_secs: u64,
+}
+
+impl RateLimitState {
+    fn from_decision(limit: Gcra, d: &Decision) -> Self {
+        Self {
+            limit: limit.burst(),
+            remaining: d.remaining,
+            reset_secs: d.reset_secs(),
+            retry_after_secs: d.retry_after_secs(),
+        }
+    }
+
+    /// The headers to send: `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, plus
+    /// `Retry-After` when the request was limited.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("ratelimit-limit", self.limit.to_string()),
+            ("ratelimit-remaining", self.remaining.to_string()),
+            ("ratelimit-reset", self.reset_secs.to_string()),
+        ];
+        if self.retry_after_secs > 0 {
+            headers.push(("retry-after", self.retry_after_secs.to_string()));
+        }
+        headers
+    }
+}
+
+/// The result of [`RateLimiter::check`], with the store-failure policy already applied.
+///
+/// Serializes for the audit record as `{"result": "allowed", "limit": .., "remaining": ..,
+/// "reset_secs": .., "retry_after_secs": ..}`, `{"result": "store_failed", "policy": "deny",
+/// "error": "timeout"}`, `{"result": "unlimited"}`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RateLimitOutcome {
+    /// Admitted within the limit.
+    Allowed(RateLimitState),
+    /// The model is configured `unlimited` (for this principal's roles): admitted, no headers.
+    Unlimited,
+    /// Over the limit: answer 429 `rate_limited` with the state's headers.
+    Limited(RateLimitState),
+    /// The store could not decide; `policy` (the model's `on_store_error`) did.
+    StoreFailed {
+        /// `Allow`: admit. `Deny`: answer 503.
+        policy: OnStoreError,
+        /// What went wrong.
+        error: StoreErrorKind,
+    },
+    /// No limits are configured for this model name. Denied: policy should have rejected an
+    /// unknown model before, so this is a config mismatch, never a reason to admit.
+    UnknownModel,
+}
+
+impl RateLimitOutcome {
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        match self {
+            Self::Allowed(_) | Self::Unlimited => true,
+            Self::StoreFailed { policy, .. } => *policy == OnStoreError::Allow,
+            Self::Limited(_) | Self::UnknownModel => false,
+        }
+    }
+
+    /// Whether the decision was made under degradation (by `on_store_error`).
+    pub fn degraded(&self) -> bool {
+        matches!(self, Self::StoreFailed { .. })
+    }
+
+    /// The header state, when the store decided.
+    pub fn state(&self) -> Option<&RateLimitState> {
+        match self {
+            Self::Allowed(s) | Self::Limited(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Building a [`RateLimiter`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// The `[rate_limit]` section is invalid.
+    #[error("invalid rate-limit configuration: {}", join(.0))]
+    Config(Vec<ConfigProblem>),
+    /// The store could not be set up (no I/O happens at set-up, so this is a config issue too).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn join(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Fault-handling settings of a [`RateLimiter`].
+#[derive(Debug, Clone)]
+pub struct LimiterOptions {
+    /// Deadline of one store call.
+    pub timeout: Duration,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_cooldown: Duration,
+    /// Prefix of store keys.
+    pub key_prefix: String,
+}
+
+impl LimiterOptions {
+    /// The options of a `[rate_limit]` section.
+    pub fn from_config(config: &RateLimitConfig) -> Self {
+        Self {
+            timeout: config.timeout(),
+            breaker_failures: config.breaker_failures,
+            breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
+            key_prefix: config.key_prefix.clone(),
+        }
+    }
+}
+
+impl Default for LimiterOptions {
+    fn default() -> Self {
+        Self::from_config(&RateLimitConfig::default())
+    }
+}
+
+/// Decides rate limits; share one per process (it is `Send + Sync`; wrap it in an `Arc`).
+#[derive(Debug)]
+pub struct RateLimiter {
+    store: Arc<dyn Store>,
+    breaker: CircuitBreaker,
+    options: LimiterOptions,
+    /// Swapped whole on reload; readers clone the `Arc` and never hold the lock across an await.
+    limits: RwLock<Arc<LimitTable>>,
+    metrics: RateLimitMetrics,
+}
+
+impl RateLimiter {
+    /// Builds the limiter a `[rate_limit]` section describes: a Redis Cluster store when
+    /// `redis_cluster_nodes` is set, a standalone Redis store when `redis_url` is, else the
+    /// in-process store. Registers its metrics into `registry`. Must run inside a Tokio runtime;
+    /// connects lazily, so a Redis that is down at start-up only makes checks degraded.
+    ///
+    /// # Errors
+    /// [`RateLimitError::Config`] with every problem of the section, or
+    /// [`RateLimitError::Store`] when the client library rejects the store settings.
+    pub fn from_config(
+        config: &RateLimitConfig,
+        limits: LimitTable,
+        registry: &mut Registry,
+    ) -> Result<Self, RateLimitError> {
+        let problems = config.validate("rate_limit");
+        if !problems.is_empty() {
+            return Err(RateLimitError::Config(problems));
+        }
+        let ca = match &config.redis_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                RateLimitError::Config(vec![ConfigProblem {
+                    path: "rate_limit.redis_ca_file".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])
+            })?),
+            None => None,
+        };
+        let store: Arc<dyn Store> = if !config.redis_cluster_nodes.is_empty() {
+            Arc::new(redis::RedisStore::cluster(
+                &config.redis_cluster_nodes,
+                ca.as_deref(),
+                config.timeout(),
+            )?)
+        } else if let Some(url) = &config.redis_url {
+            Arc::new(redis::RedisStore::standalone(
+                url,
+                ca.as_deref(),
+                config.timeout(),
+            )?)
+        } else {
+            Arc::new(MemoryStore::new(
+                config.memory_max_keys,
+                Arc::new(MonotonicClock::new()),
+            ))
+        };
+        Ok(Self::new(
+            store,
+            limits,
+            LimiterOptions::from_config(config),
+            registry,
+        ))
+    }
+
+    /// A limiter over any store (tests use a [`MemoryStore`] with a manual clock).
+    pub fn new(
+        store: Arc<dyn Store>,
+        limits: LimitTable,
+        options: LimiterOptions,
+        registry: &mut Registry,
+    ) -> Self {
+        Self {
+            store,
+            breaker: CircuitBreaker::new(
+                options.breaker_failures,
+                options.breaker_cooldown,
+                Arc::new(MonotonicClock::new()),
+            ),
+            options,
+            limits: RwLock::new(Arc::new(limits)),
+            metrics: RateLimitMetrics::register(registry),
+        }
+    }
+
+    /// `memory`, `redis` or `redis_cluster`.
+    pub fn store_name(&self) -> &'static str {
+        self.store.name()
+    }
+
+    /// Whether the circuit breaker is open (checks are following `on_store_error`).
+    pub fn is_degraded(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Replaces the limits (config reload); checks already running finish with the old ones.
+    pub fn replace_limits(&self, limits: LimitTable) {
+        let mut guard = self.limits.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(limits);
+    }
+
+    /// Decides one request of `principal_id` (holding `roles`) on `model`.
+    ///
+    /// Never panics; takes at most the store timeout (plus scheduling) however the store fails.
+    pub async fn check(
+        &self,
+        principal_id: &str,
+        model: &str,
+        roles: &[String],
+    ) -> RateLimitOutcome {
+        let table = Arc::clone(&self.limits.read().unwrap_or_else(|p| p.into_inner()));
+        let Some(model_limits) = table.get(model) else {
+            self.metrics.outcome("unknown", OutcomeLabel::unknown_model);
+            return RateLimitOutcome::UnknownModel;
+        };
+        let limit = match model_limits.for_roles(roles) {
+            Limit::Unlimited => {
+                self.metrics.outcome(model, OutcomeLabel::unlimited);
+                return RateLimitOutcome::Unlimited;
+            }
+            Limit::Limited(limit) => limit,
+        };
+        let key = keys::rate_limit_key(&self.options.key_prefix, model, principal_id);
+        match self.call_store(&key, limit).await {
+            Ok(decision) => {
+                let state = RateLimitState::from_decision(limit, &decision);
+                if decision.allowed {
+                    self.metrics.outcome(model, OutcomeLabel::allowed);
+                    RateLimitOutcome::Allowed(state)
+                } else {
+                    self.metrics.outcome(model, OutcomeLabel::limited);
+                    RateLimitOutcome::Limited(state)
+                }
+            }
+            Err(error) => {
+                let policy = model_limits.on_store_error;
+                tracing::debug!(
+                    model.name = model,
+                    store.error = %error,
+                    store.transient = error.is_transient(),
+                    ratelimit.on_store_error = policy.as_str(),
+                    "rate-limit store failed; applying on_store_error"
+                );
+                let (outcome, decision) = match policy {
+                    OnStoreError::Allow => {
+                        (OutcomeLabel::store_error_allowed, DegradedDecision::allow)
+                    }
+                    OnStoreError::Deny => {
+                        (OutcomeLabel::store_error_denied, DegradedDecision::deny)
+                    }
+                };
+                self.metrics.outcome(model, outcome);
+                self.metrics.degraded_decision(model, decision);
+                RateLimitOutcome::StoreFailed {
+                    policy,
+                    error: error.kind(),
+                }
+            }
+        }
+    }
+
+    /// One store call under the breaker and the deadline, with its metrics.
+    async fn call_store(&self, key: &str, limit: Gcra) -> Result<Decision, StoreError> {
+        if self.breaker.admit() == Admission::Reject {
+            self.metrics.store_error(StoreErrorKind::CircuitOpen);
+            return Err(StoreError::CircuitOpen);
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.options.timeout, self.store.check(key, limit))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.options.timeout)));
+        self.metrics.store_latency(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                if self.breaker.on_success() == Some(Transition::Closed) {
+                    tracing::info!(
+                        store = self.store.name(),
+                        "rate-limit store recovered; circuit closed"
+                    );
+                    self.metrics.set_degraded(false);
+                }
+            }
+            Err(error) => {
+                self.metrics.store_error(error.kind());
+                if self.breaker.on_failure() == Some(Transition::Opened) {
+                    tracing::warn!(
+                        store = self.store.name(),
+                        store.error = %error,
+                        "rate-limit store failing; circuit opened, checks follow on_store_error"
+                    );
+                    self.metrics.set_degraded(true);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A clock for the in-process store that reads real monotonic time; re-exported for callers
+/// building a [`MemoryStore`] themselves.
+pub fn default_clock() -> Arc<dyn Clock> {
+    Arc::new(MonotonicClock::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clock::ManualClock;
+    use prometheus_client::encoding::text::encode;
+
+    fn table(text: &str) -> LimitTable {
+        let models: std::collections::BTreeMap<String, ModelRateLimit> =
+            toml::from_str(text).unwrap();
+        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn reloaded_limits_apply_to_the_next_check_and_outcomes_are_counted_per_configured_model()
+    {
+        let clock = ManualClock::new(1);
+        let store = Arc::new(MemoryStore::new(100, Arc::new(clock.clone())));
+        let mut registry = Registry::default();
+        let limiter = RateLimiter::new(
+            store,
+            table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 1"),
+            LimiterOptions::default(),
+            &mut registry,
+        );
+        assert!(limiter.check("p", "m", &[]).await.is_allowed());
+        assert!(matches!(
+            limiter.check("p", "m", &[]).await,
+            RateLimitOutcome::Limited(_)
+        ));
+        assert_eq!(
+            limiter.check("p", "evil\"label", &[]).await,
+            RateLimitOutcome::UnknownModel
+        );
+        limiter.replace_limits(table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 3"));
+        let state = *limiter.check("p", "m", &[]).await.state().unwrap();
+        assert_eq!(
+            (state.limit, state.remaining),
+            (3, 1),
+            "the stored TAT carries over"
+        );
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "authz_ratelimit_outcomes_total{model=\"m\",outcome=\"allowed\"} 2",
+            "authz_ratelimit_outcomes_total{model=\"m\",outcome=\"limited\"} 1",
+            "authz_ratelimit_outcomes_total{model=\"unknown\",outcome=\"unknown_model\"} 1",
+            "authz_ratelimit_store_degraded 0",
+            "authz_ratelimit_store_latency_seconds_count 3",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+        assert!(!text.contains("evil"), "labels only from configured names");
+    }
+}
