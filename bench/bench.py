@@ -279,7 +279,7 @@ def run_wrk(wrk: str, url: str, concurrency: int, duration_s: float, token: str)
     """One wrk run; returns its BENCH_RESULT and wrk's own CPU seconds."""
     with tempfile.TemporaryFile() as out:
         popen = subprocess.Popen(
-            [wrk, "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s",
+            [wrk, "-t1", f"-c{concurrency}", f"-d{int(duration_s)}s", "--timeout", "10s",
              "-s", str(ROOT / "bench" / "infer.lua"), url],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "BENCH_TOKEN": token, "BENCH_MODEL": MODEL}, preexec_fn=_die_with_parent)
@@ -471,8 +471,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--variants", default=env("BENCH_VARIANTS", "A,B,C,D"), help="comma list of A,B,C,D")
     p.add_argument("--concurrency", default=env("BENCH_CONCURRENCY", "1,16,64"), help="comma list")
     p.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "3")))
-    p.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", "5")), help="seconds per run")
-    p.add_argument("--warmup", type=float, default=float(env("BENCH_WARMUP", "2")),
+    p.add_argument("--duration", type=int, default=int(env("BENCH_DURATION", "5")), help="whole seconds per run")
+    p.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", "2")),
                    help="seconds of unrecorded load per variant before the first round")
     p.add_argument("--models", default=env("BENCH_MODEL_REPOSITORY", str(ROOT / "models")))
     p.add_argument("--authz-template", default=env("BENCH_AUTHZ_TEMPLATE", str(ROOT / "config" / "authz.toml")),
