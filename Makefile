@@ -1,0 +1,41 @@
+# The two commands of the README: `make up` runs the whole stack locally, `make test` runs every
+# test. Everything else here is a step of those two.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ENV := source .tools/env
+
+.PHONY: up test bootstrap build build-release lint test-rust test-conformance validate-deploy bench clean-tools
+
+up: bootstrap build-release
+	$(ENV) && scripts/up.sh
+
+test: bootstrap lint build test-rust test-conformance validate-deploy
+	@echo "make test: all suites passed"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+build:
+	$(ENV) && cargo build --workspace --locked --bins
+
+build-release:
+	$(ENV) && cargo build --workspace --locked --release --bins
+
+lint:
+	cargo fmt --all -- --check
+	$(ENV) && cargo clippy --workspace --locked --all-targets -- -D warnings
+
+test-rust:
+	$(ENV) && cargo test --workspace --locked
+
+test-conformance:
+	@if [ -d tests/conformance ]; then $(ENV) && pytest -q tests/conformance; fi
+
+validate-deploy:
+	@if [ -x scripts/validate-deploy.sh ]; then $(ENV) && scripts/validate-deploy.sh; fi
+
+bench: bootstrap build-release
+	$(ENV) && scripts/bench.sh
+
+clean-tools:
+	rm -rf .tools
