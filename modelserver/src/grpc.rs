@@ -241,11 +241,8 @@ impl GrpcInferenceService for OipService {
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let r = r.into_inner();
-        if !r.parameters.is_empty() {
-            return Err(status(ServerError::Unsupported(
-                "repository load parameters".into(),
-            )));
-        }
+        crate::http::check_repository_parameters(r.parameters.keys().map(String::as_str))
+            .map_err(status)?;
         self.server
             .repository
             .load(&r.model_name)
@@ -259,6 +256,8 @@ impl GrpcInferenceService for OipService {
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let r = r.into_inner();
+        crate::http::check_repository_parameters(r.parameters.keys().map(String::as_str))
+            .map_err(status)?;
         self.server
             .repository
             .unload(&r.model_name)

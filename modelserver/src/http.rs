@@ -186,13 +186,8 @@ async fn route(
                 let j: Json = serde_json::from_slice(&body).map_err(|e| {
                     ServerError::InvalidInput(format!("malformed repository request JSON: {e}"))
                 })?;
-                if j.get("parameters")
-                    .and_then(Json::as_object)
-                    .is_some_and(|p| !p.is_empty())
-                {
-                    return Err(ServerError::Unsupported(
-                        "repository load/unload parameters".into(),
-                    ));
+                if let Some(params) = j.get("parameters").and_then(Json::as_object) {
+                    check_repository_parameters(params.keys().map(String::as_str))?;
                 }
             }
             if *action == "load" {
@@ -225,6 +220,25 @@ async fn route(
         }
         _ => Err(not_found(path)),
     }
+}
+
+/// Accepts the parameters clients send routinely and rejects the ones that would change what is
+/// loaded (a config override or model files in the request), which are not supported.
+///
+/// # Errors
+/// [`ServerError::Unsupported`] naming the parameter.
+pub fn check_repository_parameters<'a>(
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<(), ServerError> {
+    for key in keys {
+        // No ensembles here, so there are no dependents to unload or keep.
+        if key != "unload_dependents" {
+            return Err(ServerError::Unsupported(format!(
+                "repository parameter '{key}'"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn status_only(ok: bool) -> Response {

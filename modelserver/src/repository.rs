@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Value as Json, json};
 
-use self::config::{ConfigError, ModelConfig, TensorConfig};
+use self::config::{ConfigError, InstanceGroup, InstanceKind, ModelConfig, TensorConfig};
 use crate::batcher::Scheduler;
 use crate::config::Config;
 use crate::error::ServerError;
@@ -603,6 +603,14 @@ fn complete_config(
                 s.name
             ));
         }
+    }
+    if c.instance_groups.is_empty() {
+        c.instance_groups.push(InstanceGroup {
+            name: None,
+            count: 1,
+            kind: InstanceKind::Cpu,
+            gpus: Vec::new(),
+        });
     }
     if c.outputs.is_empty() {
         c.outputs = derive(outputs);
