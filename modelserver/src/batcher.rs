@@ -48,6 +48,20 @@ impl Scheduler {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// Admits one request if fewer than `capacity` are in flight; the returned guard releases the
+    /// slot when dropped.
+    ///
+    /// # Errors
+    /// [`ServerError::Overloaded`] when `capacity` requests are already in flight.
+    fn admit(&self, capacity: u32, model: &str) -> Result<Admission<'_>, ServerError> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .map(|_| Admission(&self.in_flight))
+            .map_err(|_| ServerError::Overloaded(model.to_string()))
+    }
+
     /// Runs validated `inputs` on `model`, returning the `outputs` asked for, in order.
     ///
     /// If the caller's future is dropped while the request waits for a session (a client that
@@ -65,16 +79,7 @@ impl Scheduler {
         let capacity = self
             .max_queue
             .saturating_add(u32::try_from(model.pool.len()).unwrap_or(u32::MAX));
-        let admitted = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            return Err(ServerError::Overloaded(model.name.clone()));
-        }
-        let _admission = Admission(&self.in_flight);
+        let _admission = self.admit(capacity, &model.name)?;
         let queued_at = Instant::now();
         let m = Arc::clone(model);
         let result = model
@@ -92,5 +97,25 @@ impl Scheduler {
             })
             .await??;
         Ok(result.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_is_bounded_and_released_on_drop() {
+        let s = Scheduler::direct(1);
+        let first = s.admit(2, "m").unwrap();
+        let second = s.admit(2, "m").unwrap();
+        let e = s.admit(2, "m").err().unwrap();
+        assert_eq!(e.to_string(), "model 'm' is overloaded: queue is full");
+        assert_eq!(e.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(s.in_flight(), 2);
+        drop(first);
+        let _third = s.admit(2, "m").unwrap();
+        drop(second);
+        assert_eq!(s.in_flight(), 1);
     }
 }

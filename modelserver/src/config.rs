@@ -42,6 +42,11 @@ pub struct RuntimeConfig {
     pub allow_cpu_fallback: bool,
     /// Models allowed to fall back to CPU even when `allow_cpu_fallback` is false.
     pub cpu_fallback_models: Vec<String>,
+    /// Where models whose config has no `instance_group` run: `cpu` (default) or `gpu`. A GPU
+    /// replica sets `gpu`; CUDA failures then follow `allow_cpu_fallback` like any GPU instance.
+    pub default_instance_kind: DefaultInstanceKind,
+    /// CUDA device for `default_instance_kind = "gpu"`.
+    pub default_gpu: i32,
     /// `max_batch_size` given to models without config whose inputs and outputs all have a dynamic
     /// first dimension.
     pub default_max_batch_size: u32,
@@ -55,9 +60,21 @@ impl Default for RuntimeConfig {
             intra_op_threads: None,
             allow_cpu_fallback: false,
             cpu_fallback_models: Vec::new(),
+            default_instance_kind: DefaultInstanceKind::Cpu,
+            default_gpu: 0,
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
         }
     }
+}
+
+/// Device of models without an `instance_group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultInstanceKind {
+    /// CPU.
+    Cpu,
+    /// CUDA.
+    Gpu,
 }
 
 /// `[limits]`.

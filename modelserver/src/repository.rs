@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 
 use self::config::{ConfigError, InstanceGroup, InstanceKind, ModelConfig, TensorConfig};
 use crate::batcher::Scheduler;
-use crate::config::Config;
+use crate::config::{Config, DefaultInstanceKind};
 use crate::error::ServerError;
 use crate::runtime::{self, Provider, RuntimeError, SessionOptions, SessionPool, Signature};
 use crate::stats::ModelStats;
@@ -431,13 +431,33 @@ impl ModelRepository {
         out
     }
 
+    /// The instance group of models whose config names none: one instance on the configured
+    /// default device.
+    fn default_instance_group(&self) -> InstanceGroup {
+        let gpu = self.config.runtime.default_instance_kind == DefaultInstanceKind::Gpu;
+        InstanceGroup {
+            name: None,
+            count: 1,
+            kind: if gpu {
+                InstanceKind::Gpu
+            } else {
+                InstanceKind::Cpu
+            },
+            gpus: if gpu {
+                vec![self.config.runtime.default_gpu]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     fn load_blocking(&self, name: &str) -> Result<BTreeMap<u64, Arc<LoadedModel>>, LoadError> {
         let dir = self.root.join(name);
         if !dir.is_dir() {
             return Err(LoadError::NoDirectory(dir));
         }
         let config_path = dir.join("config.pbtxt");
-        let (config, has_config) = if config_path.exists() {
+        let (mut config, has_config) = if config_path.exists() {
             let text = std::fs::read_to_string(&config_path).map_err(|source| LoadError::Io {
                 path: config_path.clone(),
                 source,
@@ -470,6 +490,10 @@ impl ModelRepository {
             });
         }
         let env = runtime::environment(self.config.runtime.ort_library.as_deref())?;
+        if config.instance_groups.is_empty() {
+            // Stated in the reported config, so where a model runs is never implicit.
+            config.instance_groups.push(self.default_instance_group());
+        }
         let placements = runtime::placements(&config.instance_groups);
         let cores = self
             .config
@@ -603,14 +627,6 @@ fn complete_config(
                 s.name
             ));
         }
-    }
-    if c.instance_groups.is_empty() {
-        c.instance_groups.push(InstanceGroup {
-            name: None,
-            count: 1,
-            kind: InstanceKind::Cpu,
-            gpus: Vec::new(),
-        });
     }
     if c.outputs.is_empty() {
         c.outputs = derive(outputs);

@@ -746,3 +746,29 @@ async fn explicit_load_and_unload() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_instance_kind_gpu_puts_unconfigured_models_on_cuda() {
+    let s = start(config("[runtime]\ndefault_instance_kind = \"gpu\"\n")).await;
+    // No GPU here: the model that would silently have run on CPU is reported unavailable instead.
+    let (status, body) = get(&format!("{}/v2/models/add_fp32", s.http)).await;
+    assert_eq!(status, 503);
+    assert!(
+        error_of(&body).contains("CUDA execution provider on GPU 0 could not be registered"),
+        "{body}"
+    );
+    // Models whose config names CPU instances are unaffected.
+    let (_, cfg) = get(&format!("{}/v2/models/echo_bytes/config", s.http)).await;
+    assert_eq!(cfg["instance_group"][0]["kind"], "KIND_CPU");
+
+    let s = start(config(
+        "[runtime]\ndefault_instance_kind = \"gpu\"\nallow_cpu_fallback = true\n",
+    ))
+    .await;
+    let (_, cfg) = get(&format!("{}/v2/models/add_fp32/config", s.http)).await;
+    assert_eq!(cfg["instance_group"][0]["kind"], "KIND_GPU");
+    assert_eq!(
+        cfg["parameters"]["execution_provider"]["string_value"],
+        "cpu-fallback"
+    );
+}
