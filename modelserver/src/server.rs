@@ -145,14 +145,14 @@ impl ModelServer {
         outputs: Vec<String>,
         batch: u64,
     ) -> Result<Vec<Tensor>, ServerError> {
-        let start = Instant::now();
+        let mut outcome = Outcome {
+            model,
+            start: Instant::now(),
+            succeeded: false,
+        };
         model.stats.pending.fetch_add(1, Ordering::Relaxed);
         let result = model.scheduler.submit(model, inputs, outputs, batch).await;
-        model.stats.pending.fetch_sub(1, Ordering::Relaxed);
-        match &result {
-            Ok(_) => model.stats.success.record(start.elapsed()),
-            Err(_) => model.stats.fail.record(start.elapsed()),
-        }
+        outcome.succeeded = result.is_ok();
         result
     }
 
@@ -288,6 +288,26 @@ impl ModelServer {
             "# HELP modelserver_gpu_fallback_models Loaded model versions configured for GPU running on CPU\n# TYPE modelserver_gpu_fallback_models gauge\nmodelserver_gpu_fallback_models {fallback}"
         );
         out
+    }
+}
+
+/// Ends a request's accounting however it ends: answered, failed, or dropped because the client
+/// went away (which counts as a failure and must not leave the pending gauge raised).
+struct Outcome<'a> {
+    model: &'a LoadedModel,
+    start: Instant,
+    succeeded: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        let stats = &self.model.stats;
+        stats.pending.fetch_sub(1, Ordering::Relaxed);
+        if self.succeeded {
+            stats.success.record(self.start.elapsed());
+        } else {
+            stats.fail.record(self.start.elapsed());
+        }
     }
 }
 
