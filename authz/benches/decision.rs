@@ -127,7 +127,8 @@ async fn run() {
     let runtime = Arc::new(ArcSwap::from_pointee(
         Runtime::load(&config, Arc::clone(&metrics)).await.unwrap(),
     ));
-    let svc = AuthzService::new(Arc::clone(&runtime), Arc::clone(&metrics));
+    let svc = AuthzService::start(Arc::clone(&runtime), Arc::clone(&metrics))
+        .expect("the decision pipeline starts");
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -66,6 +66,13 @@ pub struct Config {
     /// Models by name. A model not listed here is `unknown_model`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// `[rate_limit]`: the store shared by every replica (Redis) or the in-process default.
+    /// Store settings take effect at start; per-model limits also on reload.
+    #[serde(default)]
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
+    /// `[audit]`: where and how durably decision records are written. Takes effect at start.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[server]`.
@@ -297,11 +304,10 @@ pub struct ModelConfig {
     /// Model groups (Cedar `ModelGroup` parents), for policies that address families of models.
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Rate limit per (principal, model), requests per minute. Enforced by the rate limiter.
-    pub requests_per_minute: u32,
-    /// Per-role overrides of `requests_per_minute` (the highest applicable one wins).
-    #[serde(default)]
-    pub role_requests_per_minute: BTreeMap<String, u32>,
+    /// Rate limit per (principal, model): GCRA `rate` per `period` with `burst`, per-role
+    /// overrides and `on_store_error`. Required: a model without limits must say
+    /// `unlimited = true`. See `ratelimit::config`.
+    pub rate_limit: Option<crate::ratelimit::ModelRateLimit>,
 }
 
 /// One configuration problem, with where it is.
@@ -382,6 +388,10 @@ impl Config {
                 abs(f);
             }
         }
+        abs(&mut self.audit.path);
+        if let Some(ca) = &mut self.rate_limit.redis_ca_file {
+            abs(ca);
+        }
     }
 
     /// Every file whose change should trigger a reload (besides the config file itself).
@@ -432,16 +442,19 @@ impl Config {
             }
             check_roles(&mut p, &format!("{at}.allowed_roles"), &m.allowed_roles);
             check_roles(&mut p, &format!("{at}.groups"), &m.groups);
-            if m.requests_per_minute == 0 {
-                p.add(format!("{at}.requests_per_minute"), "must be at least 1");
+            for problem in crate::ratelimit::validate_model_limit(
+                &format!("{at}.rate_limit"),
+                m.rate_limit.as_ref(),
+            ) {
+                p.add(problem.path, problem.message);
             }
-            for (role, rpm) in &m.role_requests_per_minute {
-                if *rpm == 0 {
-                    p.add(
-                        format!("{at}.role_requests_per_minute.{role}"),
-                        "must be at least 1",
-                    );
-                }
+        }
+        for problem in self.rate_limit.validate("rate_limit") {
+            p.add(problem.path, problem.message);
+        }
+        if let Err(problems) = self.audit.validate("audit") {
+            for problem in problems {
+                p.add(problem.field, problem.message);
             }
         }
         p.0
@@ -753,7 +766,7 @@ principal = "p"
 [models."bad/name"]
 allowed_roles = []
 sensitivity = "low"
-requests_per_minute = 0
+rate_limit = { rate = 1, period = "soon" }
 "#,
         );
         let e = Config::load(&p).unwrap_err();
@@ -768,7 +781,7 @@ requests_per_minute = 0
             "authn.mtls[0].spiffe_id",
             "models.bad/name",
             "models.bad/name.allowed_roles",
-            "models.bad/name.requests_per_minute",
+            "models.bad/name.rate_limit.period",
         ] {
             assert!(locs.contains(&want), "missing {want} in {locs:?}");
         }

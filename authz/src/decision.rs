@@ -102,8 +102,12 @@ pub enum ReasonCode {
     PolicyError,
     /// Over the rate limit (429, with `Retry-After`).
     RateLimited,
-    /// A dependency needed for the decision is unavailable (JWKS not loaded, store, audit) (503).
+    /// A dependency needed for the decision is unavailable (signing keys not loaded) (503).
     Unavailable,
+    /// The rate-limit store failed and the model's `on_store_error` is `deny` (503).
+    RateLimitUnavailable,
+    /// The audit record could not be written: no evidence, no access (503).
+    AuditUnavailable,
     /// A code from a `forbid` policy's `@reason("...")` annotation (403).
     Policy(Arc<str>),
 }
@@ -129,6 +133,8 @@ impl ReasonCode {
             ReasonCode::PolicyError => "policy_error",
             ReasonCode::RateLimited => "rate_limited",
             ReasonCode::Unavailable => "unavailable",
+            ReasonCode::RateLimitUnavailable => "rate_limit_unavailable",
+            ReasonCode::AuditUnavailable => "audit_unavailable",
             ReasonCode::Policy(code) => code,
         }
     }
@@ -136,7 +142,7 @@ impl ReasonCode {
     /// Maps a code string (from a policy annotation or a test case) to a code, preferring the
     /// built-in variant when the string names one.
     pub fn from_code(code: &str) -> Self {
-        const BUILTIN: [ReasonCode; 17] = [
+        const BUILTIN: [ReasonCode; 19] = [
             ReasonCode::Allowed,
             ReasonCode::PublicPath,
             ReasonCode::Unauthenticated,
@@ -154,6 +160,8 @@ impl ReasonCode {
             ReasonCode::PolicyError,
             ReasonCode::RateLimited,
             ReasonCode::Unavailable,
+            ReasonCode::RateLimitUnavailable,
+            ReasonCode::AuditUnavailable,
         ];
         BUILTIN
             .into_iter()
@@ -179,7 +187,9 @@ impl ReasonCode {
             | ReasonCode::PolicyError
             | ReasonCode::Policy(_) => 403,
             ReasonCode::RateLimited => 429,
-            ReasonCode::Unavailable => 503,
+            ReasonCode::Unavailable
+            | ReasonCode::RateLimitUnavailable
+            | ReasonCode::AuditUnavailable => 503,
         }
     }
 
@@ -229,6 +239,8 @@ pub struct Decision {
     pub response_headers: Vec<(String, String)>,
     /// For 429: how long until a retry can succeed (becomes `Retry-After`, whole seconds, rounded up).
     pub retry_after: Option<Duration>,
+    /// What the rate limiter decided, when it ran (for headers and the audit record).
+    pub rate_limit: Option<crate::ratelimit::RateLimitOutcome>,
 }
 
 impl Decision {
@@ -249,6 +261,7 @@ impl Decision {
             trace_id: None,
             response_headers: Vec::new(),
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -291,6 +304,8 @@ mod tests {
             "reason_required",
             "rate_limited",
             "unavailable",
+            "rate_limit_unavailable",
+            "audit_unavailable",
         ] {
             assert_eq!(ReasonCode::from_code(code).as_str(), code);
         }

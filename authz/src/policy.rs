@@ -495,8 +495,7 @@ mod tests {
                 requires_reason: true,
                 sensitivity: Sensitivity::Restricted,
                 groups: vec!["g".into()],
-                requests_per_minute: 10,
-                role_requests_per_minute: BTreeMap::new(),
+                rate_limit: None,
             },
         )]);
         PolicyEngine::load(

@@ -369,6 +369,19 @@ impl RateLimiter {
         roles: &[String],
     ) -> RateLimitOutcome {
         let table = Arc::clone(&self.limits.read().unwrap_or_else(|p| p.into_inner()));
+        self.check_in(&table, principal_id, model, roles).await
+    }
+
+    /// As [`RateLimiter::check`], with the limits of `table` instead of the limiter's own: the
+    /// Check pipeline passes the table of the configuration it decided with, so a reload changes
+    /// policy and limits at the same instant.
+    pub async fn check_in(
+        &self,
+        table: &LimitTable,
+        principal_id: &str,
+        model: &str,
+        roles: &[String],
+    ) -> RateLimitOutcome {
         let Some(model_limits) = table.get(model) else {
             self.metrics.outcome("unknown", OutcomeLabel::unknown_model);
             return RateLimitOutcome::UnknownModel;

@@ -20,6 +20,7 @@ use crate::authn::{Authenticator, api_key::ApiKeys, mtls::MtlsMap};
 use crate::config::{Config, ConfigErrors, ConfigProblem};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
+use crate::ratelimit::LimitTable;
 use crate::request::RequestRules;
 
 /// The shared, atomically swappable runtime.
@@ -49,6 +50,8 @@ pub struct Runtime {
     pub policy: PolicyEngine,
     /// Configured model names (for metric labels).
     pub model_names: BTreeSet<String>,
+    /// Validated per-model rate limits of this configuration.
+    pub limits: LimitTable,
     /// JWKS background refreshers, stopped when this runtime is dropped (held only for that).
     _refreshers: Vec<AbortOnDrop>,
 }
@@ -66,6 +69,20 @@ impl Runtime {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigErrors> {
         let mut problems: Vec<ConfigProblem> = Vec::new();
+        let limits = LimitTable::from_models(
+            "models",
+            config
+                .models
+                .iter()
+                .map(|(name, m)| (name.as_str(), m.rate_limit.as_ref())),
+        )
+        .unwrap_or_else(|ps| {
+            problems.extend(ps.into_iter().map(|p| ConfigProblem {
+                location: p.path,
+                message: p.message,
+            }));
+            LimitTable::default()
+        });
         let policy =
             match PolicyEngine::load(&config.policy.schema, &config.policy.files, &config.models) {
                 Ok(p) => Some(p),
@@ -126,6 +143,7 @@ impl Runtime {
                 max_header_bytes: config.request.max_header_bytes,
             },
             model_names: config.models.keys().cloned().collect(),
+            limits,
             authenticator,
             policy,
             config,

@@ -1,15 +1,15 @@
 //! The tonic `envoy.service.auth.v3.Authorization` service: composes the pipeline steps.
 //!
 //! Read [`AuthzService::decide`] top to bottom to follow a request:
-//! facts (`request.rs`), authentication (`authn`), policy (`policy.rs`), rate limit (slot),
-//! audit (slot), response (`response.rs`).
+//! facts (`request.rs`), authentication (`authn`), policy (`policy.rs`), rate limit
+//! (`ratelimit`), audit (`audit`), response (`response.rs`).
 //!
 //! The Check RPC never fails: every outcome, including a missing dependency, is an explicit
 //! decision with a status, so Envoy's `failure_mode_allow` is only about authz being unreachable.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
@@ -17,54 +17,158 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 
+use crate::audit::{self, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal};
 use crate::decision::{Decision, ReasonCode};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::PolicyInput;
+use crate::ratelimit::{OnStoreError, RateLimitError, RateLimitOutcome, RateLimiter};
 use crate::request::{Facts, Target, request_meta};
 use crate::response::to_check_response;
 use crate::runtime::{Runtime, SharedRuntime};
 
+/// How long a check waits for its audit record to become durable before it is denied with
+/// 503 `audit_unavailable`. Below Envoy's ext_authz timeout (0.5 s in `envoy/render.py`), so a
+/// stuck disk gives the client our JSON denial rather than Envoy's bare `status_on_error`.
+/// A record that lands after this still exists, showing an allow the client never got: the log
+/// may over-report access, never under-report it.
+pub const AUDIT_APPEND_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Starting the service's stateful steps failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The `[rate_limit]` store could not be set up.
+    #[error("rate limiter: {0}")]
+    RateLimit(#[from] RateLimitError),
+    /// The `[audit]` log could not be started.
+    #[error("audit log: {0}")]
+    Audit(#[from] audit::AuditError),
+}
+
 /// The authorization service.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuthzService {
+    /// The configuration in force; swapped atomically on reload.
     runtime: SharedRuntime,
     metrics: Arc<Metrics>,
+    /// Step 4. Its store (and connection) outlives reloads; each check passes the limits of the
+    /// runtime it decided with.
+    limiter: Arc<RateLimiter>,
+    /// Step 5. A handle to the single writer thread; cloning shares it.
+    audit: AuditLog,
+}
+
+impl std::fmt::Debug for AuthzService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzService")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuthzService {
-    /// A service deciding with whatever runtime `runtime` currently holds.
-    pub fn new(runtime: SharedRuntime, metrics: Arc<Metrics>) -> Self {
-        AuthzService { runtime, metrics }
+    /// Starts the rate limiter and the audit writer from the `[rate_limit]` and `[audit]`
+    /// sections of the runtime's current config (those take effect at start, not on reload).
+    /// Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`StartError`] when the store or the audit log cannot be set up.
+    pub fn start(runtime: SharedRuntime, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+        let rt = runtime.load_full();
+        let limiter = metrics.with_registry(|registry| {
+            RateLimiter::from_config(&rt.config.rate_limit, rt.limits.clone(), registry)
+        })?;
+        let audit_metrics = metrics.with_registry(AuditMetrics::new);
+        let audit = AuditLog::start(&rt.config.audit, audit_metrics)?;
+        tracing::info!(
+            ratelimit.store = limiter.store_name(),
+            audit.path = %rt.config.audit.path.display(),
+            "decision pipeline started"
+        );
+        Ok(AuthzService {
+            runtime,
+            metrics,
+            limiter: Arc::new(limiter),
+            audit,
+        })
     }
 
-    /// The whole pipeline for one check. This is the function to extend.
+    /// The audit log handle (readiness reporting, shutdown).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The whole pipeline for one check.
     pub async fn decide(&self, req: &CheckRequest) -> Decision {
         let started = Instant::now();
         // One runtime for the whole check, even if a reload lands meanwhile.
         let rt = self.runtime.load_full();
-        let decision = authorize(&rt, req).await;
-
-        // ---- Step 4: RATE LIMIT (slot) ---------------------------------------------------
-        // if decision.allowed() && decision.model.is_some() {
-        //     match self.rate_limiter.check(&rt, &decision).await {
-        //         Allowed { headers } => decision.response_headers.extend(headers),
-        //         Limited { retry_after, headers } => {
-        //             decision.set_outcome(ReasonCode::RateLimited, "...");
-        //             decision.retry_after = Some(retry_after);
-        //             decision.response_headers.extend(headers);
-        //         }
-        //         StoreError per model `on_store_error`: deny -> ReasonCode::Unavailable (503).
-        //     }
-        // }
-
-        // ---- Step 5: AUDIT (slot) -----------------------------------------------------------
-        // Every decision, allow and deny, before responding:
-        // if let Err(e) = self.audit.record(&decision, started.elapsed()).await {
-        //     decision.set_outcome(ReasonCode::Unavailable, "audit log unavailable");
-        // }
-
+        // Steps 1-3: facts, authentication, policy.
+        let mut decision = authorize(&rt, req).await;
+        // Step 4: rate limit, only for requests policy allowed on a model.
+        if decision.reason == ReasonCode::Allowed {
+            self.rate_limit(&rt, &mut decision).await;
+        }
+        // Step 5: audit every decision, allow and deny, before answering.
+        self.record(&mut decision, started).await;
         self.observe(&rt, &decision, started);
         decision
+    }
+
+    async fn rate_limit(&self, rt: &Runtime, d: &mut Decision) {
+        let (Some(model), Some(principal)) = (d.model.as_deref(), d.principal.as_ref()) else {
+            return;
+        };
+        let outcome = self
+            .limiter
+            .check_in(&rt.limits, &principal.id, model, &principal.roles)
+            .await;
+        if let Some(state) = outcome.state() {
+            d.response_headers
+                .extend(state.headers().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
+        match outcome {
+            RateLimitOutcome::Allowed(_) | RateLimitOutcome::Unlimited => {}
+            RateLimitOutcome::Limited(state) => d.set_outcome(
+                ReasonCode::RateLimited,
+                format!(
+                    "rate limit of {} requests exceeded for this model; retry in {} s",
+                    state.limit, state.retry_after_secs
+                ),
+            ),
+            RateLimitOutcome::StoreFailed {
+                policy: OnStoreError::Allow,
+                ..
+            } => {}
+            RateLimitOutcome::StoreFailed {
+                policy: OnStoreError::Deny,
+                error,
+            } => d.set_outcome(
+                ReasonCode::RateLimitUnavailable,
+                format!("rate-limit store unavailable ({error:?}); this model fails closed"),
+            ),
+            RateLimitOutcome::UnknownModel => d.set_outcome(
+                ReasonCode::UnknownModel,
+                "no rate limit is configured for this model",
+            ),
+        }
+        d.rate_limit = Some(outcome);
+    }
+
+    async fn record(&self, d: &mut Decision, started: Instant) {
+        let event = audit_event(d, started.elapsed());
+        let result = tokio::time::timeout(AUDIT_APPEND_TIMEOUT, self.audit.append(event)).await;
+        let error = match result {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no durable record within {AUDIT_APPEND_TIMEOUT:?}"),
+        };
+        tracing::error!(decision.id = %d.id, error = %error, "audit record not written; denying");
+        d.set_outcome(
+            ReasonCode::AuditUnavailable,
+            "the audit log cannot be written: no evidence, no access",
+        );
+        // The client is not admitted, so no rate-limit headers describe its request.
+        d.response_headers.clear();
     }
 
     fn observe(&self, rt: &Runtime, d: &Decision, started: Instant) {
@@ -89,6 +193,61 @@ impl AuthzService {
                 "denied"
             );
         }
+    }
+}
+
+/// The audit record of a decision: everything the evidence needs, nothing secret.
+fn audit_event(d: &Decision, latency: Duration) -> AuditEvent {
+    AuditEvent {
+        decision_id: d.id,
+        request_id: d.request_id.clone(),
+        trace_id: d.trace_id.clone(),
+        principal: d.principal.as_ref().map(|p| AuditPrincipal {
+            id: p.id.clone(),
+            auth_method: p.auth_method.as_str().to_owned(),
+            roles: p.roles.clone(),
+        }),
+        model: d.model.clone(),
+        version: d.version.clone(),
+        action: d.action.map_or("none", |a| a.as_str()).to_owned(),
+        decision: if d.allowed() {
+            AuditDecision::Allow
+        } else {
+            AuditDecision::Deny
+        },
+        status: d.http_status(),
+        reason: d.reason.as_str().to_owned(),
+        policy_ids: d.policies.clone(),
+        access_reason: d.access_reason.clone(),
+        rate_limit: d.rate_limit.as_ref().map(audit_rate_limit),
+        source_ip: d.source_ip,
+        latency,
+    }
+}
+
+fn audit_rate_limit(outcome: &RateLimitOutcome) -> audit::RateLimitState {
+    let outcome_name = match outcome {
+        RateLimitOutcome::Allowed(_) => "allowed",
+        RateLimitOutcome::Unlimited => "unlimited",
+        RateLimitOutcome::Limited(_) => "limited",
+        RateLimitOutcome::StoreFailed {
+            policy: OnStoreError::Allow,
+            ..
+        } => "store_failed_allowed",
+        RateLimitOutcome::StoreFailed {
+            policy: OnStoreError::Deny,
+            ..
+        } => "store_failed_denied",
+        RateLimitOutcome::UnknownModel => "unknown_model",
+    };
+    let state = outcome.state();
+    audit::RateLimitState {
+        outcome: outcome_name.to_owned(),
+        limit: state.map(|s| s.limit),
+        remaining: state.map(|s| s.remaining),
+        retry_after_ms: state
+            .filter(|s| s.retry_after_secs > 0)
+            .map(|s| s.retry_after_secs.saturating_mul(1000)),
     }
 }
 

@@ -757,10 +757,11 @@ async fn unreachable_jwks_means_not_ready_and_503_for_its_tokens() {
 #[tokio::test]
 async fn decisions_carry_everything_the_audit_needs() {
     let server = Server::start().await;
-    let svc = authz::service::AuthzService::new(
+    let svc = authz::service::AuthzService::start(
         std::sync::Arc::clone(&server.runtime),
         std::sync::Arc::clone(&server.metrics),
-    );
+    )
+    .expect("the decision pipeline starts");
     let r = req("/v2/models/mission-summarizer/versions/2/infer")
         .bearer(&analyst())
         .reason("  daily brief  ")

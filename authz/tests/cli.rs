@@ -39,7 +39,7 @@ fn check_config_reports_every_problem_and_exits_64() {
         &cfg,
         "[policy]\nschema = \"missing.cedarschema\"\nfiles = [\"missing.cedar\"]\n\
          [[authn.issuers]]\nissuer = \"https://i\"\naudiences = []\njwks_file = \"j.json\"\nalgorithms = [\"HS256\"]\n\
-         [models.m]\nallowed_roles = []\nsensitivity = \"low\"\nrequests_per_minute = 1\n",
+         [models.m]\nallowed_roles = []\nsensitivity = \"low\"\nrate_limit = { rate = 1, period = \"60s\" }\n",
     )
     .unwrap();
     let out = run(authz().args(["check-config", "--config"]).arg(&cfg));
@@ -234,7 +234,7 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     // An invalid config plus SIGHUP: rejected, counted, still serving.
     std::fs::write(
         &cfg,
-        text_cfg.replace("requests_per_minute = 30", "requests_per_minute = 0"),
+        text_cfg.replacen("period = \"60s\"", "period = \"soon\"", 1),
     )
     .unwrap();
     // SAFETY: signalling our own child by pid.

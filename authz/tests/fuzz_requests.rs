@@ -25,10 +25,10 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let server = server().await;
-            let svc = authz::service::AuthzService::new(
+            let svc = authz::service::AuthzService::start(
                 std::sync::Arc::clone(&server.runtime),
                 std::sync::Arc::clone(&server.metrics),
-            );
+            ).expect("the decision pipeline starts");
             let mut r = req(&path).body(body.clone());
             if let Some(a) = &auth { r = r.header("authorization", a); }
             if let Some(k) = &key { r = r.api_key(k); }

@@ -30,7 +30,10 @@ async fn invalid_reload_is_rejected_and_the_running_config_kept() {
     let good = std::fs::read_to_string(&server.config).unwrap();
     std::fs::write(
         &server.config,
-        good.replace("requests_per_minute = 120", "requests_per_minute = 0"),
+        good.replace(
+            "rate = 120, period = \"60s\"",
+            "rate = 120, period = \"soon\"",
+        ),
     )
     .unwrap();
     let err = authz::runtime::reload(&server.config, &server.runtime, &server.metrics)
@@ -38,7 +41,7 @@ async fn invalid_reload_is_rejected_and_the_running_config_kept() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("models.benchmark-echo.requests_per_minute"),
+            .contains("models.benchmark-echo.rate_limit.period"),
         "{err}"
     );
     assert_eq!(

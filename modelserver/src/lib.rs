@@ -1,1 +1,29 @@
-//! modelserver: see DESIGN.md.
+//! modelserver: a KServe v2 / Triton Open Inference Protocol server on ONNX Runtime.
+//!
+//! A request is followed top to bottom through [`http`] or [`grpc`] (protocol decoding, checked
+//! against the model's metadata by [`server`]) -> [`batcher`] (admission to the model's bounded
+//! queue) -> [`runtime`] (a session from the model's pool runs on ONNX Runtime, CUDA or CPU) and
+//! back through [`tensor`] (OIP datatypes <-> ONNX values). [`repository`] owns the models: Triton's
+//! directory layout, the `config.pbtxt` subset, version policies, load and unload. [`error`] is the
+//! one place errors become HTTP statuses and gRPC codes; [`stats`] holds the counters behind both
+//! the statistics extension and the `nv_inference_*` metrics.
+//!
+//! What it does not guarantee: requests are not batched together yet (each runs alone on a free
+//! session); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); GPU metrics through
+//! NVML are not reported; one ONNX Runtime environment serves the whole process, so the library
+//! path chosen first wins.
+
+pub mod batcher;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod repository;
+pub mod runtime;
+pub mod server;
+pub mod stats;
+pub mod tensor;
+
+pub use config::Config;
+pub use error::ServerError;
+pub use server::ModelServer;

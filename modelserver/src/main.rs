@@ -1,1 +1,141 @@
-fn main() {}
+//! `modelserver serve`: CLI glue. Parses flags named like Triton's, loads the TOML config, starts
+//! the REST, gRPC and metrics servers, and drains on SIGTERM/SIGINT.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modelserver::{Config, ModelServer};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(version, about = "Open Inference Protocol server on ONNX Runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the models in a repository.
+    Serve(ServeArgs),
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        /// TOML configuration.
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Model repository: `<dir>/<model>/<version>/model.onnx`.
+    #[arg(long)]
+    model_repository: PathBuf,
+    /// OIP REST port.
+    #[arg(long, default_value_t = 8000)]
+    http_port: u16,
+    /// OIP gRPC port.
+    #[arg(long, default_value_t = 8001)]
+    grpc_port: u16,
+    /// Prometheus metrics port.
+    #[arg(long, default_value_t = 8002)]
+    metrics_port: u16,
+    /// Address all three listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: IpAddr,
+    /// TOML configuration (runtime, limits).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::CheckConfig { config } => {
+            Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Serve(args) => tokio::runtime::Runtime::new()?.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let bind = |port| {
+        let addr = SocketAddr::new(args.address, port);
+        async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))
+        }
+    };
+    let (http, grpc, metrics) = (
+        bind(args.http_port).await?,
+        bind(args.grpc_port).await?,
+        bind(args.metrics_port).await?,
+    );
+    let server = ModelServer::start(&args.model_repository, config)
+        .await
+        .with_context(|| {
+            format!(
+                "opening model repository {}",
+                args.model_repository.display()
+            )
+        })?;
+    tracing::info!(
+        http.port = args.http_port,
+        grpc.port = args.grpc_port,
+        metrics.port = args.metrics_port,
+        "modelserver listening"
+    );
+
+    // Flips to true once on SIGTERM/SIGINT; every server drains when it sees it.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&s| s).await;
+    };
+    let http_task = tokio::spawn(modelserver::http::serve(
+        http,
+        server.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let grpc_task = tokio::spawn(modelserver::grpc::serve(
+        grpc,
+        server.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let metrics_task = tokio::spawn(modelserver::http::serve_metrics(
+        metrics,
+        server.clone(),
+        stopped(stop_rx),
+    ));
+
+    shutdown_signal().await?;
+    tracing::info!("shutdown requested: draining");
+    server.begin_drain();
+    let _ = stop_tx.send(true);
+    http_task.await?.context("HTTP server")?;
+    grpc_task.await?.context("gRPC server")?;
+    metrics_task.await?.context("metrics server")?;
+    tracing::info!("drained");
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}

@@ -178,7 +178,8 @@ impl Server {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let svc = AuthzService::new(Arc::clone(&runtime), Arc::clone(&metrics));
+        let svc = AuthzService::start(Arc::clone(&runtime), Arc::clone(&metrics))
+            .expect("the decision pipeline starts");
         tokio::spawn(serve_grpc(grpc_l, svc, stopped()));
         tokio::spawn(serve_admin(
             admin_l,
@@ -229,6 +230,8 @@ pub struct Outcome {
     /// `append_action` of each header.
     pub actions: HashMap<String, i32>,
     pub removed: Vec<String>,
+    /// Headers Envoy adds to the client's response on allow (`RateLimit-*`).
+    pub response_headers: HashMap<String, String>,
     pub grpc_code: i32,
 }
 
@@ -251,6 +254,12 @@ impl From<CheckResponse> for Outcome {
                     headers,
                     actions,
                     removed: ok.headers_to_remove,
+                    response_headers: ok
+                        .response_headers_to_add
+                        .iter()
+                        .filter_map(|h| h.header.as_ref())
+                        .map(|h| (h.key.clone(), h.value.clone()))
+                        .collect(),
                     grpc_code,
                 }
             }
@@ -267,6 +276,7 @@ impl From<CheckResponse> for Outcome {
                     headers,
                     actions,
                     removed: vec![],
+                    response_headers: HashMap::new(),
                     grpc_code,
                 }
             }

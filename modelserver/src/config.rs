@@ -1,0 +1,212 @@
+//! The server's own configuration (`modelserver.toml`): everything except ports, addresses and the
+//! model repository, which are command-line flags named like Triton's.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// 64 MiB: room for a batch of large images, and the size gRPC clients of Triton are used to.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// gRPC messages get 64 MiB plus framing headroom so a body that REST accepts also fits over gRPC.
+pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 1024 * 1024;
+/// Requests allowed to wait per model when the model config sets no queue size: enough to absorb a
+/// burst, small enough that a flood is answered 503 quickly instead of growing memory.
+pub const DEFAULT_MAX_QUEUE_SIZE: u32 = 128;
+/// Triton's default for models whose batch dimension is inferred from the ONNX file.
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 4;
+
+/// Top-level configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// ONNX Runtime and execution settings.
+    pub runtime: RuntimeConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Path of `libonnxruntime.so`; defaults to `$ORT_DYLIB_PATH`.
+    pub ort_library: Option<PathBuf>,
+    /// CPU cores the server may use for ONNX Runtime intra-op threads, shared by each model's
+    /// instances; defaults to the cores available to the process.
+    pub cpu_cores: Option<usize>,
+    /// Fixed intra-op threads per session, overriding the core-budget split.
+    pub intra_op_threads: Option<usize>,
+    /// Whether a GPU instance whose CUDA registration fails may run on CPU instead. Default false:
+    /// the model fails to load. When true the fallback is logged, reported in the model config
+    /// parameters and in metrics.
+    pub allow_cpu_fallback: bool,
+    /// Models allowed to fall back to CPU even when `allow_cpu_fallback` is false.
+    pub cpu_fallback_models: Vec<String>,
+    /// Where models whose config has no `instance_group` run: `cpu` (default) or `gpu`. A GPU
+    /// replica sets `gpu`; CUDA failures then follow `allow_cpu_fallback` like any GPU instance.
+    pub default_instance_kind: DefaultInstanceKind,
+    /// CUDA device for `default_instance_kind = "gpu"`.
+    pub default_gpu: i32,
+    /// `max_batch_size` given to models without config whose inputs and outputs all have a dynamic
+    /// first dimension.
+    pub default_max_batch_size: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            ort_library: None,
+            cpu_cores: None,
+            intra_op_threads: None,
+            allow_cpu_fallback: false,
+            cpu_fallback_models: Vec::new(),
+            default_instance_kind: DefaultInstanceKind::Cpu,
+            default_gpu: 0,
+            default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+        }
+    }
+}
+
+/// Device of models without an `instance_group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultInstanceKind {
+    /// CPU.
+    Cpu,
+    /// CUDA.
+    Gpu,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest HTTP request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Largest gRPC message, both directions.
+    pub grpc_max_message_bytes: usize,
+    /// Queue size per model unless its config sets `default_queue_policy.max_queue_size`.
+    pub max_queue_size: u32,
+    /// When true, `/v2/health/ready` also requires every model to be ready (Triton's
+    /// `--strict-readiness`); by default one broken model does not take the replica out of rotation.
+    pub strict_readiness: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            grpc_max_message_bytes: DEFAULT_GRPC_MAX_MESSAGE_BYTES,
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            strict_readiness: false,
+        }
+    }
+}
+
+/// A configuration that failed validation; lists every problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// IO error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or an unknown key.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// TOML error.
+        source: Box<toml::de::Error>,
+    },
+    /// Values that parse but make no sense.
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Parses TOML text and validates it.
+    ///
+    /// # Errors
+    /// [`ConfigFileError::Parse`] or [`ConfigFileError::Invalid`] listing every problem.
+    pub fn from_toml(path: &std::path::Path, text: &str) -> Result<Self, ConfigFileError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml`], plus [`ConfigFileError::Read`].
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Checks values, reporting every problem with its field path.
+    ///
+    /// # Errors
+    /// [`ConfigFileError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        let mut problems = Vec::new();
+        if self.runtime.cpu_cores == Some(0) {
+            problems.push("runtime.cpu_cores must be at least 1".to_string());
+        }
+        if self.runtime.intra_op_threads == Some(0) {
+            problems.push("runtime.intra_op_threads must be at least 1".to_string());
+        }
+        if self.limits.max_body_bytes < 1024 {
+            problems.push("limits.max_body_bytes must be at least 1024".to_string());
+        }
+        if self.limits.grpc_max_message_bytes < 1024 {
+            problems.push("limits.grpc_max_message_bytes must be at least 1024".to_string());
+        }
+        if self.limits.max_queue_size == 0 {
+            problems.push("limits.max_queue_size must be at least 1".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigFileError::Invalid(problems))
+        }
+    }
+
+    /// Whether `model` may fall back from GPU to CPU.
+    pub fn cpu_fallback_allowed(&self, model: &str) -> bool {
+        self.runtime.allow_cpu_fallback
+            || self.runtime.cpu_fallback_models.iter().any(|m| m == model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c = Config::from_toml("x".as_ref(), "").unwrap();
+        assert_eq!(c.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(c.limits.grpc_max_message_bytes >= 64 * 1024 * 1024);
+        let e = Config::from_toml("x".as_ref(), "[runtime]\nthreads = 2\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `threads`"), "{e}");
+        let e = Config::from_toml(
+            "x".as_ref(),
+            "[runtime]\ncpu_cores = 0\n[limits]\nmax_queue_size = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: runtime.cpu_cores must be at least 1; limits.max_queue_size must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! ONNX Runtime: the one environment per process, execution providers, and session pools.
+//!
+//! `Session::run` takes `&mut self`, so a model version owns one session per instance
+//! (`instance_group.count`) and a request borrows a free one for the duration of its run. The
+//! pool's semaphore is the wait line: time spent waiting for a permit is the request's queue time.
+//!
+//! GPU instances register the CUDA execution provider with `error_on_failure`: if registration
+//! fails the load fails with ONNX Runtime's reason, unless the operator explicitly allowed CPU
+//! fallback for the model, in which case the session runs on CPU and [`Provider::CpuFallback`]
+//! carries the reason to the logs, the model configuration parameters and the metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::ep;
+use ort::session::Session;
+use ort::session::builder::SessionBuilder;
+use ort::value::ValueType;
+use tokio::sync::Semaphore;
+
+use crate::error::ServerError;
+use crate::repository::config::{InstanceGroup, InstanceKind};
+use crate::tensor::DataType;
+
+/// Errors creating the environment or sessions.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// No library path was configured and `ORT_DYLIB_PATH` is unset.
+    #[error("no ONNX Runtime library: set runtime.ort_library or ORT_DYLIB_PATH")]
+    NoLibrary,
+    /// Loading the library or creating the environment failed.
+    #[error("ONNX Runtime environment from {path}: {reason}")]
+    Environment {
+        /// Library path.
+        path: PathBuf,
+        /// Error text.
+        reason: String,
+    },
+    /// The CUDA execution provider could not be registered and fallback is not allowed.
+    #[error(
+        "CUDA execution provider on GPU {device} could not be registered: {reason} (CPU fallback is not allowed for this model)"
+    )]
+    CudaUnavailable {
+        /// CUDA device id.
+        device: i32,
+        /// ONNX Runtime's message.
+        reason: String,
+    },
+    /// ONNX Runtime rejected the model file or a session option.
+    #[error("creating session from {path}: {reason}")]
+    Session {
+        /// Model file.
+        path: PathBuf,
+        /// Error text.
+        reason: String,
+    },
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, RuntimeError>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, created on first use from `library` (or
+/// `ORT_DYLIB_PATH`). Later calls return the same environment whatever path they pass: ONNX
+/// Runtime allows one per process.
+///
+/// # Errors
+/// [`RuntimeError::NoLibrary`] or [`RuntimeError::Environment`]; the failure is remembered.
+pub fn environment(library: Option<&Path>) -> Result<&'static Environment, RuntimeError> {
+    let result = ENVIRONMENT.get_or_init(|| {
+        let path = match library {
+            Some(p) => p.to_path_buf(),
+            None => std::env::var_os("ORT_DYLIB_PATH")
+                .map(PathBuf::from)
+                .ok_or(RuntimeError::NoLibrary)?,
+        };
+        let fail = |reason: String| RuntimeError::Environment {
+            path: path.clone(),
+            reason,
+        };
+        let builder = ort::init_from(&path).map_err(|e| fail(e.to_string()))?;
+        builder
+            .with_name("modelserver")
+            .build()
+            .map_err(|e| fail(e.to_string()))
+    });
+    result.as_ref().map_err(Clone::clone)
+}
+
+/// The execution provider a model version actually runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// CPU, as configured.
+    Cpu,
+    /// CUDA on these devices.
+    Cuda(Vec<i32>),
+    /// Configured for GPU, running on CPU because CUDA registration failed and fallback is allowed.
+    CpuFallback {
+        /// Why CUDA could not be used.
+        reason: String,
+    },
+}
+
+impl Provider {
+    /// Short label for metrics and metadata: `cpu`, `cuda` or `cpu-fallback`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda(_) => "cuda",
+            Provider::CpuFallback { .. } => "cpu-fallback",
+        }
+    }
+}
+
+/// Where one session should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// CPU.
+    Cpu,
+    /// CUDA device id.
+    Gpu(i32),
+}
+
+/// Expands instance groups into one placement per session. No groups means one CPU instance;
+/// a GPU group without `gpus` uses device 0; `KIND_AUTO` runs on the listed GPUs if any, else CPU.
+pub fn placements(groups: &[InstanceGroup]) -> Vec<Placement> {
+    if groups.is_empty() {
+        return vec![Placement::Cpu];
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let gpu = match g.kind {
+            InstanceKind::Gpu => true,
+            InstanceKind::Cpu => false,
+            InstanceKind::Auto => !g.gpus.is_empty(),
+        };
+        if gpu {
+            let devices = if g.gpus.is_empty() {
+                vec![0]
+            } else {
+                g.gpus.clone()
+            };
+            for d in devices {
+                out.extend(std::iter::repeat_n(Placement::Gpu(d), g.count as usize));
+            }
+        } else {
+            out.extend(std::iter::repeat_n(Placement::Cpu, g.count as usize));
+        }
+    }
+    out
+}
+
+/// Options for building one model version's sessions.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+    /// Whether a failed CUDA registration may fall back to CPU.
+    pub allow_cpu_fallback: bool,
+    /// CUDA provider parameters from the model's `gpu_execution_accelerator`.
+    pub cuda_parameters: Vec<(String, String)>,
+}
+
+/// Input or output signature read from the ONNX model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    /// Tensor name.
+    pub name: String,
+    /// Datatype, `None` when the protocol cannot carry the ONNX type.
+    pub datatype: Option<DataType>,
+    /// Full shape, -1 for dynamic dimensions.
+    pub shape: Vec<i64>,
+    /// Description of the ONNX type, for error messages.
+    pub onnx_type: String,
+}
+
+/// Builds the sessions for `placements` from `model`.
+///
+/// # Errors
+/// [`RuntimeError::Session`] when ONNX Runtime rejects the model; [`RuntimeError::CudaUnavailable`]
+/// when a GPU placement cannot register CUDA and fallback is not allowed.
+pub fn build_sessions(
+    env: &Environment,
+    model: &Path,
+    placements: &[Placement],
+    options: &SessionOptions,
+) -> Result<(Vec<Session>, Provider), RuntimeError> {
+    let session_err = |e: String| RuntimeError::Session {
+        path: model.to_path_buf(),
+        reason: e,
+    };
+    let mut sessions = Vec::with_capacity(placements.len());
+    let mut devices = Vec::new();
+    let mut fallback: Option<String> = None;
+    for &placement in placements {
+        let builder = Session::builder(env)
+            .and_then(|b| {
+                b.with_intra_threads(options.intra_threads)
+                    .map_err(Into::into)
+            })
+            .map_err(|e| session_err(e.to_string()))?;
+        let builder = match placement {
+            Placement::Cpu => builder,
+            Placement::Gpu(device) => {
+                match register_cuda(builder, device, &options.cuda_parameters) {
+                    CudaRegistration::Registered(b) => {
+                        if !devices.contains(&device) {
+                            devices.push(device);
+                        }
+                        b
+                    }
+                    CudaRegistration::Failed(builder, reason) => {
+                        if !options.allow_cpu_fallback {
+                            return Err(RuntimeError::CudaUnavailable { device, reason });
+                        }
+                        tracing::warn!(
+                            model.path = %model.display(),
+                            gpu.device = device,
+                            error = %reason,
+                            "CUDA execution provider unavailable: THIS GPU MODEL RUNS ON CPU (fallback allowed by config)"
+                        );
+                        fallback = Some(format!("GPU {device}: {reason}"));
+                        *builder
+                    }
+                }
+            }
+        };
+        let mut builder = builder;
+        let session = builder
+            .commit_from_file(model)
+            .map_err(|e| session_err(e.to_string()))?;
+        sessions.push(session);
+    }
+    let provider = match (fallback, devices.is_empty()) {
+        (Some(reason), _) => Provider::CpuFallback { reason },
+        (None, true) => Provider::Cpu,
+        (None, false) => Provider::Cuda(devices),
+    };
+    Ok((sessions, provider))
+}
+
+/// Outcome of registering CUDA on a session builder.
+enum CudaRegistration {
+    /// CUDA is registered.
+    Registered(SessionBuilder),
+    /// Registration failed: the builder (still usable for CPU) and ONNX Runtime's reason.
+    Failed(Box<SessionBuilder>, String),
+}
+
+/// Registers the CUDA execution provider with `error_on_failure` on `builder`.
+fn register_cuda(
+    builder: SessionBuilder,
+    device: i32,
+    parameters: &[(String, String)],
+) -> CudaRegistration {
+    let mut cuda = ep::CUDA::default().with_device_id(device);
+    for (key, value) in parameters {
+        // The config parser admits only the keys in `CUDA_PARAMETERS`.
+        if key == "gpu_mem_limit" {
+            match value.parse::<usize>() {
+                Ok(limit) => cuda = cuda.with_memory_limit(limit),
+                Err(_) => {
+                    let reason = format!("gpu_mem_limit '{value}' is not a byte count");
+                    return CudaRegistration::Failed(Box::new(builder), reason);
+                }
+            }
+        } else if key == "cudnn_conv_algo_search" {
+            let search = match value.as_str() {
+                "EXHAUSTIVE" => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+                "HEURISTIC" => ep::cuda::ConvAlgorithmSearch::Heuristic,
+                "DEFAULT" => ep::cuda::ConvAlgorithmSearch::Default,
+                other => {
+                    let reason = format!(
+                        "cudnn_conv_algo_search '{other}' is not EXHAUSTIVE, HEURISTIC or DEFAULT"
+                    );
+                    return CudaRegistration::Failed(Box::new(builder), reason);
+                }
+            };
+            cuda = cuda.with_conv_algorithm_search(search);
+        }
+    }
+    match builder.with_execution_providers([cuda.build().error_on_failure()]) {
+        Ok(b) => CudaRegistration::Registered(b),
+        Err(e) => {
+            let reason = e.message().to_string();
+            CudaRegistration::Failed(Box::new(e.recover()), reason)
+        }
+    }
+}
+
+/// Reads the input and output signatures of a session.
+pub fn signatures(session: &Session) -> (Vec<Signature>, Vec<Signature>) {
+    let read = |outlets: &[ort::value::Outlet]| {
+        outlets
+            .iter()
+            .map(|o| match o.dtype() {
+                ValueType::Tensor { ty, shape, .. } => Signature {
+                    name: o.name().to_string(),
+                    datatype: DataType::from_ort(*ty),
+                    shape: shape.to_vec(),
+                    onnx_type: format!("tensor({ty})"),
+                },
+                other => Signature {
+                    name: o.name().to_string(),
+                    datatype: None,
+                    shape: Vec::new(),
+                    onnx_type: format!("{other:?}"),
+                },
+            })
+            .collect()
+    };
+    (read(session.inputs()), read(session.outputs()))
+}
+
+/// A model version's sessions; each request borrows one.
+pub struct SessionPool {
+    /// The sessions. Each mutex is only ever locked by the holder of the matching free-list index,
+    /// so it is never contended; it exists to hand out `&mut Session` safely.
+    sessions: Vec<Mutex<Session>>,
+    /// Indexes of sessions not in use.
+    free: Mutex<Vec<usize>>,
+    /// One permit per free session: waiting here is the request's queue time.
+    permits: Arc<Semaphore>,
+}
+
+impl SessionPool {
+    /// Wraps built sessions.
+    pub fn new(sessions: Vec<Session>) -> Self {
+        let n = sessions.len();
+        SessionPool {
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            free: Mutex::new((0..n).collect()),
+            permits: Arc::new(Semaphore::new(n)),
+        }
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether the pool has no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Waits for a free session, then runs `f` with it on the blocking thread pool.
+    ///
+    /// # Errors
+    /// [`ServerError::Internal`] if the pool was closed or the blocking task panicked.
+    pub async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+    ) -> Result<R, ServerError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServerError::Internal("session pool closed".into()))?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let index = pool.take_free();
+            let result = {
+                // A poisoned mutex means an earlier run panicked inside ONNX Runtime's caller; the
+                // session itself holds no Rust invariants, so keep using it.
+                let mut session = pool.sessions[index]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                f(&mut session)
+            };
+            pool.free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(index);
+            result
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("inference task failed: {e}")))
+    }
+
+    fn take_free(&self) -> usize {
+        // Holding a permit guarantees a free index: permits == free indexes at all times.
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or(0)
+    }
+}
+
+/// Time spent in each phase of one execution.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecutionTimes {
+    /// Building ONNX Runtime inputs.
+    pub input: std::time::Duration,
+    /// `Session::run`.
+    pub infer: std::time::Duration,
+    /// Extracting outputs.
+    pub output: std::time::Duration,
+}
+
+/// Runs `session` on validated `inputs` and returns the outputs named in `outputs`, in that order.
+///
+/// # Errors
+/// [`ServerError::InvalidInput`] when a BYTES input is not UTF-8; [`ServerError::Internal`] when
+/// ONNX Runtime fails.
+pub fn execute(
+    session: &mut Session,
+    inputs: &[crate::tensor::Tensor],
+    outputs: &[String],
+) -> Result<(Vec<crate::tensor::Tensor>, ExecutionTimes), ServerError> {
+    use std::time::Instant;
+    let start = Instant::now();
+    let values = inputs
+        .iter()
+        .map(|t| Ok((t.name.as_str(), crate::tensor::to_ort(t)?)))
+        .collect::<Result<Vec<_>, ServerError>>()?;
+    let input_done = Instant::now();
+    let mut results = session
+        .run(values)
+        .map_err(|e| ServerError::Internal(format!("ONNX Runtime run failed: {e}")))?;
+    let infer_done = Instant::now();
+    let tensors = outputs
+        .iter()
+        .map(|name| {
+            let value = results.remove(name.as_str()).ok_or_else(|| {
+                ServerError::Internal(format!("ONNX Runtime produced no output '{name}'"))
+            })?;
+            crate::tensor::from_ort(name, &value)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let times = ExecutionTimes {
+        input: input_done - start,
+        infer: infer_done - input_done,
+        output: infer_done.elapsed(),
+    };
+    Ok((tensors, times))
+}
