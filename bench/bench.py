@@ -663,6 +663,11 @@ def main(argv: list[str]) -> int:
                     runs.append(r)
                     log(f"round {rnd} c={c:<3} {v}: {r.rps:8.0f} req/s  p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms")
         audit = {v: audit_records(eps[v]["audit_dir"]) for v in args.variants if eps[v]["audit_dir"]}
+        for v, records in audit.items():
+            served = sum(r.requests for r in runs if r.variant == v)
+            # Every answered request has its record (written and fsync'd before the answer).
+            if records < served:
+                raise BenchError(f"variant {v}: {records} audit records for {served} measured requests")
     finally:
         stack.stop_all()
 

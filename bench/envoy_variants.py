@@ -56,16 +56,17 @@ LOCAL_RATELIMIT = "envoy.filters.http.local_ratelimit"
 JWT_PAYLOAD_KEY = "jwt_payload"
 
 # The demo policy of config/authz.toml, as D has to restate it (Envoy cannot read that file).
-# Per-model limits in requests per minute; role overrides as in `role_requests_per_minute`.
+# Limits as `rate_limit = { rate, period }` there: `rate` requests per `period_s` seconds, burst =
+# rate (authz's default); `roles` overrides the limit for principals holding that role.
 DEMO_ISSUER = "https://issuer.authz.dev"
 DEMO_AUDIENCE = "inference-gateway"
 DEMO_MODELS = {
     "mission-summarizer": {"roles": ["analyst", "mission-user", "platform-admin"],
-                           "requires_reason": True, "rpm": 30, "role_rpm": {}},
+                           "requires_reason": True, "limit": (30, 60), "role_limits": {}},
     "threat-triage": {"roles": ["security-engineer", "platform-admin"],
-                      "requires_reason": True, "rpm": 20, "role_rpm": {}},
+                      "requires_reason": True, "limit": (20, 60), "role_limits": {}},
     "benchmark-echo": {"roles": ["analyst", "security-engineer", "platform-admin", "load-tester"],
-                       "requires_reason": False, "rpm": 120, "role_rpm": {"load-tester": 6_000_000}},
+                       "requires_reason": False, "limit": (120, 60), "role_limits": {"load-tester": (100_000, 1)}},
 }
 # The demo's principals and their roles ([[principals]] in config/authz.toml). local_ratelimit
 # needs every (principal, model) bucket spelled out in advance.
@@ -134,11 +135,13 @@ def _rbac_policies() -> dict:
     return policies
 
 
-def _bucket(per_minute: int) -> dict:
-    # Refill every second where the rate allows it, so the bucket is smooth like authz's GCRA.
-    if per_minute >= 60:
-        return {"max_tokens": per_minute // 60 or 1, "tokens_per_fill": per_minute // 60, "fill_interval": "1s"}
-    return {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": f"{60 // per_minute}s"}
+def _bucket(rate: int, period_s: int) -> dict:
+    """A token bucket close to GCRA(rate per period, burst = rate): full at `rate` tokens, refilled
+    smoothly (every second, or one token at a time when the rate is slower than that)."""
+    per_second = rate / period_s
+    if per_second >= 1:
+        return {"max_tokens": rate, "tokens_per_fill": int(per_second), "fill_interval": "1s"}
+    return {"max_tokens": rate, "tokens_per_fill": 1, "fill_interval": f"{round(period_s / rate)}s"}
 
 
 def _rate_limit_descriptors() -> list[dict]:
@@ -147,12 +150,13 @@ def _rate_limit_descriptors() -> list[dict]:
         for model, spec in DEMO_MODELS.items():
             if not set(roles) & set(spec["roles"]):
                 continue
-            rpm = max([spec["role_rpm"][r] for r in roles if r in spec["role_rpm"]] or [spec["rpm"]])
-            for path in (f"/v2/models/{model}/infer",):
-                out.append({
-                    "entries": [{"key": "principal", "value": principal}, {"key": "path", "value": path}],
-                    "token_bucket": _bucket(rpm),
-                })
+            overrides = [spec["role_limits"][r] for r in roles if r in spec["role_limits"]]
+            rate, period_s = max(overrides, key=lambda lim: lim[0] / lim[1]) if overrides else spec["limit"]
+            out.append({
+                "entries": [{"key": "principal", "value": principal},
+                            {"key": "path", "value": f"/v2/models/{model}/infer"}],
+                "token_bucket": _bucket(rate, period_s),
+            })
     return out
 
 
