@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
@@ -45,7 +46,12 @@ pub async fn serve(
     let limit = server.config.limits.grpc_max_message_bytes;
     let service = GrpcInferenceServiceServer::new(OipService { server })
         .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+        .max_encoding_message_size(limit)
+        // Clients such as tritonclient may compress requests; answers are compressed only for
+        // clients that say they accept it.
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service)

@@ -493,3 +493,19 @@ async fn repository_and_statistics() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compressed_requests_and_responses() {
+    use tonic::codec::CompressionEncoding;
+    let s = start(Config::default()).await;
+    let mut c = client(&s.grpc)
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let r = c
+        .model_infer(add_request(&[1.; 4], &[2.; 4]))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata().get("grpc-encoding").unwrap(), "gzip");
+    assert_eq!(f32_values(&r.into_inner().raw_output_contents[0]), [3.0; 4]);
+}
