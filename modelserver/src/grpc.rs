@@ -155,9 +155,18 @@ impl GrpcInferenceService for OipService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
         let r = r.into_inner();
+        let utf8 = |field: &str, b: Vec<u8>| {
+            String::from_utf8(b).map_err(|_| {
+                status(ServerError::InvalidInput(format!(
+                    "{field} is not valid UTF-8"
+                )))
+            })
+        };
+        let name = utf8("model_name", r.model_name)?;
+        let requested_version = utf8("model_version", r.model_version)?;
         let model = self
             .server
-            .model(&r.model_name, version(&r.model_version))
+            .model(&name, version(&requested_version))
             .map_err(status)?;
         let decoded = decode_request(&model, r.inputs, r.raw_input_contents, r.outputs);
         let (inputs, outputs, batch) = match decoded {

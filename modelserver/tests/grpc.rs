@@ -306,6 +306,14 @@ async fn errors_map_to_grpc_codes_with_messages() {
     );
 
     let mut req = add_request(&[1.; 4], &[1.; 4]);
+    req.model_name = vec![0xff, 0xfe];
+    check(
+        c.model_infer(req).await,
+        Code::InvalidArgument,
+        "model_name is not valid UTF-8",
+    );
+
+    let mut req = add_request(&[1.; 4], &[1.; 4]);
     req.inputs[0].datatype = "INT32".into();
     check(
         c.model_infer(req).await,
