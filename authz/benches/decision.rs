@@ -179,6 +179,32 @@ async fn run() {
     let (s, w) = time_decisions(&svc, &keyed, true).await;
     let key_stats = stats("in-process decide, API key", s, w);
 
+    // 3b. The Cedar step alone (same input as the warm case).
+    let principal = authz::Principal {
+        id: "analyst-1".into(),
+        auth_method: authz::AuthMethod::Jwt,
+        roles: vec!["analyst".into(), "mission-user".into()],
+    };
+    let input = authz::policy::PolicyInput {
+        principal: &principal,
+        model: "mission-summarizer",
+        version: None,
+        action: authz::request::Action::Infer,
+        access_reason: Some("benchmark"),
+        source_ip: None,
+        request_time: 0,
+    };
+    let rt_now = runtime.load_full();
+    let mut samples = Vec::with_capacity(50_000);
+    let start = Instant::now();
+    for _ in 0..50_000 {
+        let t = Instant::now();
+        let out = rt_now.policy.evaluate(&input);
+        samples.push(t.elapsed());
+        assert!(out.reason.is_allow());
+    }
+    let policy_stats = stats("Cedar policy step alone", samples, start.elapsed());
+
     // 4. gRPC Check over loopback, concurrent clients.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -230,7 +256,13 @@ async fn run() {
         "{:<44} {:>10} {:>10} {:>12} {:>9}",
         "benchmark", "p50", "p99", "checks/s", "vs warm"
     );
-    for s in [&warm_stats, &cold_stats, &key_stats, &grpc_stats] {
+    for s in [
+        &warm_stats,
+        &cold_stats,
+        &key_stats,
+        &policy_stats,
+        &grpc_stats,
+    ] {
         println!(
             "{:<44} {:>8.1}µs {:>8.1}µs {:>12.0} {:>8.2}x",
             s.name,
