@@ -3,10 +3,15 @@
 //! 1. in-process `decide` with a warm token cache (RS256 token verified once, then cached),
 //! 2. in-process `decide` with a cold RS256 verification every time (a distinct token per check),
 //! 3. in-process `decide` with an API key (no JWT work: facts + key hash + Cedar),
-//! 4. gRPC `Check` over loopback with concurrent clients on the same machine.
+//! 4. gRPC `Check` over loopback with concurrent clients on the same machine,
+//! 5. whole checks (64 concurrent `decide` loops) per audit durability mode, interleaved in
+//!    rounds: `fsync` (the default), `write`, and a log that stamps and hashes but writes
+//!    nothing (the no-audit baseline, reachable only from code).
 //!
+//! Sections 1-4 measure the decision itself, so they use the no-I/O audit log; section 5 adds
+//! the audit I/O. The demo limits are raised far above the load (limiting is not measured).
 //! Prints p50/p99 latency and checks/s for each, and ratios against the warm case.
-//! `AUTHZ_BENCH_SECS` (default 3) sets the gRPC run length.
+//! `AUTHZ_BENCH_SECS` (default 3) sets the length of the gRPC run and of each section-5 round.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use authz::audit::{AuditConfig, AuditLog, AuditMetrics, Durability};
 use authz::metrics::Metrics;
 use authz::runtime::Runtime;
 use authz::service::{AuthzService, serve_grpc};
@@ -120,6 +126,10 @@ async fn run() {
         .replace(
             "token_cache_entries = 10000",
             "token_cache_entries = 100000",
+        )
+        .replace(
+            "rate = 30, period = \"60s\"",
+            "rate = 10000000, period = \"1s\"",
         );
     let config = dir.path().join("authz.toml");
     std::fs::write(&config, demo).unwrap();
@@ -127,7 +137,12 @@ async fn run() {
     let runtime = Arc::new(ArcSwap::from_pointee(
         Runtime::load(&config, Arc::clone(&metrics)).await.unwrap(),
     ));
-    let svc = AuthzService::start(Arc::clone(&runtime), Arc::clone(&metrics))
+    let discard = AuditLog::start_discarding_for_benchmarks(
+        1 << 16,
+        metrics.with_registry(AuditMetrics::new),
+    )
+    .unwrap();
+    let svc = AuthzService::with_audit(Arc::clone(&runtime), Arc::clone(&metrics), discard)
         .expect("the decision pipeline starts");
 
     let now = SystemTime::now()
@@ -179,6 +194,32 @@ async fn run() {
     let (s, w) = time_decisions(&svc, &keyed, true).await;
     let key_stats = stats("in-process decide, API key", s, w);
 
+    // 3b. The Cedar step alone (same input as the warm case).
+    let principal = authz::Principal {
+        id: "analyst-1".into(),
+        auth_method: authz::AuthMethod::Jwt,
+        roles: vec!["analyst".into(), "mission-user".into()],
+    };
+    let input = authz::policy::PolicyInput {
+        principal: &principal,
+        model: "mission-summarizer",
+        version: None,
+        action: authz::request::Action::Infer,
+        access_reason: Some("benchmark"),
+        source_ip: None,
+        request_time: 0,
+    };
+    let rt_now = runtime.load_full();
+    let mut samples = Vec::with_capacity(50_000);
+    let start = Instant::now();
+    for _ in 0..50_000 {
+        let t = Instant::now();
+        let out = rt_now.policy.evaluate(&input);
+        samples.push(t.elapsed());
+        assert!(out.reason.is_allow());
+    }
+    let policy_stats = stats("Cedar policy step alone", samples, start.elapsed());
+
     // 4. gRPC Check over loopback, concurrent clients.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -226,11 +267,72 @@ async fn run() {
     let _ = stop_tx.send(());
     let _ = server.await;
 
+    // 5. Whole checks per audit mode, 64 concurrent loops, interleaved rounds.
+    let modes: Vec<(&'static str, AuthzService)> = ["discard", "write", "fsync"]
+        .into_iter()
+        .map(|mode| {
+            let m = Arc::new(Metrics::new());
+            let am = m.with_registry(AuditMetrics::new);
+            let log = match mode {
+                "discard" => AuditLog::start_discarding_for_benchmarks(1 << 16, am),
+                _ => AuditLog::start(
+                    &AuditConfig {
+                        path: dir.path().join(format!("audit-{mode}/")),
+                        durability: if mode == "fsync" {
+                            Durability::Fsync
+                        } else {
+                            Durability::Write
+                        },
+                        ..AuditConfig::default()
+                    },
+                    am,
+                ),
+            }
+            .unwrap();
+            let svc = AuthzService::with_audit(Arc::clone(&runtime), m, log).unwrap();
+            (mode, svc)
+        })
+        .collect();
+    let mut audit_totals: HashMap<&'static str, (u64, Duration)> = HashMap::new();
+    for _round in 0..3 {
+        for (mode, svc) in &modes {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..64 {
+                let svc = svc.clone();
+                let req = warm_req.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let d = svc.decide(&req).await;
+                        assert!(d.allowed(), "{:?} {}", d.reason, d.message);
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let mut n = 0;
+            for t in tasks {
+                n += t.await.unwrap();
+            }
+            let e = audit_totals.entry(mode).or_default();
+            e.0 += n;
+            e.1 += start.elapsed();
+        }
+    }
+
     println!(
         "{:<44} {:>10} {:>10} {:>12} {:>9}",
         "benchmark", "p50", "p99", "checks/s", "vs warm"
     );
-    for s in [&warm_stats, &cold_stats, &key_stats, &grpc_stats] {
+    for s in [
+        &warm_stats,
+        &cold_stats,
+        &key_stats,
+        &policy_stats,
+        &grpc_stats,
+    ] {
         println!(
             "{:<44} {:>8.1}µs {:>8.1}µs {:>12.0} {:>8.2}x",
             s.name,
@@ -238,6 +340,18 @@ async fn run() {
             s.p99.as_secs_f64() * 1e6,
             s.per_sec,
             s.p50.as_secs_f64() / warm_stats.p50.as_secs_f64(),
+        );
+    }
+    let rate = |mode: &str| {
+        let (n, t) = audit_totals[mode];
+        n as f64 / t.as_secs_f64()
+    };
+    println!("\nwhole checks, 64 concurrent, 3 interleaved rounds of {secs} s per audit mode:");
+    for mode in ["discard", "write", "fsync"] {
+        println!(
+            "  audit {mode:<8} {:>10.0} checks/s {:>6.2}x of no-audit",
+            rate(mode),
+            rate(mode) / rate("discard")
         );
     }
 }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
@@ -80,7 +81,14 @@ pub struct PolicyEngine {
     model_type: EntityTypeName,
     actions: HashMap<Action, EntityUid>,
     authorizer: Authorizer,
+    /// Load-order position of each policy id.
+    order: HashMap<String, usize>,
+    /// Entity stores per principal (see `entities_for`).
+    entity_cache: RwLock<HashMap<String, Arc<Entities>>>,
 }
+
+/// Cached principal entity stores; when full the cache is cleared (a cheap, hard bound).
+const ENTITY_CACHE_ENTRIES: usize = 10_000;
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,7 +294,14 @@ impl PolicyEngine {
         .into_iter()
         .map(|a| (a, uid(&action_type, a.as_str())))
         .collect();
+        let order = policies
+            .policies()
+            .enumerate()
+            .map(|(i, p)| (p.id().to_string(), i))
+            .collect();
         Ok(PolicyEngine {
+            order,
+            entity_cache: RwLock::new(HashMap::new()),
             policies,
             permits,
             meta,
@@ -384,17 +399,7 @@ impl PolicyEngine {
         let p = input.principal;
         let principal_uid =
             EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&p.id));
-        let parents = p
-            .roles
-            .iter()
-            .map(|r| EntityUid::from_type_name_and_id(self.role_type.clone(), EntityId::new(r)))
-            .collect();
-        let user = Entity::new_no_attrs(principal_uid.clone(), parents);
-        let entities = self
-            .base
-            .clone()
-            .add_entities([user], None)
-            .map_err(|e| e.to_string())?;
+        let entities = self.entities_for(p, &principal_uid)?;
         let mut ctx = vec![
             (
                 "auth_method".to_owned(),
@@ -450,10 +455,43 @@ impl PolicyEngine {
 
     /// Position of a policy in load order, so deciding ids are listed deterministically.
     fn order(&self, id: &str) -> usize {
-        self.policies
-            .policies()
-            .position(|p| p.id().to_string() == id)
-            .unwrap_or(usize::MAX)
+        self.order.get(id).copied().unwrap_or(usize::MAX)
+    }
+
+    /// The entity store for one principal: the shared roles/groups/models plus the principal as a
+    /// member of its roles. Building one (transitive closure included) costs more than evaluating
+    /// the policies, so stores are cached per (principal id, roles), bounded, for the lifetime of
+    /// this policy engine (a reload starts a fresh cache).
+    fn entities_for(&self, p: &Principal, uid: &EntityUid) -> Result<Arc<Entities>, String> {
+        // Length-prefixed parts: no id/role text can make two different principals collide.
+        let mut key = String::with_capacity(p.id.len() + 16 * (p.roles.len() + 1));
+        for part in std::iter::once(&p.id).chain(&p.roles) {
+            key.push_str(&part.len().to_string());
+            key.push(':');
+            key.push_str(part);
+        }
+        let cache = &self.entity_cache;
+        if let Some(e) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Arc::clone(e));
+        }
+        let parents = p
+            .roles
+            .iter()
+            .map(|r| EntityUid::from_type_name_and_id(self.role_type.clone(), EntityId::new(r)))
+            .collect();
+        let user = Entity::new_no_attrs(uid.clone(), parents);
+        let entities = Arc::new(
+            self.base
+                .clone()
+                .add_entities([user], None)
+                .map_err(|e| e.to_string())?,
+        );
+        let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= ENTITY_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&entities));
+        Ok(entities)
     }
 }
 
@@ -563,6 +601,38 @@ mod tests {
         let errs = engine("@id(\"a\") permit(principal, action, resource) when { resource.nope };")
             .unwrap_err();
         assert!(errs[0].message.contains("schema"), "{errs:?}");
+    }
+
+    #[test]
+    fn cached_entities_never_mix_up_principals() {
+        let e = engine(POLICIES).unwrap();
+        let mk = |id: &str, roles: &[&str]| Principal {
+            id: id.into(),
+            auth_method: AuthMethod::Jwt,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let allowed = mk("x", &["analyst"]);
+        assert_eq!(
+            e.evaluate(&input(&allowed, "m", Some("r"))).reason,
+            ReasonCode::Allowed
+        );
+        // Same id, different roles; and ids/roles that a naive concatenation would confuse.
+        for p in [
+            mk("x", &[]),
+            mk("x", &["analys", "t"]),
+            mk("xanalyst", &[]),
+            mk("1:x8:analyst", &[]),
+        ] {
+            assert_eq!(
+                e.evaluate(&input(&p, "m", Some("r"))).reason,
+                ReasonCode::RoleNotAllowed,
+                "{p:?}"
+            );
+        }
+        assert_eq!(
+            e.evaluate(&input(&allowed, "m", Some("r"))).reason,
+            ReasonCode::Allowed
+        );
     }
 
     #[test]

@@ -73,12 +73,26 @@ impl AuthzService {
     /// # Errors
     /// [`StartError`] when the store or the audit log cannot be set up.
     pub fn start(runtime: SharedRuntime, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+        let config = runtime.load().config.audit.clone();
+        let audit_metrics = metrics.with_registry(AuditMetrics::new);
+        let audit = AuditLog::start(&config, audit_metrics)?;
+        Self::with_audit(runtime, metrics, audit)
+    }
+
+    /// As [`AuthzService::start`], with an audit log the caller started (benchmarks compare
+    /// durability modes this way; tests can share one log between services).
+    ///
+    /// # Errors
+    /// [`StartError::RateLimit`] when the store cannot be set up.
+    pub fn with_audit(
+        runtime: SharedRuntime,
+        metrics: Arc<Metrics>,
+        audit: AuditLog,
+    ) -> Result<Self, StartError> {
         let rt = runtime.load_full();
         let limiter = metrics.with_registry(|registry| {
             RateLimiter::from_config(&rt.config.rate_limit, rt.limits.clone(), registry)
         })?;
-        let audit_metrics = metrics.with_registry(AuditMetrics::new);
-        let audit = AuditLog::start(&rt.config.audit, audit_metrics)?;
         tracing::info!(
             ratelimit.store = limiter.store_name(),
             audit.path = %rt.config.audit.path.display(),

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
@@ -45,7 +46,12 @@ pub async fn serve(
     let limit = server.config.limits.grpc_max_message_bytes;
     let service = GrpcInferenceServiceServer::new(OipService { server })
         .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+        .max_encoding_message_size(limit)
+        // Clients such as tritonclient may compress requests; answers are compressed only for
+        // clients that say they accept it.
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service)
@@ -149,9 +155,18 @@ impl GrpcInferenceService for OipService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
         let r = r.into_inner();
+        let utf8 = |field: &str, b: Vec<u8>| {
+            String::from_utf8(b).map_err(|_| {
+                status(ServerError::InvalidInput(format!(
+                    "{field} is not valid UTF-8"
+                )))
+            })
+        };
+        let name = utf8("model_name", r.model_name)?;
+        let requested_version = utf8("model_version", r.model_version)?;
         let model = self
             .server
-            .model(&r.model_name, version(&r.model_version))
+            .model(&name, version(&requested_version))
             .map_err(status)?;
         let decoded = decode_request(&model, r.inputs, r.raw_input_contents, r.outputs);
         let (inputs, outputs, batch) = match decoded {

@@ -306,6 +306,14 @@ async fn errors_map_to_grpc_codes_with_messages() {
     );
 
     let mut req = add_request(&[1.; 4], &[1.; 4]);
+    req.model_name = vec![0xff, 0xfe];
+    check(
+        c.model_infer(req).await,
+        Code::InvalidArgument,
+        "model_name is not valid UTF-8",
+    );
+
+    let mut req = add_request(&[1.; 4], &[1.; 4]);
     req.inputs[0].datatype = "INT32".into();
     check(
         c.model_infer(req).await,
@@ -492,4 +500,20 @@ async fn repository_and_statistics() {
             "failed to load model 'bad_config': config.pbtxt line 2: unsupported field 'sequence_batching'"
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compressed_requests_and_responses() {
+    use tonic::codec::CompressionEncoding;
+    let s = start(Config::default()).await;
+    let mut c = client(&s.grpc)
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let r = c
+        .model_infer(add_request(&[1.; 4], &[2.; 4]))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata().get("grpc-encoding").unwrap(), "gzip");
+    assert_eq!(f32_values(&r.into_inner().raw_output_contents[0]), [3.0; 4]);
 }

@@ -772,3 +772,64 @@ async fn default_instance_kind_gpu_puts_unconfigured_models_on_cuda() {
         "cpu-fallback"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_and_responses() {
+    use std::io::{Read, Write};
+    let s = start(config("[limits]\nmax_body_bytes = 65536\n")).await;
+    let body = serde_json::to_vec(&json!({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]}]}))
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/models/add_fp32/infer", s.http))
+        .header("Content-Encoding", "gzip")
+        .header("Accept-Encoding", "deflate")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "deflate");
+    let mut text = String::new();
+    flate2::read::ZlibDecoder::new(&r.bytes().await.unwrap()[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let out: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(out["outputs"][0]["data"], json!([2.0, 3.0, 4.0, 5.0]));
+
+    // A compressed bomb is refused by what it would expand to, not by its compressed size.
+    let mut bomb = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 1 << 20]).unwrap();
+    let (status, resp) = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v2/models/add_fp32/infer", s.http))
+            .header("Content-Encoding", "deflate")
+            .body(bomb.finish().unwrap())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        (status, error_of(&resp)),
+        (
+            413,
+            "request body of 65537 bytes exceeds the limit of 65536 bytes"
+        )
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/models/add_fp32/infer", s.http))
+        .header("Content-Encoding", "br")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "unsupported Content-Encoding 'br' (gzip, deflate or identity)"
+    );
+}

@@ -1,0 +1,191 @@
+//! Concurrency-1 latency of one tiny model, side by side in one run: ONNX Runtime in-process
+//! (the limit) against the same model through REST JSON, REST binary and gRPC on loopback.
+//!
+//! `cargo bench -p modelserver --bench latency` (ORT_DYLIB_PATH set; `ITERATIONS` env to change
+//! the sample count). Prints p50/p99 per path and the p50 overhead over the in-process run.
+//! Dynamic batching, concurrency sweeps and the large model belong to the full benchmark harness.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use modelserver::grpc::pb;
+use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelserver::{Config, ModelServer};
+use ort::session::Session;
+use ort::value::Tensor;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() - 1) as f64 * p) as usize]
+}
+
+fn report(name: &str, limit_p50: Option<Duration>, mut samples: Vec<Duration>) -> Duration {
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    let overhead = limit_p50.map_or(String::new(), |l| {
+        format!(
+            "  overhead p50 {:>7.1} us",
+            (p50.as_secs_f64() - l.as_secs_f64()) * 1e6
+        )
+    });
+    println!(
+        "{name:<22} p50 {:>8.1} us  p99 {:>8.1} us{overhead}",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    p50
+}
+
+fn main() {
+    let iterations: usize = std::env::var("ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let repo = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen_test_models.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(repo.path())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let config = Config::from_toml(Path::new("bench.toml"), "[runtime]\nintra_op_threads = 1\n")
+        .expect("config");
+    let server = rt
+        .block_on(ModelServer::start(repo.path(), config))
+        .expect("server");
+    let model_file = repo.path().join("add_fp32/1/model.onnx");
+    let a = [1.0f32, 2.0, 3.0, 4.0];
+
+    // The limit: the same model file, ONNX Runtime in this process, nothing around it.
+    let env = modelserver::runtime::environment(None).expect("ort");
+    let mut session = Session::builder(env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(&model_file)
+        .unwrap();
+    let mut limit = Vec::with_capacity(iterations);
+    for _ in 0..iterations + 100 {
+        let t = Instant::now();
+        let x = Tensor::from_array(([1usize, 4], a.to_vec())).unwrap();
+        let y = Tensor::from_array(([1usize, 4], a.to_vec())).unwrap();
+        let out = session.run(ort::inputs!["a" => x, "b" => y]).unwrap();
+        let _ = out["sum"].try_extract_tensor::<f32>().unwrap();
+        limit.push(t.elapsed());
+    }
+    let limit_p50 = report("in-process ort", None, limit.split_off(100));
+
+    let http = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let grpc = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
+    rt.spawn(modelserver::http::serve(
+        http,
+        server.clone(),
+        std::future::pending(),
+    ));
+    rt.spawn(modelserver::grpc::serve(
+        grpc,
+        server.clone(),
+        std::future::pending(),
+    ));
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{http_addr}/v2/models/add_fp32/infer");
+    let json_body = serde_json::to_vec(&serde_json::json!({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": a},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "data": a}],
+        "outputs": [{"name": "sum"}]}))
+    .unwrap();
+    let header = serde_json::to_vec(&serde_json::json!({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}],
+        "outputs": [{"name": "sum", "parameters": {"binary_data": true}}]}))
+    .unwrap();
+    let raw: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut binary_body = header.clone();
+    binary_body.extend(&raw);
+    binary_body.extend(&raw);
+
+    let samples = rt.block_on(async {
+        let mut s = Vec::with_capacity(iterations);
+        for i in 0..iterations + 100 {
+            let t = Instant::now();
+            let r = client
+                .post(&url)
+                .body(json_body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            if i >= 100 {
+                s.push(t.elapsed());
+            }
+        }
+        s
+    });
+    report("REST JSON", Some(limit_p50), samples);
+
+    let samples = rt.block_on(async {
+        let mut s = Vec::with_capacity(iterations);
+        for i in 0..iterations + 100 {
+            let t = Instant::now();
+            let r = client
+                .post(&url)
+                .header("Inference-Header-Content-Length", header.len().to_string())
+                .body(binary_body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            if i >= 100 {
+                s.push(t.elapsed());
+            }
+        }
+        s
+    });
+    report("REST binary", Some(limit_p50), samples);
+
+    let samples = rt.block_on(async {
+        let mut c = GrpcInferenceServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
+        let input = |n: &str| pb::model_infer_request::InferInputTensor {
+            name: n.into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        };
+        let req = pb::ModelInferRequest {
+            model_name: "add_fp32".into(),
+            inputs: vec![input("a"), input("b")],
+            raw_input_contents: vec![raw.clone(), raw.clone()],
+            outputs: vec![pb::model_infer_request::InferRequestedOutputTensor {
+                name: "sum".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut s = Vec::with_capacity(iterations);
+        for i in 0..iterations + 100 {
+            let t = Instant::now();
+            c.model_infer(req.clone()).await.unwrap();
+            if i >= 100 {
+                s.push(t.elapsed());
+            }
+        }
+        s
+    });
+    report("gRPC raw", Some(limit_p50), samples);
+}
