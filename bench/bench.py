@@ -654,8 +654,13 @@ def main(argv: list[str]) -> int:
                     cpu["other"] = max(0.0, system_busy_seconds() - busy_before - sum(cpu.values()))
                     errors = res["errors"]
                     if errors["status"] or errors["connect"] or errors["read"] or errors["write"] or errors["timeout"]:
+                        hint = ""
+                        if eps[v]["authz"]:
+                            warnings = [line for line in tail(eps[v]["authz"].log_path, 200).splitlines()
+                                        if '"WARN"' in line or '"ERROR"' in line]
+                            hint = "\nlast authz warnings:\n" + "\n".join(warnings[-5:]) if warnings else ""
                         raise BenchError(f"variant {v} c={c}: wrk saw errors {errors} of {res['requests']} requests "
-                                         "(denied, throttled or failed requests would make the numbers meaningless)")
+                                         f"(denied, throttled or failed requests would make the numbers meaningless){hint}")
                     dur = res["duration_us"] / 1e6
                     lat = {k: v_us / 1000 for k, v_us in res["latency_us"].items()}
                     r = RunResult(v, c, rnd, res["requests"], dur, res["requests"] / dur, lat, errors,
