@@ -129,7 +129,7 @@ async fn run() {
         )
         .replace(
             "rate = 30, period = \"60s\"",
-            "rate = 10000000, period = \"1s\"",
+            "rate = 1000000, period = \"1s\"",
         );
     let config = dir.path().join("authz.toml");
     std::fs::write(&config, demo).unwrap();
