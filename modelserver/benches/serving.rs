@@ -221,10 +221,19 @@ fn summarize(
     }
 }
 
-type Call = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+/// Sends one request as worker `i`.
+type Call = Arc<dyn Fn(usize) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// One request function for `protocol` against `model`.
-async fn caller(protocol: Protocol, http: &str, grpc: &str, model: &str, w: &Workload) -> Call {
+/// One request function for `protocol` against `model`; each of `workers` gRPC workers has its
+/// own connection, as separate clients would (REST clients get one each from reqwest's pool).
+async fn caller(
+    protocol: Protocol,
+    http: &str,
+    grpc: &str,
+    model: &str,
+    w: &Workload,
+    workers: usize,
+) -> Call {
     let values = w.batch_of_one(2);
     let outputs: Vec<String> = w.outputs.iter().map(|s| s.to_string()).collect();
     match protocol {
@@ -256,7 +265,7 @@ async fn caller(protocol: Protocol, http: &str, grpc: &str, model: &str, w: &Wor
             }
             let body = Bytes::from(body);
             let client = reqwest::Client::new();
-            Arc::new(move || {
+            Arc::new(move |_| {
                 let (client, url, body) = (client.clone(), url.clone(), body.clone());
                 Box::pin(async move {
                     let mut req = client.post(&url).body(body);
@@ -275,9 +284,14 @@ async fn caller(protocol: Protocol, http: &str, grpc: &str, model: &str, w: &Wor
             })
         }
         Protocol::Grpc => {
-            let client = GrpcInferenceServiceClient::connect(grpc.to_string())
-                .await
-                .expect("gRPC connect");
+            let mut clients = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                clients.push(
+                    GrpcInferenceServiceClient::connect(grpc.to_string())
+                        .await
+                        .expect("gRPC connect"),
+                );
+            }
             let request = pb::ModelInferRequest {
                 model_name: model.as_bytes().to_vec(),
                 inputs: values
@@ -302,8 +316,8 @@ async fn caller(protocol: Protocol, http: &str, grpc: &str, model: &str, w: &Wor
                     .collect(),
                 ..Default::default()
             };
-            Arc::new(move || {
-                let (mut client, request) = (client.clone(), request.clone());
+            Arc::new(move |i| {
+                let (mut client, request) = (clients[i % clients.len()].clone(), request.clone());
                 Box::pin(async move {
                     client.model_infer(request).await.expect("ModelInfer");
                 })
@@ -317,7 +331,7 @@ async fn load(call: Call, concurrency: usize, seconds: f64) -> (Vec<Duration>, f
     let warm_until = Instant::now() + Duration::from_secs_f64(seconds / 5.0);
     let end = warm_until + Duration::from_secs_f64(seconds);
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|i| {
             let call = Arc::clone(&call);
             tokio::spawn(async move {
                 let mut samples = Vec::new();
@@ -326,7 +340,7 @@ async fn load(call: Call, concurrency: usize, seconds: f64) -> (Vec<Duration>, f
                     if t >= end {
                         break;
                     }
-                    call().await;
+                    call(i).await;
                     if t >= warm_until {
                         samples.push(t.elapsed());
                     }
@@ -433,7 +447,7 @@ fn main() {
                     w.name.to_string()
                 };
                 for &c in &concurrencies {
-                    let call = rt.block_on(caller(protocol, &http, &grpc, &model, w));
+                    let call = rt.block_on(caller(protocol, &http, &grpc, &model, w, c));
                     let (samples, elapsed) = rt.block_on(load(call, c, seconds));
                     let path = format!(
                         "{}{}",

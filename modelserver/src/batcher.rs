@@ -9,7 +9,7 @@
 //! client went away (its future dropped) before it started is skipped, never computed.
 //!
 //! Models without `dynamic_batching` run each request by itself on a free session. Models with it
-//! get a batching task (started on first use) with Triton's semantics: it waits for a free session,
+//! get a batching thread (started on first use) with Triton's semantics: it waits for a free session,
 //! takes the oldest queued request, and adds the requests behind it whose inputs have the same
 //! non-batch dimensions until the batch reaches the largest `preferred_batch_size` (or
 //! `max_batch_size`), a smaller preferred size with nothing else waiting, or
@@ -25,7 +25,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
 
 use crate::error::ServerError;
 use crate::repository::LoadedModel;
@@ -114,7 +116,7 @@ pub fn policies(config: &ModelConfig, default_queue: u32) -> (QueuePolicy, Optio
     (queue, batch)
 }
 
-/// A request's place in the line, as seen by both the caller and the batching task; whoever
+/// A request's place in the line, as seen by both the caller and the batching thread; whoever
 /// moves it out of `QUEUED` first decides its fate.
 const QUEUED: u8 = 0;
 const STARTED: u8 = 1;
@@ -134,10 +136,10 @@ pub struct Scheduler {
 /// The batching side of a scheduler.
 struct Batching {
     policy: BatchPolicy,
-    /// Sender to the batching task, created with the task on first use (it needs a tokio runtime
-    /// and the model's `Arc`). Unbounded because admission already bounds what is in it. Dropping
-    /// it (with the model) ends the task.
-    sender: OnceLock<mpsc::UnboundedSender<Pending>>,
+    /// Sender to the batching thread, created with the thread on first use (it needs the tokio
+    /// runtime's handle and the model's `Arc`). Unbounded because admission already bounds what is
+    /// in it. Dropping it (with the model) ends the thread.
+    sender: OnceLock<mpsc::Sender<Pending>>,
 }
 
 /// One admitted request's place in the queue; releases it when dropped.
@@ -149,7 +151,7 @@ impl Drop for QueueSlot {
     }
 }
 
-/// A request waiting for the batching task.
+/// A request waiting for the batching thread.
 struct Pending {
     /// Inputs sorted by name, so the requests of one batch line up.
     inputs: Vec<Tensor>,
@@ -317,7 +319,7 @@ async fn run_alone(
 }
 
 impl Batching {
-    /// Queues `pending` for the batching task and waits for its answer or its deadline.
+    /// Queues `pending` for the batching thread and waits for its answer or its deadline.
     async fn submit(
         &self,
         model: &Arc<LoadedModel>,
@@ -329,13 +331,25 @@ impl Batching {
         let state = Arc::clone(&pending.state);
         let deadline = pending.deadline;
         let sender = self.sender.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(batch_loop(Arc::downgrade(model), rx, self.policy.clone()));
+            let (tx, rx) = mpsc::channel();
+            let (handle, weak, policy) = (
+                tokio::runtime::Handle::current(),
+                Arc::downgrade(model),
+                self.policy.clone(),
+            );
+            // If the thread cannot start, `rx` is dropped and every send below fails with an
+            // internal error naming the batcher: the model keeps answering, never hangs.
+            let spawned = std::thread::Builder::new()
+                .name(format!("batcher-{}", model.name))
+                .spawn(move || batch_loop(&handle, &weak, &rx, &policy));
+            if let Err(e) = spawned {
+                tracing::error!(model.name = %model.name, error = %e, "cannot start the batching thread");
+            }
             tx
         });
         sender
             .send(pending)
-            .map_err(|_| ServerError::Internal("the model's batching task stopped".into()))?;
+            .map_err(|_| ServerError::Internal("the model's batching thread stopped".into()))?;
         let _abandon = Abandon {
             state: &state,
             model,
@@ -356,7 +370,8 @@ impl Batching {
                 }
             }
         };
-        answer.map_err(|_| ServerError::Internal("the batching task dropped the request".into()))?
+        answer
+            .map_err(|_| ServerError::Internal("the batching thread dropped the request".into()))?
     }
 }
 
@@ -416,28 +431,32 @@ impl Batch {
     }
 }
 
-/// The batching task of one model: forms batches and dispatches each on a reserved session.
+/// The batching thread of one model: forms batches and dispatches each on a reserved session.
 /// Ends when the model is dropped (its sender with it).
-async fn batch_loop(
-    model: Weak<LoadedModel>,
-    mut queue: mpsc::UnboundedReceiver<Pending>,
-    policy: BatchPolicy,
+///
+/// A thread rather than a tokio task because the delay window is often well under a millisecond,
+/// finer than tokio's timer wheel; a blocking `recv_timeout` waits exactly as long as asked.
+fn batch_loop(
+    runtime: &tokio::runtime::Handle,
+    model: &Weak<LoadedModel>,
+    queue: &mpsc::Receiver<Pending>,
+    policy: &BatchPolicy,
 ) {
     let mut carry: Option<Pending> = None;
     let mut spare: Option<Reservation> = None;
     loop {
         let first = match carry.take() {
             Some(p) => p,
-            None => match queue.recv().await {
-                Some(p) => p,
-                None => return,
+            None => match queue.recv() {
+                Ok(p) => p,
+                Err(_) => return,
             },
         };
         let Some(model) = model.upgrade() else { return };
         // Wait for a session before forming the batch: requests arriving meanwhile join it.
         let reservation = match spare.take() {
             Some(r) => r,
-            None => match model.pool.reserve().await {
+            None => match runtime.block_on(model.pool.reserve()) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = first.reply.send(Err(e));
@@ -454,14 +473,15 @@ async fn batch_loop(
         while batch.size < policy.target() {
             let next = match queue.try_recv() {
                 Ok(p) => p,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if policy.preferred.contains(&batch.size) {
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if policy.preferred.contains(&batch.size) || now >= window_end {
                         break;
                     }
-                    match tokio::time::timeout_at(window_end.into(), queue.recv()).await {
-                        Ok(Some(p)) => p,
-                        Ok(None) | Err(_) => break,
+                    match queue.recv_timeout(window_end - now) {
+                        Ok(p) => p,
+                        Err(_) => break,
                     }
                 }
             };
@@ -471,7 +491,7 @@ async fn batch_loop(
             }
             batch.join(next, &model);
         }
-        tokio::spawn(run_batch(model, reservation, batch));
+        runtime.spawn(run_batch(model, reservation, batch));
     }
 }
 

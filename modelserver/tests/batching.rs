@@ -324,7 +324,7 @@ async fn requests_still_queued_at_their_deadline_time_out_and_never_run() {
     let model = s.server.model("timeout_add", None).unwrap();
     let hold = model.pool.reserve().await.unwrap();
     let a = [1.0f32, 2.0, 3.0, 4.0];
-    // The request's own timeout (20 ms) shortens the model's 200 ms default.
+    // The request's own timeout (20 ms) shortens the model's 1 s default.
     let started = std::time::Instant::now();
     let (status, retry, body) = post(
         &format!("{}/v2/models/timeout_add/infer", s.http),
@@ -336,7 +336,7 @@ async fn requests_still_queued_at_their_deadline_time_out_and_never_run() {
         body,
         json!({"error": "model 'timeout_add': request timed out in the queue"})
     );
-    assert!(started.elapsed() < Duration::from_millis(190));
+    assert!(started.elapsed() < Duration::from_millis(900));
     // gRPC, no timeout parameter: the model's default applies.
     let mut c = GrpcInferenceServiceClient::connect(s.grpc.clone())
         .await
