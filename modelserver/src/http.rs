@@ -38,6 +38,14 @@ pub async fn serve(
     server: Arc<ModelServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small answers must leave at once: with Nagle's algorithm a response written in two parts
+    // waits for the client's delayed ACK (up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(server))
         .with_graceful_shutdown(shutdown)
         .await
