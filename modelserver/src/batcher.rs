@@ -1,121 +1,774 @@
-//! Scheduling requests onto a model's session pool.
+//! Scheduling requests onto a model's session pool: dynamic batching and the queue policy.
 //!
-//! Today every request runs on its own ([`Scheduler::direct`]): it is admitted if the model's queue
-//! has room, waits for a free session, and runs. The queue bound is what keeps memory bounded under
-//! a flood: beyond `max_queue_size` waiting requests the answer is an immediate
-//! [`ServerError::Overloaded`] (503 / `UNAVAILABLE`).
+//! Every request is first *admitted* to its model's queue: at most `max_queue_size` requests may
+//! wait (admitted, not started) at once, so memory stays bounded under any request rate; beyond
+//! that the answer is an immediate [`ServerError::Overloaded`] (503 with `Retry-After` /
+//! `UNAVAILABLE`). A request may carry a deadline (its `timeout` parameter, or the model's
+//! `default_timeout_microseconds`): if it is still queued when the deadline passes it is answered
+//! [`ServerError::TimedOut`] (503 / `UNAVAILABLE`, as Triton) and never runs. A request whose
+//! client went away (its future dropped) before it started is skipped, never computed.
 //!
-//! This is the seam for dynamic batching: a batching scheduler gathers admitted requests for up to
-//! `max_queue_delay_microseconds`, concatenates them along the batch dimension, runs once, and
-//! splits the outputs back. Callers only see [`Scheduler::submit`].
+//! Models without `dynamic_batching` run each request by itself on a free session. Models with it
+//! get a batching thread (started on first use) with Triton's semantics: it waits for a free session,
+//! takes the oldest queued request, and adds the requests behind it whose inputs have the same
+//! non-batch dimensions until the batch reaches the largest `preferred_batch_size` (or
+//! `max_batch_size`), a smaller preferred size with nothing else waiting, or
+//! `max_queue_delay_microseconds` since the oldest request arrived. The merged inputs (concatenated
+//! along dimension 0; BYTES too) run once and the outputs are split back to each request in order.
+//! If a merged run fails, each request is re-run alone so one bad request cannot fail its
+//! neighbours.
+//!
+//! Callers only see [`Scheduler::submit`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
 
 use crate::error::ServerError;
 use crate::repository::LoadedModel;
-use crate::tensor::Tensor;
+use crate::repository::config::ModelConfig;
+use crate::runtime::Reservation;
+use crate::tensor::{Tensor, TensorData};
+
+/// How long requests may wait, and how many.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePolicy {
+    /// Most requests admitted and not started.
+    pub max_queue_size: u32,
+    /// Deadline of a request that sets no `timeout` (`default_timeout_microseconds`).
+    pub default_timeout: Option<Duration>,
+    /// Whether a request's `timeout` may shorten the default (Triton never lets it lengthen it).
+    pub allow_timeout_override: bool,
+}
+
+impl QueuePolicy {
+    /// The time a request may stay queued, given its own `timeout` parameter (zero = none).
+    ///
+    /// Without a default the request's timeout applies; with one, the request may only shorten it
+    /// and only when `allow_timeout_override` is set, as in Triton.
+    pub fn timeout(&self, requested: Option<Duration>) -> Option<Duration> {
+        let requested = requested.filter(|d| !d.is_zero());
+        match (self.default_timeout, requested) {
+            (None, r) => r,
+            (Some(d), Some(r)) if self.allow_timeout_override => Some(r.min(d)),
+            (Some(d), _) => Some(d),
+        }
+    }
+}
+
+/// When a batch is complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPolicy {
+    /// Largest batch (sum of the requests' batch dimensions).
+    pub max_batch_size: usize,
+    /// Sizes worth dispatching at once, ascending.
+    pub preferred: Vec<usize>,
+    /// Longest wait for more requests after the oldest one arrived.
+    pub max_queue_delay: Duration,
+}
+
+impl BatchPolicy {
+    /// The batch size at which a batch is dispatched without waiting: the largest preferred size,
+    /// else `max_batch_size`.
+    fn target(&self) -> usize {
+        self.preferred
+            .last()
+            .copied()
+            .unwrap_or(self.max_batch_size)
+            .min(self.max_batch_size)
+    }
+}
+
+/// Builds the queue and batch policies for a model configuration; `default_queue` applies when
+/// the configuration sets no `max_queue_size`.
+pub fn policies(config: &ModelConfig, default_queue: u32) -> (QueuePolicy, Option<BatchPolicy>) {
+    let d = config.dynamic_batching.as_ref();
+    let micros = |us: u64| (us > 0).then(|| Duration::from_micros(us));
+    let queue = QueuePolicy {
+        max_queue_size: d
+            .and_then(|d| d.max_queue_size)
+            .filter(|&q| q > 0)
+            .unwrap_or(default_queue),
+        default_timeout: d.and_then(|d| micros(d.default_timeout_microseconds)),
+        allow_timeout_override: d.is_some_and(|d| d.allow_timeout_override),
+    };
+    let batch = d.filter(|_| config.max_batch_size > 0).map(|d| {
+        let max = config.max_batch_size as usize;
+        let mut preferred: Vec<usize> = d
+            .preferred_batch_size
+            .iter()
+            .map(|&p| p as usize)
+            .filter(|&p| p > 0 && p <= max)
+            .collect();
+        preferred.sort_unstable();
+        preferred.dedup();
+        BatchPolicy {
+            max_batch_size: max,
+            preferred,
+            max_queue_delay: Duration::from_micros(d.max_queue_delay_microseconds),
+        }
+    });
+    (queue, batch)
+}
+
+/// A request's place in the line, as seen by both the caller and the batching thread; whoever
+/// moves it out of `QUEUED` first decides its fate.
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const TIMED_OUT: u8 = 2;
+const CANCELLED: u8 = 3;
 
 /// Per-model request scheduler.
 pub struct Scheduler {
-    /// Requests admitted and not yet finished (waiting or running).
-    in_flight: AtomicU32,
-    /// Most requests that may wait for a session at once.
-    max_queue: u32,
+    /// Requests admitted and not started; shared with the slots that release it.
+    queued: Arc<AtomicU32>,
+    /// Queue bound and deadlines.
+    queue: QueuePolicy,
+    /// Dynamic batching, for models configured with it.
+    batching: Option<Batching>,
 }
 
-/// Decrements the in-flight count however the request ends (success, error, client gone).
-struct Admission<'a>(&'a AtomicU32);
+/// The batching side of a scheduler.
+struct Batching {
+    policy: BatchPolicy,
+    /// Sender to the batching thread, created with the thread on first use (it needs the tokio
+    /// runtime's handle and the model's `Arc`). Unbounded because admission already bounds what is
+    /// in it. Dropping it (with the model) ends the thread.
+    sender: OnceLock<mpsc::Sender<Pending>>,
+}
 
-impl Drop for Admission<'_> {
+/// One admitted request's place in the queue; releases it when dropped.
+struct QueueSlot(Arc<AtomicU32>);
+
+impl Drop for QueueSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// A request waiting for the batching thread.
+struct Pending {
+    /// Inputs sorted by name, so the requests of one batch line up.
+    inputs: Vec<Tensor>,
+    /// Outputs the client asked for, in its order.
+    outputs: Vec<String>,
+    /// Its batch dimension.
+    batch: usize,
+    /// Admission time, for the queue statistics and the delay window.
+    enqueued: Instant,
+    /// When it must have started.
+    deadline: Option<Instant>,
+    /// QUEUED / STARTED / TIMED_OUT / CANCELLED, shared with the waiting caller.
+    state: Arc<AtomicU8>,
+    /// Where the answer goes.
+    reply: oneshot::Sender<Result<Vec<Tensor>, ServerError>>,
+    /// Counted in the queue until started or dropped.
+    slot: QueueSlot,
+}
+
+/// Marks a request cancelled if its caller goes away while it is still queued.
+struct Abandon<'a> {
+    state: &'a AtomicU8,
+    model: &'a LoadedModel,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if cas(self.state, CANCELLED) {
+            self.model.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Moves `state` from QUEUED to `to`; false if someone else moved it first.
+fn cas(state: &AtomicU8, to: u8) -> bool {
+    state
+        .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
 impl Scheduler {
-    /// A scheduler that runs each request by itself, with a queue of `max_queue` waiting requests.
-    pub fn direct(max_queue: u32) -> Self {
+    /// A scheduler with `queue` policy that batches with `batch` when given.
+    pub fn new(queue: QueuePolicy, batch: Option<BatchPolicy>) -> Self {
         Scheduler {
-            in_flight: AtomicU32::new(0),
-            max_queue,
+            queued: Arc::new(AtomicU32::new(0)),
+            queue,
+            batching: batch.map(|policy| Batching {
+                policy,
+                sender: OnceLock::new(),
+            }),
         }
     }
 
-    /// Requests admitted and not finished.
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+    /// A scheduler that runs each request by itself, with room for `max_queue` waiting requests.
+    pub fn direct(max_queue: u32) -> Self {
+        Self::new(
+            QueuePolicy {
+                max_queue_size: max_queue,
+                default_timeout: None,
+                allow_timeout_override: false,
+            },
+            None,
+        )
     }
 
-    /// Admits one request if fewer than `capacity` are in flight; the returned guard releases the
-    /// slot when dropped.
+    /// Requests admitted and not yet started (`nv_inference_queue_size`).
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The batch policy, for models that batch.
+    pub fn batch_policy(&self) -> Option<&BatchPolicy> {
+        self.batching.as_ref().map(|b| &b.policy)
+    }
+
+    /// Admits one request if the queue has room.
     ///
     /// # Errors
-    /// [`ServerError::Overloaded`] when `capacity` requests are already in flight.
-    fn admit(&self, capacity: u32, model: &str) -> Result<Admission<'_>, ServerError> {
-        self.in_flight
+    /// [`ServerError::Overloaded`] when `max_queue_size` requests are already waiting.
+    fn admit(&self, model: &str) -> Result<QueueSlot, ServerError> {
+        let capacity = self.queue.max_queue_size;
+        self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < capacity).then_some(n + 1)
             })
-            .map(|_| Admission(&self.in_flight))
+            .map(|_| QueueSlot(Arc::clone(&self.queued)))
             .map_err(|_| ServerError::Overloaded(model.to_string()))
     }
 
-    /// Runs validated `inputs` on `model`, returning the `outputs` asked for, in order.
+    /// Runs validated `inputs` (of batch dimension `batch`) on `model`, returning the `outputs`
+    /// asked for, in order. `timeout` is the request's own `timeout` parameter.
     ///
-    /// If the caller's future is dropped while the request waits for a session (a client that
+    /// If the caller's future is dropped while the request is queued (a client that
     /// disconnected), the request never runs.
     ///
     /// # Errors
-    /// [`ServerError::Overloaded`] when the queue is full; errors of [`crate::runtime::execute`].
+    /// [`ServerError::Overloaded`] when the queue is full, [`ServerError::TimedOut`] when the
+    /// deadline passed while queued; errors of [`crate::runtime::execute`].
     pub async fn submit(
         &self,
         model: &Arc<LoadedModel>,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
         batch: u64,
+        timeout: Option<Duration>,
     ) -> Result<Vec<Tensor>, ServerError> {
-        let capacity = self
-            .max_queue
-            .saturating_add(u32::try_from(model.pool.len()).unwrap_or(u32::MAX));
-        let _admission = self.admit(capacity, &model.name)?;
-        let queued_at = Instant::now();
-        let m = Arc::clone(model);
-        let result = model
-            .pool
-            .run(move |session| {
-                m.stats.queue.record(queued_at.elapsed());
-                let result = crate::runtime::execute(session, &inputs, &outputs);
-                if let Ok((_, times)) = &result {
-                    m.stats.compute_input.record(times.input);
-                    m.stats.compute_infer.record(times.infer);
-                    m.stats.compute_output.record(times.output);
-                    m.stats.record_execution(batch);
-                }
-                result
-            })
-            .await??;
-        Ok(result.0)
+        let slot = self.admit(&model.name).inspect_err(|_| {
+            model
+                .stats
+                .rejected_overload
+                .fetch_add(1, Ordering::Relaxed);
+        })?;
+        let enqueued = Instant::now();
+        let deadline = self.queue.timeout(timeout).map(|d| enqueued + d);
+        match &self.batching {
+            None => run_alone(model, inputs, outputs, batch, slot, enqueued, deadline).await,
+            Some(b) => {
+                let pending = Pending {
+                    inputs,
+                    outputs,
+                    batch: usize::try_from(batch).unwrap_or(usize::MAX),
+                    enqueued,
+                    deadline,
+                    state: Arc::new(AtomicU8::new(QUEUED)),
+                    reply: oneshot::channel().0,
+                    slot,
+                };
+                b.submit(model, pending).await
+            }
+        }
     }
+}
+
+/// Runs one request by itself on the next free session.
+async fn run_alone(
+    model: &Arc<LoadedModel>,
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+    batch: u64,
+    slot: QueueSlot,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+) -> Result<Vec<Tensor>, ServerError> {
+    let reserve = model.pool.reserve();
+    let reservation = match deadline {
+        None => reserve.await?,
+        Some(d) => match tokio::time::timeout_at(d.into(), reserve).await {
+            Ok(r) => r?,
+            Err(_) => {
+                model.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                return Err(ServerError::TimedOut(model.name.clone()));
+            }
+        },
+    };
+    drop(slot);
+    model.stats.queue.record(enqueued.elapsed());
+    let m = Arc::clone(model);
+    reservation
+        .run(move |session| {
+            let (tensors, times) = crate::runtime::execute(session, &inputs, &outputs)?;
+            m.stats.record_batch(batch, &times);
+            Ok(tensors)
+        })
+        .await?
+}
+
+impl Batching {
+    /// Queues `pending` for the batching thread and waits for its answer or its deadline.
+    async fn submit(
+        &self,
+        model: &Arc<LoadedModel>,
+        mut pending: Pending,
+    ) -> Result<Vec<Tensor>, ServerError> {
+        let (reply, mut answer) = oneshot::channel();
+        pending.reply = reply;
+        pending.inputs.sort_by(|a, b| a.name.cmp(&b.name));
+        let state = Arc::clone(&pending.state);
+        let deadline = pending.deadline;
+        let sender = self.sender.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let (handle, weak, policy) = (
+                tokio::runtime::Handle::current(),
+                Arc::downgrade(model),
+                self.policy.clone(),
+            );
+            // If the thread cannot start, `rx` is dropped and every send below fails with an
+            // internal error naming the batcher: the model keeps answering, never hangs.
+            let spawned = std::thread::Builder::new()
+                .name(format!("batcher-{}", model.name))
+                .spawn(move || batch_loop(&handle, &weak, &rx, &policy));
+            if let Err(e) = spawned {
+                tracing::error!(model.name = %model.name, error = %e, "cannot start the batching thread");
+            }
+            tx
+        });
+        sender
+            .send(pending)
+            .map_err(|_| ServerError::Internal("the model's batching thread stopped".into()))?;
+        let _abandon = Abandon {
+            state: &state,
+            model,
+        };
+        let answer = match deadline {
+            None => answer.await,
+            Some(d) => {
+                tokio::select! {
+                    a = &mut answer => a,
+                    () = tokio::time::sleep_until(d.into()) => {
+                        if cas(&state, TIMED_OUT) {
+                            model.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                            return Err(ServerError::TimedOut(model.name.clone()));
+                        }
+                        // Already started (or timed out by the batcher, which answers): wait.
+                        answer.await
+                    }
+                }
+            }
+        };
+        answer
+            .map_err(|_| ServerError::Internal("the batching thread dropped the request".into()))?
+    }
+}
+
+/// Requests merged into one execution.
+#[derive(Default)]
+struct Batch {
+    /// Each member's inputs, sorted by name.
+    inputs: Vec<Vec<Tensor>>,
+    /// Each member's reply, requested outputs and batch dimension.
+    members: Vec<Member>,
+    /// Sum of the members' batch dimensions.
+    size: usize,
+}
+
+struct Member {
+    reply: oneshot::Sender<Result<Vec<Tensor>, ServerError>>,
+    outputs: Vec<String>,
+    batch: usize,
+}
+
+impl Batch {
+    /// Whether `p` may join: room left and the same non-batch dimensions for every input.
+    fn fits(&self, p: &Pending, max: usize) -> bool {
+        let Some(first) = self.inputs.first() else {
+            return true;
+        };
+        self.size.saturating_add(p.batch) <= max
+            && first.len() == p.inputs.len()
+            && first.iter().zip(&p.inputs).all(|(a, b)| {
+                a.name == b.name && a.datatype == b.datatype && a.shape.get(1..) == b.shape.get(1..)
+            })
+    }
+
+    /// Starts `p` as a member unless its client is gone or its deadline has passed (answered
+    /// here). Returns whether it joined.
+    fn join(&mut self, p: Pending, model: &LoadedModel) -> bool {
+        if p.deadline.is_some_and(|d| Instant::now() >= d) {
+            if cas(&p.state, TIMED_OUT) {
+                model.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                let _ = p.reply.send(Err(ServerError::TimedOut(model.name.clone())));
+            }
+            return false;
+        }
+        if p.reply.is_closed() || !cas(&p.state, STARTED) {
+            return false;
+        }
+        model.stats.queue.record(p.enqueued.elapsed());
+        drop(p.slot);
+        self.size += p.batch;
+        self.inputs.push(p.inputs);
+        self.members.push(Member {
+            reply: p.reply,
+            outputs: p.outputs,
+            batch: p.batch,
+        });
+        true
+    }
+}
+
+/// The batching thread of one model: forms batches and dispatches each on a reserved session.
+/// Ends when the model is dropped (its sender with it).
+///
+/// A thread rather than a tokio task because the delay window is often well under a millisecond,
+/// finer than tokio's timer wheel; a blocking `recv_timeout` waits exactly as long as asked.
+fn batch_loop(
+    runtime: &tokio::runtime::Handle,
+    model: &Weak<LoadedModel>,
+    queue: &mpsc::Receiver<Pending>,
+    policy: &BatchPolicy,
+) {
+    let mut carry: Option<Pending> = None;
+    let mut spare: Option<Reservation> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match queue.recv() {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let Some(model) = model.upgrade() else { return };
+        // Wait for a session before forming the batch: requests arriving meanwhile join it.
+        let reservation = match spare.take() {
+            Some(r) => r,
+            None => match runtime.block_on(model.pool.reserve()) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = first.reply.send(Err(e));
+                    continue;
+                }
+            },
+        };
+        let window_end = first.enqueued + policy.max_queue_delay;
+        let mut batch = Batch::default();
+        if !batch.join(first, &model) {
+            spare = Some(reservation);
+            continue;
+        }
+        while batch.size < policy.target() {
+            let next = match queue.try_recv() {
+                Ok(p) => p,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if policy.preferred.contains(&batch.size) || now >= window_end {
+                        break;
+                    }
+                    match queue.recv_timeout(window_end - now) {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    }
+                }
+            };
+            if !batch.fits(&next, policy.max_batch_size) {
+                carry = Some(next);
+                break;
+            }
+            batch.join(next, &model);
+        }
+        runtime.spawn(run_batch(model, reservation, batch));
+    }
+}
+
+/// Runs one batch and answers its members.
+async fn run_batch(model: Arc<LoadedModel>, reservation: Reservation, batch: Batch) {
+    let Batch {
+        inputs,
+        members,
+        size,
+    } = batch;
+    // Every output any member asked for, in model order.
+    let outputs: Vec<String> = model
+        .outputs
+        .iter()
+        .filter(|o| members.iter().any(|m| m.outputs.contains(&o.name)))
+        .map(|o| o.name.clone())
+        .collect();
+    let batches: Vec<usize> = members.iter().map(|m| m.batch).collect();
+    let m = Arc::clone(&model);
+    let names = outputs.clone();
+    let results = reservation
+        .run(move |session| execute_batch(session, &m, inputs, &names, &batches, size))
+        .await;
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => vec![Err(e); members.len()],
+    };
+    for (member, result) in members.into_iter().zip(results) {
+        let answer = result.map(|tensors| {
+            member
+                .outputs
+                .iter()
+                .filter_map(|name| {
+                    outputs
+                        .iter()
+                        .position(|o| o == name)
+                        .and_then(|i| tensors.get(i).cloned())
+                })
+                .collect()
+        });
+        let _ = member.reply.send(answer);
+    }
+}
+
+/// Runs the merged batch on `session`; returns each member's outputs (all of `outputs`). If the
+/// merged run fails, each member runs alone so each gets its own result or error.
+fn execute_batch(
+    session: &mut ort::session::Session,
+    model: &LoadedModel,
+    inputs: Vec<Vec<Tensor>>,
+    outputs: &[String],
+    batches: &[usize],
+    size: usize,
+) -> Vec<Result<Vec<Tensor>, ServerError>> {
+    let alone = |session: &mut ort::session::Session, inputs: &[Tensor], batch: usize| {
+        let (tensors, times) = crate::runtime::execute(session, inputs, outputs)?;
+        model.stats.record_batch(batch as u64, &times);
+        Ok(tensors)
+    };
+    if inputs.len() == 1 {
+        return vec![alone(session, &inputs[0], size)];
+    }
+    let merged = merge(&inputs, size).and_then(|merged| {
+        let (tensors, times) = crate::runtime::execute(session, &merged, outputs)?;
+        let parts = split(tensors, batches, size)?;
+        model.stats.record_batch(size as u64, &times);
+        Ok(parts)
+    });
+    match merged {
+        Ok(parts) => parts.into_iter().map(Ok).collect(),
+        Err(_) => inputs
+            .iter()
+            .zip(batches)
+            .map(|(i, &b)| alone(session, i, b))
+            .collect(),
+    }
+}
+
+/// Concatenates each input of `requests` along dimension 0 (inputs line up by position: the
+/// batcher sorted them by name and checked their other dimensions).
+fn merge(requests: &[Vec<Tensor>], size: usize) -> Result<Vec<Tensor>, ServerError> {
+    let Some(first) = requests.first() else {
+        return Ok(Vec::new());
+    };
+    let mut merged = Vec::with_capacity(first.len());
+    for (i, template) in first.iter().enumerate() {
+        let parts = requests.iter().filter_map(|r| r.get(i));
+        let data = match &template.data {
+            TensorData::Raw(_) => {
+                let mut out = BytesMut::new();
+                for t in parts {
+                    match &t.data {
+                        TensorData::Raw(b) => out.extend_from_slice(b),
+                        TensorData::Strings(_) => return Err(mixed(&t.name)),
+                    }
+                }
+                TensorData::Raw(out.freeze())
+            }
+            TensorData::Strings(_) => {
+                let mut out = Vec::new();
+                for t in parts {
+                    match &t.data {
+                        TensorData::Strings(s) => out.extend(s.iter().cloned()),
+                        TensorData::Raw(_) => return Err(mixed(&t.name)),
+                    }
+                }
+                TensorData::Strings(out)
+            }
+        };
+        let mut shape = template.shape.clone();
+        if let Some(d) = shape.first_mut() {
+            *d = i64::try_from(size).unwrap_or(i64::MAX);
+        }
+        merged.push(Tensor {
+            name: template.name.clone(),
+            datatype: template.datatype,
+            shape,
+            data,
+        });
+    }
+    Ok(merged)
+}
+
+fn mixed(name: &str) -> ServerError {
+    ServerError::Internal(format!("input '{name}': mixed BYTES and fixed-width data"))
+}
+
+/// Splits each output along dimension 0 into `batches` rows per member.
+fn split(
+    outputs: Vec<Tensor>,
+    batches: &[usize],
+    size: usize,
+) -> Result<Vec<Vec<Tensor>>, ServerError> {
+    let mut parts: Vec<Vec<Tensor>> = batches
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
+    for t in outputs {
+        let rows = t.shape.first().and_then(|&d| usize::try_from(d).ok());
+        let elements = match &t.data {
+            TensorData::Raw(b) => b.len(),
+            TensorData::Strings(s) => s.len(),
+        };
+        if rows != Some(size) || size == 0 || elements % size != 0 {
+            return Err(ServerError::Internal(format!(
+                "output '{}' has shape {:?}, which cannot be split into a batch of {size}",
+                t.name, t.shape
+            )));
+        }
+        let per_row = elements / size;
+        let mut start = 0;
+        for (part, &b) in parts.iter_mut().zip(batches) {
+            let end = start + b * per_row;
+            let data = match &t.data {
+                TensorData::Raw(bytes) => TensorData::Raw(bytes.slice(start..end)),
+                TensorData::Strings(s) => TensorData::Strings(s[start..end].to_vec()),
+            };
+            let mut shape = t.shape.clone();
+            shape[0] = i64::try_from(b).unwrap_or(i64::MAX);
+            part.push(Tensor {
+                name: t.name.clone(),
+                datatype: t.datatype,
+                shape,
+                data,
+            });
+            start = end;
+        }
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::DataType;
+    use bytes::Bytes;
+
+    fn raw(name: &str, shape: &[i64], values: &[f32]) -> Tensor {
+        Tensor {
+            name: name.into(),
+            datatype: DataType::Fp32,
+            shape: shape.to_vec(),
+            data: TensorData::Raw(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        }
+    }
 
     #[test]
     fn admission_is_bounded_and_released_on_drop() {
-        let s = Scheduler::direct(1);
-        let first = s.admit(2, "m").unwrap();
-        let second = s.admit(2, "m").unwrap();
-        let e = s.admit(2, "m").err().unwrap();
+        let s = Scheduler::direct(2);
+        let first = s.admit("m").unwrap();
+        let second = s.admit("m").unwrap();
+        let e = s.admit("m").err().unwrap();
         assert_eq!(e.to_string(), "model 'm' is overloaded: queue is full");
         assert_eq!(e.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(s.in_flight(), 2);
+        assert_eq!(s.queued(), 2);
         drop(first);
-        let _third = s.admit(2, "m").unwrap();
+        let _third = s.admit("m").unwrap();
         drop(second);
-        assert_eq!(s.in_flight(), 1);
+        assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn merge_and_split_round_trip_fixed_and_bytes() {
+        let a = vec![raw("x", &[1, 2], &[1.0, 2.0])];
+        let b = vec![raw("x", &[2, 2], &[3.0, 4.0, 5.0, 6.0])];
+        let merged = merge(&[a, b], 3).unwrap();
+        assert_eq!(merged[0].shape, vec![3, 2]);
+        let parts = split(merged, &[1, 2], 3).unwrap();
+        assert_eq!(parts[0][0], raw("x", &[1, 2], &[1.0, 2.0]));
+        assert_eq!(parts[1][0], raw("x", &[2, 2], &[3.0, 4.0, 5.0, 6.0]));
+
+        let s = |v: &[&'static str], n: i64| Tensor {
+            name: "t".into(),
+            datatype: DataType::Bytes,
+            shape: vec![n, 1],
+            data: TensorData::Strings(v.iter().map(|e| Bytes::from_static(e.as_bytes())).collect()),
+        };
+        let merged = merge(&[vec![s(&["a", "b"], 2)], vec![s(&["c"], 1)]], 3).unwrap();
+        assert_eq!(merged[0], s(&["a", "b", "c"], 3));
+        let parts = split(merged, &[2, 1], 3).unwrap();
+        assert_eq!(parts[0][0], s(&["a", "b"], 2));
+        assert_eq!(parts[1][0], s(&["c"], 1));
+    }
+
+    #[test]
+    fn only_requests_with_equal_non_batch_dims_and_room_fit() {
+        let pending = |shape: &[i64]| Pending {
+            inputs: vec![raw(
+                "x",
+                shape,
+                &vec![0.0; shape.iter().product::<i64>() as usize],
+            )],
+            outputs: Vec::new(),
+            batch: shape[0] as usize,
+            enqueued: Instant::now(),
+            deadline: None,
+            state: Arc::new(AtomicU8::new(QUEUED)),
+            reply: oneshot::channel().0,
+            slot: QueueSlot(Arc::new(AtomicU32::new(1))),
+        };
+        let mut batch = Batch::default();
+        batch.inputs.push(vec![raw("x", &[2, 3], &[0.0; 6])]);
+        batch.size = 2;
+        assert!(batch.fits(&pending(&[1, 3]), 4));
+        assert!(batch.fits(&pending(&[2, 3]), 4));
+        assert!(!batch.fits(&pending(&[3, 3]), 4), "over max_batch_size");
+        assert!(!batch.fits(&pending(&[1, 2]), 4), "other width");
+        let mut bytes = pending(&[1, 3]);
+        bytes.inputs[0].datatype = DataType::Bytes;
+        assert!(!batch.fits(&bytes, 4), "other datatype");
+    }
+
+    #[test]
+    fn split_rejects_an_output_without_the_batch_dimension() {
+        let e = split(vec![raw("y", &[1], &[1.0])], &[1, 1], 2).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot be split into a batch of 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn timeout_policy_follows_triton() {
+        let mut q = QueuePolicy {
+            max_queue_size: 1,
+            default_timeout: None,
+            allow_timeout_override: false,
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(q.timeout(None), None);
+        assert_eq!(q.timeout(Some(ms(5))), Some(ms(5)));
+        assert_eq!(q.timeout(Some(ms(0))), None);
+        q.default_timeout = Some(ms(10));
+        assert_eq!(q.timeout(None), Some(ms(10)));
+        assert_eq!(q.timeout(Some(ms(5))), Some(ms(10)));
+        q.allow_timeout_override = true;
+        assert_eq!(q.timeout(Some(ms(5))), Some(ms(5)));
+        assert_eq!(q.timeout(Some(ms(50))), Some(ms(10)));
     }
 }

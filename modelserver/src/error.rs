@@ -8,7 +8,7 @@
 use http::StatusCode;
 
 /// An error answered to a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServerError {
     /// The request is malformed or does not match the model (400 / `INVALID_ARGUMENT`).
     #[error("{0}")]
@@ -43,6 +43,10 @@ pub enum ServerError {
     /// The model's queue is full (503 / `UNAVAILABLE`).
     #[error("model '{0}' is overloaded: queue is full")]
     Overloaded(String),
+    /// The request was still queued when its deadline (the `timeout` parameter or the model's
+    /// `default_timeout_microseconds`) passed (503 / `UNAVAILABLE`, as Triton answers it).
+    #[error("model '{0}': request timed out in the queue")]
+    TimedOut(String),
     /// Loading a model failed on an explicit load request (400 / `INVALID_ARGUMENT`, as Triton).
     #[error("failed to load model '{model}': {reason}")]
     LoadFailed {
@@ -72,9 +76,9 @@ impl ServerError {
             ServerError::UnknownModel(_)
             | ServerError::UnknownVersion { .. }
             | ServerError::NoRoute(_) => StatusCode::NOT_FOUND,
-            ServerError::NotReady { .. } | ServerError::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServerError::NotReady { .. }
+            | ServerError::Overloaded(_)
+            | ServerError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ServerError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
@@ -91,9 +95,9 @@ impl ServerError {
             ServerError::UnknownModel(_) | ServerError::UnknownVersion { .. } => {
                 tonic::Status::not_found(message)
             }
-            ServerError::NotReady { .. } | ServerError::Overloaded(_) => {
-                tonic::Status::unavailable(message)
-            }
+            ServerError::NotReady { .. }
+            | ServerError::Overloaded(_)
+            | ServerError::TimedOut(_) => tonic::Status::unavailable(message),
             ServerError::PayloadTooLarge { .. } => tonic::Status::resource_exhausted(message),
             ServerError::Internal(_) => tonic::Status::internal(message),
             ServerError::Unsupported(_) | ServerError::NoRoute(_) => {
@@ -106,7 +110,7 @@ impl ServerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ServerError::NotReady { .. } | ServerError::Overloaded(_)
+            ServerError::NotReady { .. } | ServerError::Overloaded(_) | ServerError::TimedOut(_)
         )
     }
 }

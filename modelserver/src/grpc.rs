@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -52,10 +53,19 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate)
         .send_compressed(CompressionEncoding::Gzip);
+    // Accepted connections get TCP_NODELAY (tonic sets it only on listeners it binds itself):
+    // without it small answers can wait for the client's delayed ACK.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    });
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
@@ -168,8 +178,12 @@ impl GrpcInferenceService for OipService {
             .server
             .model(&name, version(&requested_version))
             .map_err(status)?;
-        let decoded = decode_request(&model, r.inputs, r.raw_input_contents, r.outputs);
-        let (inputs, outputs, batch) = match decoded {
+        let timeout = timeout_parameter(r.parameters.get("timeout"));
+        let decoded = timeout.and_then(|timeout| {
+            decode_request(&model, r.inputs, r.raw_input_contents, r.outputs)
+                .map(|(i, o, b)| (i, o, b, timeout))
+        });
+        let (inputs, outputs, batch, timeout) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 self.server.record_rejected(&model, started);
@@ -178,7 +192,7 @@ impl GrpcInferenceService for OipService {
         };
         let tensors = self
             .server
-            .infer(&model, inputs, outputs, batch)
+            .infer(&model, inputs, outputs, batch, timeout)
             .await
             .map_err(status)?;
         let mut response = pb::ModelInferResponse {
@@ -280,6 +294,25 @@ impl GrpcInferenceService for OipService {
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
+}
+
+/// Reads the request's `timeout` parameter: microseconds the request may stay queued, as Triton.
+fn timeout_parameter(
+    p: Option<&pb::InferParameter>,
+) -> Result<Option<std::time::Duration>, ServerError> {
+    use pb::infer_parameter::ParameterChoice;
+    let Some(p) = p else { return Ok(None) };
+    let us = match p.parameter_choice {
+        Some(ParameterChoice::Int64Param(v)) => u64::try_from(v).ok(),
+        Some(ParameterChoice::Uint64Param(v)) => Some(v),
+        _ => None,
+    };
+    us.map(|us| Some(std::time::Duration::from_micros(us)))
+        .ok_or_else(|| {
+            ServerError::InvalidInput(
+                "parameter 'timeout' must be a non-negative integer (microseconds)".into(),
+            )
+        })
 }
 
 fn decode_request(
@@ -528,6 +561,25 @@ fn stats_proto(j: &serde_json::Value) -> pb::ModelStatistics {
             compute_infer: d("compute_infer"),
             compute_output: d("compute_output"),
         }),
-        batch_stats: Vec::new(),
+        batch_stats: j["batch_stats"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                let d = |k: &str| {
+                    Some(pb::StatisticDuration {
+                        count: b[k]["count"].as_u64().unwrap_or(0),
+                        ns: b[k]["ns"].as_u64().unwrap_or(0),
+                    })
+                };
+                pb::InferBatchStatistics {
+                    batch_size: b["batch_size"].as_u64().unwrap_or(0),
+                    compute_input: d("compute_input"),
+                    compute_infer: d("compute_infer"),
+                    compute_output: d("compute_output"),
+                }
+            })
+            .collect(),
     }
 }

@@ -38,6 +38,14 @@ pub async fn serve(
     server: Arc<ModelServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small answers must leave at once: with Nagle's algorithm a response written in two parts
+    // waits for the client's delayed ACK (up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(server))
         .with_graceful_shutdown(shutdown)
         .await
@@ -77,7 +85,7 @@ pub fn router(server: Arc<ModelServer>) -> Router {
 pub fn error_response(e: &ServerError) -> Response {
     let mut response =
         (e.http_status(), axum::Json(json!({"error": e.to_string()}))).into_response();
-    if matches!(e, ServerError::Overloaded(_)) {
+    if matches!(e, ServerError::Overloaded(_) | ServerError::TimedOut(_)) {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -394,15 +402,20 @@ async fn infer(
     let request: InferRequestJson = serde_json::from_slice(&body[..header_len])
         .map_err(|e| ServerError::InvalidInput(format!("malformed inference request JSON: {e}")))?;
     let model = server.model(model_name, version)?;
-    let result = decode_request(&model, request, body.slice(header_len..));
-    let (inputs, outputs, binary, id, batch) = match result {
+    let timeout = timeout_parameter(request.parameters.get("timeout"));
+    let result = timeout.and_then(|timeout| {
+        decode_request(&model, request, body.slice(header_len..)).map(|d| (d, timeout))
+    });
+    let ((inputs, outputs, binary, id, batch), timeout) = match result {
         Ok(r) => r,
         Err(e) => {
             server.record_rejected(&model, started);
             return Err(e);
         }
     };
-    let tensors = server.infer(&model, inputs, outputs, batch).await?;
+    let tensors = server
+        .infer(&model, inputs, outputs, batch, timeout)
+        .await?;
     let mut response = encode_response(&model.name, &model.version_string(), id, tensors, &binary);
     if let Some(accept) = headers
         .get(header::ACCEPT_ENCODING)
@@ -411,6 +424,21 @@ async fn infer(
         response = compress_response(accept, response).await;
     }
     Ok(response)
+}
+
+/// Reads the request's `timeout` parameter: microseconds the request may stay queued, as Triton.
+fn timeout_parameter(value: Option<&Json>) -> Result<Option<std::time::Duration>, ServerError> {
+    value
+        .map(|v| {
+            v.as_u64()
+                .map(std::time::Duration::from_micros)
+                .ok_or_else(|| {
+                    ServerError::InvalidInput(
+                        "parameter 'timeout' must be a non-negative integer (microseconds)".into(),
+                    )
+                })
+        })
+        .transpose()
 }
 
 /// Compresses an inference response for a client that asked for it; the binary extension's

@@ -8,8 +8,8 @@
 //! one place errors become HTTP statuses and gRPC codes; [`stats`] holds the counters behind both
 //! the statistics extension and the `nv_inference_*` metrics.
 //!
-//! What it does not guarantee: requests are not batched together yet (each runs alone on a free
-//! session); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); GPU metrics through
+//! What it does not guarantee: a request's `timeout` bounds only its time in the queue, not its
+//! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); GPU metrics through
 //! NVML are not reported; one ONNX Runtime environment serves the whole process, so the library
 //! path chosen first wins.
 

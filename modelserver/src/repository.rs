@@ -53,7 +53,7 @@ pub struct LoadedModel {
     pub provider: Provider,
     /// Statistics.
     pub stats: ModelStats,
-    /// The request scheduler (direct today, dynamic batching later).
+    /// The request scheduler: the bounded queue, deadlines and dynamic batching.
     pub scheduler: Scheduler,
 }
 
@@ -545,12 +545,8 @@ impl ModelRepository {
                     shape,
                 }
             };
-            let max_queue = completed
-                .dynamic_batching
-                .as_ref()
-                .and_then(|d| d.max_queue_size)
-                .filter(|&q| q > 0)
-                .unwrap_or(self.config.limits.max_queue_size);
+            let (queue, batching) =
+                crate::batcher::policies(&completed, self.config.limits.max_queue_size);
             let model = LoadedModel {
                 name: name.to_string(),
                 version,
@@ -560,7 +556,7 @@ impl ModelRepository {
                 pool: Arc::new(SessionPool::new(sessions)),
                 provider,
                 stats: ModelStats::default(),
-                scheduler: Scheduler::direct(max_queue),
+                scheduler: Scheduler::new(queue, batching),
             };
             versions.insert(version, Arc::new(model));
         }

@@ -351,13 +351,56 @@ impl SessionPool {
         self: &Arc<Self>,
         f: impl FnOnce(&mut Session) -> R + Send + 'static,
     ) -> Result<R, ServerError> {
+        self.reserve().await?.run(f).await
+    }
+
+    /// Waits for a free session and reserves it; the session is used by [`Reservation::run`] and
+    /// freed when the reservation is dropped. Dropping this future while it waits gives up its
+    /// place in line.
+    ///
+    /// # Errors
+    /// [`ServerError::Internal`] if the pool was closed.
+    pub async fn reserve(self: &Arc<Self>) -> Result<Reservation, ServerError> {
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| ServerError::Internal("session pool closed".into()))?;
-        let pool = Arc::clone(self);
+        Ok(Reservation {
+            pool: Arc::clone(self),
+            permit,
+        })
+    }
+
+    fn take_free(&self) -> usize {
+        // Holding a permit guarantees a free index: permits == free indexes at all times.
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or(0)
+    }
+}
+
+/// A session reserved for one run: holding it is holding one of the pool's permits.
+pub struct Reservation {
+    /// The pool the session is returned to.
+    pool: Arc<SessionPool>,
+    /// Released on drop, which lets the next waiter in.
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Reservation {
+    /// Runs `f` with the reserved session on the blocking thread pool.
+    ///
+    /// # Errors
+    /// [`ServerError::Internal`] if the blocking task panicked.
+    pub async fn run<R: Send + 'static>(
+        self,
+        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+    ) -> Result<R, ServerError> {
+        let Reservation { pool, permit } = self;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let index = pool.take_free();
@@ -377,15 +420,6 @@ impl SessionPool {
         })
         .await
         .map_err(|e| ServerError::Internal(format!("inference task failed: {e}")))
-    }
-
-    fn take_free(&self) -> usize {
-        // Holding a permit guarantees a free index: permits == free indexes at all times.
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or(0)
     }
 }
 

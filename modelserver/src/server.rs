@@ -134,7 +134,8 @@ impl ModelServer {
         Ok(json!({"model_stats": stats}))
     }
 
-    /// Runs one request whose inputs were checked with [`check_input`] and [`check_request`].
+    /// Runs one request whose inputs were checked with [`check_input`] and [`check_request`];
+    /// `timeout` is the request's `timeout` parameter (how long it may stay queued).
     ///
     /// # Errors
     /// As [`crate::batcher::Scheduler::submit`]. Every outcome is counted in the statistics.
@@ -144,6 +145,7 @@ impl ModelServer {
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
         batch: u64,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Vec<Tensor>, ServerError> {
         let mut outcome = Outcome {
             model,
@@ -151,7 +153,10 @@ impl ModelServer {
             succeeded: false,
         };
         model.stats.pending.fetch_add(1, Ordering::Relaxed);
-        let result = model.scheduler.submit(model, inputs, outputs, batch).await;
+        let result = model
+            .scheduler
+            .submit(model, inputs, outputs, batch, timeout)
+            .await;
         outcome.succeeded = result.is_ok();
         result
     }
@@ -169,7 +174,7 @@ impl ModelServer {
         let models = self.repository.loaded();
         let mut out = String::new();
         type Get = fn(&LoadedModel) -> u64;
-        let families: [(&str, &str, &str, Get); 10] = [
+        let families: [(&str, &str, &str, Get); 14] = [
             (
                 "nv_inference_request_success",
                 "counter",
@@ -230,6 +235,30 @@ impl ModelServer {
                 "Instantaneous number of pending requests awaiting execution",
                 |m| m.stats.pending.load(Ordering::Relaxed),
             ),
+            (
+                "nv_inference_queue_size",
+                "gauge",
+                "Instantaneous number of requests admitted to the queue and not yet started",
+                |m| u64::from(m.scheduler.queued()),
+            ),
+            (
+                "nv_inference_rejected_overload",
+                "counter",
+                "Number of requests rejected because the model's queue was full",
+                |m| m.stats.rejected_overload.load(Ordering::Relaxed),
+            ),
+            (
+                "nv_inference_timed_out",
+                "counter",
+                "Number of requests whose timeout expired while they were queued",
+                |m| m.stats.timed_out.load(Ordering::Relaxed),
+            ),
+            (
+                "nv_inference_cancelled",
+                "counter",
+                "Number of queued requests dropped without running because their client went away",
+                |m| m.stats.cancelled.load(Ordering::Relaxed),
+            ),
         ];
         // Writing to a String cannot fail; the results are ignored for that reason.
         for (name, kind, help, get) in families {
@@ -243,6 +272,24 @@ impl ModelServer {
                     get(m)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP nv_inference_batch_size Batch size (inferences) of each model execution\n# TYPE nv_inference_batch_size histogram"
+        );
+        for m in &models {
+            let labels = format!("model=\"{}\",version=\"{}\"", m.name, m.version);
+            let (buckets, sum) = m.stats.batch_size_histogram();
+            for (le, n) in &buckets {
+                let le = le.map_or_else(|| "+Inf".to_string(), |l| l.to_string());
+                let _ = writeln!(
+                    out,
+                    "nv_inference_batch_size_bucket{{{labels},le=\"{le}\"}} {n}"
+                );
+            }
+            let count = buckets.last().map_or(0, |b| b.1);
+            let _ = writeln!(out, "nv_inference_batch_size_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "nv_inference_batch_size_count{{{labels}}} {count}");
         }
         let _ = writeln!(
             out,

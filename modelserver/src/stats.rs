@@ -2,6 +2,8 @@
 //! (`/v2/models/{m}/stats`, gRPC ModelStatistics) and Triton's `nv_inference_*` metrics, so the
 //! two can never disagree.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,9 +63,63 @@ pub struct ModelStats {
     pub pending: AtomicU64,
     /// Last inference, ms since the epoch.
     pub last_inference_ms: AtomicU64,
+    /// Requests refused because the queue was full.
+    pub rejected_overload: AtomicU64,
+    /// Requests whose deadline passed while they were queued.
+    pub timed_out: AtomicU64,
+    /// Requests given up while queued because their client went away (never computed).
+    pub cancelled: AtomicU64,
+    /// Executions by batch size (inferences per execution); at most `max_batch_size` keys, so
+    /// bounded.
+    batches: Mutex<BTreeMap<u64, BatchStat>>,
 }
 
+/// Executions of one batch size: Triton's `batch_stats` entry.
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchStat {
+    count: u64,
+    input_ns: u64,
+    infer_ns: u64,
+    output_ns: u64,
+}
+
+/// Upper bounds of the `nv_inference_batch_size` histogram buckets (then `+Inf`).
+pub const BATCH_SIZE_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
 impl ModelStats {
+    /// Records one model execution of `batch` inferences and the time of each phase.
+    pub fn record_batch(&self, batch: u64, times: &crate::runtime::ExecutionTimes) {
+        self.compute_input.record(times.input);
+        self.compute_infer.record(times.infer);
+        self.compute_output.record(times.output);
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            let b = batches.entry(batch).or_default();
+            b.count += 1;
+            b.input_ns += ns(times.input);
+            b.infer_ns += ns(times.infer);
+            b.output_ns += ns(times.output);
+        }
+        self.record_execution(batch);
+    }
+
+    /// Cumulative `nv_inference_batch_size` histogram: (upper bound or `None` for `+Inf`, count
+    /// of executions with at most that batch size), then the sum of batch sizes.
+    pub fn batch_size_histogram(&self) -> (Vec<(Option<u64>, u64)>, u64) {
+        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets: Vec<(Option<u64>, u64)> = BATCH_SIZE_BUCKETS
+            .iter()
+            .map(|&le| {
+                let n = batches.range(..=le).map(|(_, b)| b.count).sum();
+                (Some(le), n)
+            })
+            .collect();
+        buckets.push((None, batches.values().map(|b| b.count).sum()));
+        let sum = batches.iter().map(|(size, b)| size * b.count).sum();
+        (buckets, sum)
+    }
+
     /// Records a completed execution of `batch` inferences.
     pub fn record_execution(&self, batch: u64) {
         self.inference_count.fetch_add(batch, Ordering::Relaxed);
@@ -93,7 +149,23 @@ impl ModelStats {
                 "compute_infer": self.compute_infer.json(),
                 "compute_output": self.compute_output.json(),
             },
-            "batch_stats": [],
+            "batch_stats": self.batch_stats_json(),
         })
+    }
+
+    fn batch_stats_json(&self) -> Json {
+        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let stat = |count: u64, ns: u64| json!({"count": count, "ns": ns});
+        batches
+            .iter()
+            .map(|(size, b)| {
+                json!({
+                    "batch_size": size,
+                    "compute_input": stat(b.count, b.input_ns),
+                    "compute_infer": stat(b.count, b.infer_ns),
+                    "compute_output": stat(b.count, b.output_ns),
+                })
+            })
+            .collect()
     }
 }

@@ -1,0 +1,550 @@
+//! The serving benchmark: in one run, side by side, ONNX Runtime in-process (the limit) against
+//! the same model served over REST JSON, REST binary and gRPC, each without and with dynamic
+//! batching (the `-batched` model variants), at concurrency 1, 8 and 32, on a tiny model (`add`,
+//! two 4-float inputs) and the benchmark MLP (`bench-mlp`, 256 -> 1024 -> 1024 -> 16).
+//!
+//! ```text
+//! cargo bench -p modelserver --bench serving          # ORT_DYLIB_PATH set, the venv's onnx
+//! BENCH_SECONDS=2 BENCH_RESNET=1 BENCH_CONCURRENCY=1,8,32 cargo bench -p modelserver --bench serving
+//! ```
+//!
+//! Every request carries one row (batch 1). Clients are closed loops: each of `c` workers sends
+//! its next request when the previous one is answered. The limit is one session with the same
+//! intra-op thread count as the server's, running batch-1 inputs back to back in this process,
+//! including building the input tensors and reading the outputs (as the server must). Clients run in
+//! the same process as the server, so on a small machine they compete with it for the cores: the
+//! ratios are conservative. Prints a table (throughput, p50, p99, throughput ratio to the limit,
+//! p50 overhead over the limit) and writes it to `bench-results/modelserver.json` at the workspace
+//! root. GPU IoBinding is not used (this measures the CPU execution provider).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use modelserver::grpc::pb;
+use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelserver::{Config, ModelServer};
+use ort::session::Session;
+use ort::value::Tensor;
+use serde_json::{Value, json};
+
+/// A benchmarked model: FP32 inputs of `[1, dims...]` each, FP32 outputs read back.
+struct Workload {
+    /// Label in the table.
+    label: &'static str,
+    /// Model name without batching; `{name}-batched` has dynamic batching.
+    name: &'static str,
+    inputs: Vec<(&'static str, Vec<usize>)>,
+    outputs: Vec<&'static str>,
+}
+
+impl Workload {
+    /// Each input's name, shape with the batch dimension 1, and deterministic values.
+    fn batch_of_one(&self, salt: usize) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
+        self.inputs
+            .iter()
+            .map(|(n, dims)| {
+                let mut shape = vec![1];
+                shape.extend(dims);
+                (*n, shape, Self::values(dims.iter().product(), salt))
+            })
+            .collect()
+    }
+
+    fn values(width: usize, salt: usize) -> Vec<f32> {
+        (0..width)
+            .map(|i| ((i * 7 + salt * 13) % 97) as f32 / 97.0)
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Protocol {
+    RestJson,
+    RestBinary,
+    Grpc,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::RestJson => "REST JSON",
+            Protocol::RestBinary => "REST binary",
+            Protocol::Grpc => "gRPC",
+        }
+    }
+}
+
+struct Row {
+    model: &'static str,
+    path: String,
+    batching: bool,
+    concurrency: usize,
+    requests: usize,
+    throughput: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len().saturating_sub(1)) as f64 * p) as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Builds the benchmark repository: the tiny model from the test fixtures (with and without
+/// batching) and the MLP (and ResNet) from `scripts/gen_models.py`.
+fn repository(dir: &Path, resnet: bool) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = dir.join("fixtures");
+    run_python(&[
+        manifest.join("tests/fixtures/gen_test_models.py"),
+        fixtures.clone(),
+    ]);
+    let repo = dir.join("repo");
+    for (name, batching) in [
+        ("add", ""),
+        (
+            "add-batched",
+            "dynamic_batching { max_queue_delay_microseconds: 100 }\n",
+        ),
+    ] {
+        let version = repo.join(name).join("1");
+        std::fs::create_dir_all(&version).expect("mkdir");
+        std::fs::copy(
+            fixtures.join("add_fp32/1/model.onnx"),
+            version.join("model.onnx"),
+        )
+        .expect("copy tiny model");
+        std::fs::write(
+            repo.join(name).join("config.pbtxt"),
+            format!(
+                "max_batch_size: 32\ninstance_group [ {{ count: 1 kind: KIND_CPU }} ]\n{batching}"
+            ),
+        )
+        .expect("write config");
+    }
+    let generated = dir.join("generated");
+    run_python(&[
+        manifest.join("../scripts/gen_models.py"),
+        "--no-demo".into(),
+        "--bench".into(),
+        generated.clone(),
+    ]);
+    let mut models = vec!["bench-mlp", "bench-mlp-batched"];
+    if resnet {
+        models.extend(["bench-resnet18", "bench-resnet18-batched"]);
+    }
+    for m in models {
+        std::fs::rename(generated.join(m), repo.join(m)).expect("move model");
+    }
+}
+
+fn run_python(args: &[PathBuf]) {
+    let out = std::process::Command::new("python3")
+        .args(args)
+        .output()
+        .expect("python3 (run scripts/bootstrap.sh and `source .tools/env`)");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The limit: batch-1 runs back to back on one in-process session.
+fn in_process(model: &Path, w: &Workload, threads: usize, seconds: f64) -> Row {
+    let env = modelserver::runtime::environment(None).expect("ONNX Runtime");
+    let mut session = Session::builder(env)
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_file(model))
+        .expect("session");
+    let inputs = w.batch_of_one(1);
+    let mut run = || {
+        let values: Vec<(&str, ort::value::DynValue)> = inputs
+            .iter()
+            .map(|(n, shape, v)| {
+                let t = Tensor::from_array((shape.clone(), v.clone())).expect("tensor");
+                (*n, t.into_dyn())
+            })
+            .collect();
+        let out = session.run(values).expect("run");
+        for o in &w.outputs {
+            let (_, data) = out[*o].try_extract_tensor::<f32>().expect("output");
+            std::hint::black_box(data.to_vec());
+        }
+    };
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < seconds / 5.0 {
+        run();
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        run();
+        samples.push(t.elapsed());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    summarize(w.label, "in-process ort".into(), false, 1, samples, elapsed)
+}
+
+fn summarize(
+    model: &'static str,
+    path: String,
+    batching: bool,
+    concurrency: usize,
+    mut samples: Vec<Duration>,
+    elapsed: f64,
+) -> Row {
+    samples.sort_unstable();
+    Row {
+        model,
+        path,
+        batching,
+        concurrency,
+        requests: samples.len(),
+        throughput: samples.len() as f64 / elapsed,
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+    }
+}
+
+/// Sends one request as worker `i`.
+type Call = Arc<dyn Fn(usize) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// One request function for `protocol` against `model`; each of `workers` gRPC workers has its
+/// own connection, as separate clients would (REST clients get one each from reqwest's pool).
+async fn caller(
+    protocol: Protocol,
+    http: &str,
+    grpc: &str,
+    model: &str,
+    w: &Workload,
+    workers: usize,
+) -> Call {
+    let values = w.batch_of_one(2);
+    let outputs: Vec<String> = w.outputs.iter().map(|s| s.to_string()).collect();
+    match protocol {
+        Protocol::RestJson | Protocol::RestBinary => {
+            let binary = matches!(protocol, Protocol::RestBinary);
+            let url = format!("{http}/v2/models/{model}/infer");
+            let inputs: Vec<Value> = values
+                .iter()
+                .map(|(n, shape, v)| {
+                    if binary {
+                        json!({"name": n, "datatype": "FP32", "shape": shape,
+                               "parameters": {"binary_data_size": v.len() * 4}})
+                    } else {
+                        json!({"name": n, "datatype": "FP32", "shape": shape, "data": v})
+                    }
+                })
+                .collect();
+            let outs: Vec<Value> = outputs
+                .iter()
+                .map(|n| json!({"name": n, "parameters": {"binary_data": binary}}))
+                .collect();
+            let mut body =
+                serde_json::to_vec(&json!({"inputs": inputs, "outputs": outs})).expect("json");
+            let header_len = body.len();
+            if binary {
+                for (_, _, v) in &values {
+                    body.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                }
+            }
+            let body = Bytes::from(body);
+            let client = reqwest::Client::new();
+            Arc::new(move |_| {
+                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                Box::pin(async move {
+                    let mut req = client.post(&url).body(body);
+                    if binary {
+                        req = req.header("Inference-Header-Content-Length", header_len);
+                    }
+                    let r = req.send().await.expect("POST");
+                    let status = r.status();
+                    let text = r.bytes().await.expect("body");
+                    assert!(
+                        status.is_success(),
+                        "{status}: {}",
+                        String::from_utf8_lossy(&text)
+                    );
+                })
+            })
+        }
+        Protocol::Grpc => {
+            let mut clients = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                clients.push(
+                    GrpcInferenceServiceClient::connect(grpc.to_string())
+                        .await
+                        .expect("gRPC connect"),
+                );
+            }
+            let request = pb::ModelInferRequest {
+                model_name: model.as_bytes().to_vec(),
+                inputs: values
+                    .iter()
+                    .map(|(n, shape, _)| pb::model_infer_request::InferInputTensor {
+                        name: n.to_string(),
+                        datatype: "FP32".into(),
+                        shape: shape.iter().map(|&d| d as i64).collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                raw_input_contents: values
+                    .iter()
+                    .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                    .collect(),
+                outputs: outputs
+                    .iter()
+                    .map(|n| pb::model_infer_request::InferRequestedOutputTensor {
+                        name: n.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            Arc::new(move |i| {
+                let (mut client, request) = (clients[i % clients.len()].clone(), request.clone());
+                Box::pin(async move {
+                    client.model_infer(request).await.expect("ModelInfer");
+                })
+            })
+        }
+    }
+}
+
+/// Closed-loop load: `concurrency` workers for `seconds` after a short warm-up.
+async fn load(call: Call, concurrency: usize, seconds: f64) -> (Vec<Duration>, f64) {
+    let warm_until = Instant::now() + Duration::from_secs_f64(seconds / 5.0);
+    let end = warm_until + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let call = Arc::clone(&call);
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                loop {
+                    let t = Instant::now();
+                    if t >= end {
+                        break;
+                    }
+                    call(i).await;
+                    if t >= warm_until {
+                        samples.push(t.elapsed());
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    (all, seconds)
+}
+
+fn main() {
+    let seconds: f64 = env_or("BENCH_SECONDS", 2.0);
+    let resnet = std::env::var("BENCH_RESNET").is_ok_and(|v| v == "1");
+    let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = tempfile::tempdir().expect("tempdir");
+    repository(dir.path(), resnet);
+    let repo = dir.path().join("repo");
+
+    let mut workloads = vec![
+        Workload {
+            label: "tiny",
+            name: "add",
+            inputs: vec![("a", vec![4]), ("b", vec![4])],
+            outputs: vec!["sum", "diff"],
+        },
+        Workload {
+            label: "bench-mlp",
+            name: "bench-mlp",
+            inputs: vec![("INPUT", vec![256])],
+            outputs: vec!["OUTPUT"],
+        },
+    ];
+    if resnet {
+        workloads.push(Workload {
+            label: "bench-resnet18",
+            name: "bench-resnet18",
+            inputs: vec![("INPUT", vec![3, 160, 160])],
+            outputs: vec!["LOGITS"],
+        });
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = Config::from_toml(
+        Path::new("bench.toml"),
+        &format!("[runtime]\ncpu_cores = {cores}\n[limits]\nmax_queue_size = 256\n"),
+    )
+    .expect("config");
+    let server = rt
+        .block_on(ModelServer::start(&repo, config))
+        .expect("server");
+    let (http, grpc) = rt.block_on(async {
+        let h = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let g = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = (
+            format!("http://{}", h.local_addr().unwrap()),
+            format!("http://{}", g.local_addr().unwrap()),
+        );
+        tokio::spawn(modelserver::http::serve(
+            h,
+            server.clone(),
+            std::future::pending(),
+        ));
+        tokio::spawn(modelserver::grpc::serve(
+            g,
+            server.clone(),
+            std::future::pending(),
+        ));
+        urls
+    });
+
+    println!(
+        "modelserver serving benchmark: {cores} cores, {seconds} s per cell, intra-op threads {cores}"
+    );
+    println!(
+        "{:<15} {:<26} {:>4} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "model", "path", "c", "req/s", "p50 us", "p99 us", "x limit", "p50-limit"
+    );
+    let mut rows: Vec<(Row, f64, f64)> = Vec::new();
+    for w in &workloads {
+        let limit = in_process(&repo.join(w.name).join("1/model.onnx"), w, cores, seconds);
+        let limit_thr = limit.throughput;
+        let limit_p50 = limit.p50;
+        print_row(&limit, limit_thr, limit_p50);
+        rows.push((limit, 1.0, 0.0));
+        for protocol in [Protocol::RestJson, Protocol::RestBinary, Protocol::Grpc] {
+            for batching in [false, true] {
+                let model = if batching {
+                    format!("{}-batched", w.name)
+                } else {
+                    w.name.to_string()
+                };
+                for &c in &concurrencies {
+                    let call = rt.block_on(caller(protocol, &http, &grpc, &model, w, c));
+                    let (samples, elapsed) = rt.block_on(load(call, c, seconds));
+                    let path = format!(
+                        "{}{}",
+                        protocol.label(),
+                        if batching { " +batching" } else { "" }
+                    );
+                    let row = summarize(w.label, path, batching, c, samples, elapsed);
+                    let (ratio, overhead) = print_row(&row, limit_thr, limit_p50);
+                    rows.push((row, ratio, overhead));
+                }
+            }
+        }
+    }
+
+    goals(&rows);
+    let json_rows: Vec<Value> = rows
+        .iter()
+        .map(|(r, ratio, overhead)| {
+            json!({
+                "model": r.model, "path": r.path, "dynamic_batching": r.batching,
+                "concurrency": r.concurrency, "requests": r.requests,
+                "throughput_per_s": r.throughput,
+                "p50_us": r.p50.as_secs_f64() * 1e6, "p99_us": r.p99.as_secs_f64() * 1e6,
+                "throughput_ratio_to_limit": ratio, "p50_overhead_us": overhead,
+            })
+        })
+        .collect();
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    std::fs::create_dir_all(&out).expect("bench-results");
+    let file = out.join("modelserver.json");
+    let doc = json!({
+        "benchmark": "modelserver serving",
+        "cores": cores,
+        "seconds_per_cell": seconds,
+        "intra_op_threads": cores,
+        "execution_provider": "cpu",
+        "rows": json_rows,
+    });
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).expect("json")).expect("write json");
+    println!("wrote {}", file.display());
+}
+
+/// Prints one row; returns (throughput ratio to the limit, p50 overhead in µs).
+fn print_row(r: &Row, limit_thr: f64, limit_p50: Duration) -> (f64, f64) {
+    let ratio = r.throughput / limit_thr;
+    let overhead = (r.p50.as_secs_f64() - limit_p50.as_secs_f64()) * 1e6;
+    println!(
+        "{:<15} {:<26} {:>4} {:>9.0} {:>9.1} {:>9.1} {:>8.2} {:>10.1}",
+        r.model,
+        r.path,
+        r.concurrency,
+        r.throughput,
+        r.p50.as_secs_f64() * 1e6,
+        r.p99.as_secs_f64() * 1e6,
+        ratio,
+        overhead
+    );
+    (ratio, overhead)
+}
+
+/// Prints the issue's goals against the rows measured.
+fn goals(rows: &[(Row, f64, f64)]) {
+    let find = |model: &str, path: &str, c: usize| {
+        rows.iter()
+            .find(|(r, _, _)| r.model == model && r.path == path && r.concurrency == c)
+    };
+    println!("\ngoals:");
+    for path in ["REST JSON", "REST binary", "gRPC"] {
+        if let Some((_, _, overhead)) = find("tiny", path, 1) {
+            let ok = if *overhead < 150.0 { "met" } else { "MISSED" };
+            println!("  tiny, {path}, c=1: p50 overhead {overhead:.1} us (goal < 150 us): {ok}");
+        }
+    }
+    for path in [
+        "REST binary",
+        "gRPC",
+        "REST binary +batching",
+        "gRPC +batching",
+    ] {
+        if let Some((_, ratio, _)) = find("bench-mlp", path, 8) {
+            let ok = if *ratio >= 0.9 { "met" } else { "MISSED" };
+            println!(
+                "  bench-mlp, {path}, c=8: {:.0}% of in-process throughput (goal >= 90%): {ok}",
+                ratio * 100.0
+            );
+        }
+    }
+    for path in ["REST JSON", "REST binary", "gRPC"] {
+        if let (Some((plain, _, _)), Some((batched, _, _))) = (
+            find("bench-mlp", path, 32),
+            find("bench-mlp", &format!("{path} +batching"), 32),
+        ) {
+            let gain = batched.throughput / plain.throughput;
+            let ok = if gain >= 2.0 { "met" } else { "MISSED" };
+            println!(
+                "  bench-mlp, {path}, c=32: batching gives {gain:.2}x no batching (goal >= 2x): {ok}"
+            );
+        }
+    }
+}
