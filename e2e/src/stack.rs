@@ -1105,7 +1105,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
-        dechunk(body)
+        crate::dechunk(body)
     } else {
         body.to_string()
     };
@@ -1114,21 +1114,6 @@ fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
         headers,
         body,
     })
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].strip_prefix("\r\n").unwrap_or(&tail[n..]);
-    }
-    out
 }
 
 #[cfg(test)]
