@@ -194,6 +194,16 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, buf))
 }
 
+/// Kills the server if the test fails before it exits by itself (no process outlives a test).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(15) {
@@ -219,14 +229,16 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
             "reload_poll_interval = \"0s\"",
         );
     std::fs::write(&cfg, &text_cfg).unwrap();
-    let mut child = authz()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
+    let mut child = KillOnDrop(
+        authz()
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id() as i32;
     wait_for("/readyz", || {
         http_get(admin, "/readyz").is_some_and(|(s, _)| s == 200)
     });
@@ -254,7 +266,7 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
