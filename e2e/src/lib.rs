@@ -348,7 +348,7 @@ pub fn wait_for_http(addr: SocketAddr, path: &str, timeout: Duration, proc: Opti
     });
 }
 
-fn loopback(port: u16) -> SocketAddr {
+pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
@@ -422,7 +422,7 @@ impl RedisServer {
 }
 
 /// Sends a raw RESP `PING`; true on `+PONG`.
-fn redis_ping(port: u16) -> bool {
+pub(crate) fn redis_ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)) else {
         return false;
     };

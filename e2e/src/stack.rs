@@ -37,6 +37,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::loopback;
 use crate::{
     Process, READY_TIMEOUT, free_port, http_get, repo_root, tool, wait_for_http, wait_until,
 };
@@ -423,7 +424,7 @@ impl Stack {
         let port = self.ports.redis.expect("only called with a redis port");
         let proc = self.redis.as_mut();
         wait_until("redis-server PING", READY_TIMEOUT, proc, || {
-            redis_ping(port)
+            crate::redis_ping(port)
         });
     }
 
@@ -910,10 +911,6 @@ fn set(doc: &mut toml::Table, dotted_path: &str, value: toml::Value) {
     table.insert(last.to_string(), value);
 }
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// Whether `/clusters` output shows `cluster` with at least one host and every host healthy.
 fn cluster_healthy(clusters_output: &str, cluster: &str) -> bool {
     let prefix = format!("{cluster}::");
@@ -923,18 +920,6 @@ fn cluster_healthy(clusters_output: &str, cluster: &str) -> bool {
         .filter_map(|l| l.rsplit("::").next())
         .collect();
     !flags.is_empty() && flags.iter().all(|f| *f == "healthy")
-}
-
-fn redis_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
