@@ -1,8 +1,11 @@
 //! Decision benchmarks, side by side in one run (`cargo bench -p authz --bench decision`):
 //!
-//! 1. in-process `decide` with a warm token cache (RS256 token verified once, then cached),
-//! 2. in-process `decide` with a cold RS256 verification every time (a distinct token per check),
-//! 3. in-process `decide` with an API key (no JWT work: facts + key hash + Cedar),
+//! 1. the decision alone (steps 1-3 and 6: facts, authentication, Cedar, the CheckResponse)
+//!    with a warm token cache (RS256 token verified once, then cached), with a cold RS256
+//!    verification every time (a distinct token per check), and with an API key,
+//! 2. the same three through the whole in-process check (`decide`: + rate limit, audit
+//!    hand-off to the writer thread, metrics),
+//! 3. the Cedar step alone, answered from the engine's memo and evaluated every time,
 //! 4. gRPC `Check` over loopback with concurrent clients on the same machine,
 //! 5. whole checks (64 concurrent `decide` loops) per audit durability mode, interleaved in
 //!    rounds: `fsync` (the default), `write`, and a log that stamps and hashes but writes
@@ -29,6 +32,11 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
+
+/// mimalloc: the glibc allocator spent a quarter of a check's CPU in malloc/free under
+/// concurrent load (perf, `cargo bench -p authz --bench decision`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ISSUER: &str = "https://issuer.bench";
 
@@ -89,6 +97,22 @@ async fn time_decisions(
         let d = svc.decide(r).await;
         samples.push(t.elapsed());
         assert_eq!(d.allowed(), expect_allow, "{:?} {}", d.reason, d.message);
+    }
+    (samples, start.elapsed())
+}
+
+/// Issue #3's "decision": steps 1-3 and 6 (facts, authentication, Cedar, the CheckResponse),
+/// without the rate-limit and audit steps that `decide` adds.
+async fn time_steps(rt: &Runtime, reqs: &[CheckRequest]) -> (Vec<Duration>, Duration) {
+    let mut samples = Vec::with_capacity(reqs.len());
+    let start = Instant::now();
+    for r in reqs {
+        let t = Instant::now();
+        let d = authz::service::authorize(rt, r).await;
+        let resp = authz::response::to_check_response(&d);
+        samples.push(t.elapsed());
+        assert!(d.allowed(), "{:?} {}", d.reason, d.message);
+        std::hint::black_box(resp);
     }
     (samples, start.elapsed())
 }
@@ -166,33 +190,42 @@ async fn run() {
         ],
     );
 
-    // 1. Warm: one token, cached after the first check.
+    let rt_now = runtime.load_full();
     let warm: Vec<CheckRequest> = std::iter::repeat_n(warm_req.clone(), 50_000).collect();
-    time_decisions(&svc, &warm[..1000], true).await;
-    let (s, w) = time_decisions(&svc, &warm, true).await;
-    let warm_stats = stats("in-process decide, warm token cache", s, w);
-
-    // 2. Cold: a distinct token per check, so each one is an RS256 verification.
-    let cold: Vec<CheckRequest> = (0..3000)
-        .map(|i| {
-            let t = format!("Bearer {}", mint(&format!("user-{i}")));
-            check_request(
-                path,
-                &[("authorization", &t), ("x-access-reason", "benchmark")],
-            )
-        })
-        .collect();
-    let (s, w) = time_decisions(&svc, &cold, true).await;
-    let cold_stats = stats("in-process decide, cold RS256 verify", s, w);
-
-    // 3. API key: hashing + constant-time compare + Cedar.
+    let cold_requests = |prefix: &str| -> Vec<CheckRequest> {
+        (0..3000)
+            .map(|i| {
+                let t = format!("Bearer {}", mint(&format!("{prefix}-{i}")));
+                check_request(
+                    path,
+                    &[("authorization", &t), ("x-access-reason", "benchmark")],
+                )
+            })
+            .collect()
+    };
     let key_req = check_request(
         "/v2/models/benchmark-echo/infer",
         &[("x-api-key", "demo-load-tester-key-do-not-use-in-production")],
     );
     let keyed: Vec<CheckRequest> = std::iter::repeat_n(key_req, 50_000).collect();
+
+    // 1. The decision alone (steps 1-3 and 6): warm token cache, cold RS256, API key.
+    time_steps(&rt_now, &warm[..1000]).await;
+    let (s, w) = time_steps(&rt_now, &warm).await;
+    let steps_warm = stats("decision (steps 1-3, 6), warm token cache", s, w);
+    let (s, w) = time_steps(&rt_now, &cold_requests("steps")).await;
+    let steps_cold = stats("decision (steps 1-3, 6), cold RS256 verify", s, w);
+    let (s, w) = time_steps(&rt_now, &keyed).await;
+    let steps_key = stats("decision (steps 1-3, 6), API key", s, w);
+
+    // 2. The whole check (`decide`: + in-process rate limit, audit hand-off, metrics).
+    time_decisions(&svc, &warm[..1000], true).await;
+    let (s, w) = time_decisions(&svc, &warm, true).await;
+    let warm_stats = stats("whole check, warm token cache", s, w);
+    let (s, w) = time_decisions(&svc, &cold_requests("whole"), true).await;
+    let cold_stats = stats("whole check, cold RS256 verify", s, w);
     let (s, w) = time_decisions(&svc, &keyed, true).await;
-    let key_stats = stats("in-process decide, API key", s, w);
+    let key_stats = stats("whole check, API key", s, w);
 
     // 3b. The Cedar step alone (same input as the warm case).
     let principal = authz::Principal {
@@ -209,16 +242,25 @@ async fn run() {
         source_ip: None,
         request_time: 0,
     };
-    let rt_now = runtime.load_full();
-    let mut samples = Vec::with_capacity(50_000);
-    let start = Instant::now();
-    for _ in 0..50_000 {
-        let t = Instant::now();
-        let out = rt_now.policy.evaluate(&input);
-        samples.push(t.elapsed());
-        assert!(out.reason.is_allow());
-    }
-    let policy_stats = stats("Cedar policy step alone", samples, start.elapsed());
+    let time_policy = |uncached: bool| {
+        let mut samples = Vec::with_capacity(50_000);
+        let start = Instant::now();
+        for _ in 0..50_000 {
+            let t = Instant::now();
+            let out = if uncached {
+                rt_now.policy.evaluate_uncached(&input)
+            } else {
+                rt_now.policy.evaluate(&input)
+            };
+            samples.push(t.elapsed());
+            assert!(out.reason.is_allow());
+        }
+        (samples, start.elapsed())
+    };
+    let (s, w) = time_policy(false);
+    let policy_stats = stats("Cedar step alone, memoized answer", s, w);
+    let (s, w) = time_policy(true);
+    let policy_fresh = stats("Cedar step alone, evaluated every time", s, w);
 
     // 4. gRPC Check over loopback, concurrent clients.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -327,10 +369,14 @@ async fn run() {
         "benchmark", "p50", "p99", "checks/s", "vs warm"
     );
     for s in [
+        &steps_warm,
+        &steps_cold,
+        &steps_key,
         &warm_stats,
         &cold_stats,
         &key_stats,
         &policy_stats,
+        &policy_fresh,
         &grpc_stats,
     ] {
         println!(
@@ -339,7 +385,7 @@ async fn run() {
             s.p50.as_secs_f64() * 1e6,
             s.p99.as_secs_f64() * 1e6,
             s.per_sec,
-            s.p50.as_secs_f64() / warm_stats.p50.as_secs_f64(),
+            s.p50.as_secs_f64() / steps_warm.p50.as_secs_f64(),
         );
     }
     let rate = |mode: &str| {

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+
+/// mimalloc: the glibc allocator spent a quarter of a check's CPU in malloc/free under
+/// concurrent load (perf, `cargo bench -p authz --bench decision`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 

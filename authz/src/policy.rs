@@ -29,6 +29,8 @@ use cedar_policy::{
     Validator,
 };
 
+mod memo;
+
 use crate::config::{ConfigProblem, ModelConfig};
 use crate::decision::{Principal, ReasonCode};
 use crate::request::Action;
@@ -85,6 +87,10 @@ pub struct PolicyEngine {
     order: HashMap<String, usize>,
     /// Entity stores per principal (see `entities_for`).
     entity_cache: RwLock<HashMap<String, Arc<Entities>>>,
+    /// The context attributes the policies read; only those are built and keyed on.
+    reads: memo::ContextReads,
+    /// Answers of `policies` and `permits` (see `memo`).
+    memo: [memo::DecisionMemo; 2],
 }
 
 /// Cached principal entity stores; when full the cache is cleared (a cheap, hard bound).
@@ -302,6 +308,8 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             order,
             entity_cache: RwLock::new(HashMap::new()),
+            reads: memo::ContextReads::of(&policies),
+            memo: Default::default(),
             policies,
             permits,
             meta,
@@ -337,7 +345,7 @@ impl PolicyEngine {
                 message: format!("model '{}' is not configured", input.model),
             };
         }
-        match self.run(&self.policies, input) {
+        match self.run_memo(0, input) {
             Err(e) => error_outcome(e),
             Ok((CedarDecision::Allow, ids)) => PolicyOutcome {
                 reason: ReasonCode::Allowed,
@@ -362,7 +370,7 @@ impl PolicyEngine {
         if forbids.is_empty() {
             return role_not_allowed();
         }
-        match self.run(&self.permits, input) {
+        match self.run_memo(1, input) {
             Err(e) => error_outcome(e),
             Ok((CedarDecision::Deny, _)) => role_not_allowed(),
             Ok((CedarDecision::Allow, _)) => {
@@ -390,6 +398,43 @@ impl PolicyEngine {
         }
     }
 
+    /// [`PolicyEngine::evaluate`] with Cedar run every time (benchmarks compare the two).
+    pub fn evaluate_uncached(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
+        if !self.models.contains_key(input.model) {
+            return self.evaluate(input);
+        }
+        match self.run(&self.policies, input) {
+            Err(e) => error_outcome(e),
+            Ok((CedarDecision::Allow, ids)) => PolicyOutcome {
+                reason: ReasonCode::Allowed,
+                policies: ids,
+                message: "allowed".into(),
+            },
+            Ok((CedarDecision::Deny, forbids)) => self.explain_deny(input, forbids),
+        }
+    }
+
+    /// Cedar on `policies` (set 0) or `permits` (set 1), answered from the memo when these
+    /// inputs were decided before. Errors are never memoized.
+    fn run_memo(
+        &self,
+        set: usize,
+        input: &PolicyInput<'_>,
+    ) -> Result<(CedarDecision, Vec<String>), String> {
+        let key = memo::key(input, &self.reads);
+        if let Some(answer) = self.memo[set].get(&key) {
+            return Ok(answer);
+        }
+        let policies = if set == 0 {
+            &self.policies
+        } else {
+            &self.permits
+        };
+        let answer = self.run(policies, input)?;
+        self.memo[set].insert(key, answer.clone());
+        Ok(answer)
+    }
+
     /// Runs Cedar; returns the decision and the deciding policy ids in policy order.
     fn run(
         &self,
@@ -400,35 +445,32 @@ impl PolicyEngine {
         let principal_uid =
             EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&p.id));
         let entities = self.entities_for(p, &principal_uid)?;
-        let mut ctx = vec![
-            (
-                "auth_method".to_owned(),
-                RestrictedExpression::new_string(p.auth_method.as_str().to_owned()),
-            ),
-            (
-                "has_access_reason".to_owned(),
-                RestrictedExpression::new_bool(input.access_reason.is_some()),
-            ),
-            (
-                "access_reason".to_owned(),
-                RestrictedExpression::new_string(
-                    input.access_reason.unwrap_or_default().to_owned(),
-                ),
-            ),
-            (
-                "model_version".to_owned(),
-                RestrictedExpression::new_string(input.version.unwrap_or_default().to_owned()),
-            ),
-            (
-                "request_time".to_owned(),
-                RestrictedExpression::new_long(input.request_time),
-            ),
-        ];
+        let reads = &self.reads;
+        let mut ctx = Vec::with_capacity(6);
+        let mut add = |name: &str, value: &dyn Fn() -> RestrictedExpression| {
+            if reads.reads(name) {
+                ctx.push((name.to_owned(), value()));
+            }
+        };
+        add("auth_method", &|| {
+            RestrictedExpression::new_string(p.auth_method.as_str().to_owned())
+        });
+        add("has_access_reason", &|| {
+            RestrictedExpression::new_bool(input.access_reason.is_some())
+        });
+        add("access_reason", &|| {
+            RestrictedExpression::new_string(input.access_reason.unwrap_or_default().to_owned())
+        });
+        add("model_version", &|| {
+            RestrictedExpression::new_string(input.version.unwrap_or_default().to_owned())
+        });
+        add("request_time", &|| {
+            RestrictedExpression::new_long(input.request_time)
+        });
         if let Some(ip) = input.source_ip {
-            ctx.push((
-                "source_ip".to_owned(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
+            add("source_ip", &|| {
+                RestrictedExpression::new_ip(ip.to_string())
+            });
         }
         let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
         let action = self
@@ -644,5 +686,50 @@ mod tests {
         let out = e.evaluate(&input(&user(&[], AuthMethod::Jwt), "m", None));
         assert_eq!(out.reason, ReasonCode::ForbiddenByPolicy);
         assert_eq!(out.policies, vec!["f"]);
+    }
+
+    #[test]
+    fn memoized_answers_follow_every_context_attribute_a_policy_reads() {
+        let e = engine(
+            "@id(\"p\") permit(principal, action, resource);\n@id(\"bad-reason\") forbid(principal, action, resource) when { context.access_reason == \"bad\" };\n@id(\"late\") forbid(principal, action, resource) when { context.request_time > 1700000000 };\n@id(\"net\") forbid(principal, action, resource) when { context has source_ip && context.source_ip.isInRange(ip(\"192.168.0.0/16\")) };",
+        )
+        .unwrap();
+        let u = user(&[], AuthMethod::Jwt);
+        let decide = |reason: &str, time: i64, ip: &str| {
+            let mut i = input(&u, "m", Some(reason));
+            i.request_time = time;
+            i.source_ip = Some(ip.parse().unwrap());
+            let memo = e.evaluate(&i);
+            let fresh = e.evaluate_uncached(&i);
+            assert_eq!(
+                (&memo.reason, &memo.policies),
+                (&fresh.reason, &fresh.policies)
+            );
+            memo.policies
+        };
+        let t = 1_700_000_000;
+        for _ in 0..2 {
+            assert_eq!(decide("good", t, "10.0.0.1"), vec!["p"]);
+            assert_eq!(decide("bad", t, "10.0.0.1"), vec!["bad-reason"]);
+            assert_eq!(decide("good", t + 1, "10.0.0.1"), vec!["late"]);
+            assert_eq!(decide("good", t, "192.168.1.1"), vec!["net"]);
+        }
+    }
+
+    #[test]
+    fn memoized_and_fresh_evaluation_agree_on_the_shipped_policies() {
+        let e = engine(POLICIES).unwrap();
+        for roles in [&["analyst"][..], &[], &["guest", "analyst"]] {
+            for m in [AuthMethod::Jwt, AuthMethod::ApiKey, AuthMethod::Mtls] {
+                for reason in [None, Some("r")] {
+                    let p = user(roles, m);
+                    let i = input(&p, "m", reason);
+                    for _ in 0..2 {
+                        let (a, b) = (e.evaluate(&i), e.evaluate_uncached(&i));
+                        assert_eq!((a.reason, a.policies), (b.reason, b.policies));
+                    }
+                }
+            }
+        }
     }
 }

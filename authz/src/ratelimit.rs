@@ -2,7 +2,7 @@
 //!
 //! # Public API (what the Check pipeline uses)
 //!
-//! ```ignore
+//! ```text
 //! // At start-up (inside the Tokio runtime), from the `[rate_limit]` section and each model's
 //! // `rate_limit` table:
 //! let limits = LimitTable::from_models("models", config.models.iter()

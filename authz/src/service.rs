@@ -265,8 +265,10 @@ fn audit_rate_limit(outcome: &RateLimitOutcome) -> audit::RateLimitState {
     }
 }
 
-/// Steps 1-3: facts, authentication, policy.
-async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
+/// Steps 1-3: facts, authentication, policy, against one runtime. No side effects beyond the
+/// token cache: no rate-limit state, no audit record, no metrics (benchmarks time this part
+/// alone; [`AuthzService::decide`] is the whole check).
+pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
     let meta = request_meta(req);
     let mut d = Decision::new(ReasonCode::Allowed, "allowed");
     d.source_ip = meta.source_ip;

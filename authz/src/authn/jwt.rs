@@ -153,6 +153,7 @@ impl JwtVerifier {
         cache_entries: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
+        super::crypto::install();
         JwtVerifier {
             issuers: issuers
                 .into_iter()
