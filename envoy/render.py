@@ -150,13 +150,23 @@ def ext_authz_disabled() -> dict:
     }}
 
 
+def ext_authz_without_body() -> dict:
+    """REST routes name their model in the path, so authz needs no body: Envoy neither buffers
+    it nor copies it into the check (the body peek is for gRPC ModelInfer frames only)."""
+    return {EXT_AUTHZ: {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "check_settings": {"disable_request_body_buffering": True},
+    }}
+
+
 def direct_json(status: int, code: str, message: str) -> dict:
     """A fixed response in the gateway's error shape (the same shape authz uses for denials)."""
     body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
     return {"status": status, "body": {"inline_string": body}}
 
 
-def upstream_route(match: dict, cluster_name: str, timeout: str, *, public: bool) -> dict:
+def upstream_route(match: dict, cluster_name: str, timeout: str, *, public: bool,
+                   peek_body: bool = False) -> dict:
     route: dict = {
         "match": match,
         "route": {
@@ -169,6 +179,8 @@ def upstream_route(match: dict, cluster_name: str, timeout: str, *, public: bool
     }
     if public:
         route["typed_per_filter_config"] = ext_authz_disabled()
+    elif not peek_body:
+        route["typed_per_filter_config"] = ext_authz_without_body()
     return route
 
 
@@ -195,7 +207,7 @@ def routes() -> list[dict]:
     for method in AUTHORIZED_GRPC_METHODS:
         timeout = INFER_TIMEOUT if method == "ModelInfer" else METADATA_TIMEOUT
         r.append(upstream_route({"path": f"/{GRPC_SERVICE}/{method}", "grpc": {}},
-                                "modelserver_grpc", timeout, public=False))
+                                "modelserver_grpc", timeout, public=False, peek_body=True))
     # Repository load/unload, shared-memory registration, trace/log settings and streaming stay
     # internal. A gRPC client sees HTTP 403 as PERMISSION_DENIED.
     r.append(fixed_route({"prefix": f"/{GRPC_SERVICE}/"}, 403, "not_exposed",
