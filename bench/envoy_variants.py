@@ -243,7 +243,8 @@ def build_variant(kind: str, values: dict, jwks_path: str | None = None) -> dict
                 # there) skip rbac too; jwt_authn's rules already leave them without a token.
                 ext_routes = render.routes()
                 for route, original in zip(hcm["route_config"]["virtual_hosts"][0]["routes"], ext_routes):
-                    if render.EXT_AUTHZ in original.get("typed_per_filter_config", {}):
+                    per_route = original.get("typed_per_filter_config", {}).get(render.EXT_AUTHZ, {})
+                    if per_route.get("disabled"):
                         route.setdefault("typed_per_filter_config", {})[RBAC] = {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}
     return config

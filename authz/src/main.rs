@@ -235,6 +235,7 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         let admin_state = AdminState {
             runtime: Arc::clone(&shared),
             metrics: Arc::clone(&metrics),
+            audit: Some(audit.clone()),
         };
         let admin_task = tokio::spawn(serve_admin(admin, admin_state, stopped()));
         let watch_task = tokio::spawn(runtime::watch(

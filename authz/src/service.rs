@@ -106,6 +106,11 @@ impl AuthzService {
         })
     }
 
+    /// The configuration in force (shared with the reload watcher and the admin server).
+    pub fn runtime(&self) -> SharedRuntime {
+        Arc::clone(&self.runtime)
+    }
+
     /// The audit log handle (readiness reporting, shutdown).
     pub fn audit(&self) -> &AuditLog {
         &self.audit
@@ -359,11 +364,14 @@ pub async fn serve_grpc(
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let runtime = Arc::clone(&service.runtime);
-    // Keeps the health status in step with readiness (JWKS loaded); stops when serving stops.
+    let audit = service.audit.clone();
+    // Keeps the health status in step with readiness (JWKS loaded, audit log writable: the same
+    // rule as the admin `/readyz`); stops when serving stops.
     let health_task = tokio::spawn(async move {
         let mut last = None;
         loop {
-            let ready = runtime.load().ready();
+            let ready =
+                runtime.load().ready() && !audit.failed_within(crate::admin::AUDIT_UNREADY_WINDOW);
             if last != Some(ready) {
                 let status = if ready {
                     tonic_health::ServingStatus::Serving

@@ -155,6 +155,30 @@ async fn an_unwritable_audit_log_denies_with_503_audit_unavailable_never_allows(
     // A denial is still a denial (with the evidence-unavailable code).
     let d = svc.decide(&req(TT).bearer(&analyst()).build()).await;
     assert_eq!(d.http_status(), 503);
+    // And the replica says it is not ready, so traffic goes where evidence can be written.
+    let (status, body) = readyz(&svc).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("audit log cannot be written"), "{body}");
+}
+
+/// GET /readyz from the admin router of `svc`'s runtime and audit log.
+async fn readyz(svc: &AuthzService) -> (u16, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = authz::admin::AdminState {
+        runtime: svc.runtime(),
+        metrics: Arc::new(Metrics::new()),
+        audit: Some(svc.audit().clone()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(authz::admin::serve_admin(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    let out = (resp.status().as_u16(), resp.text().await.unwrap());
+    let _ = stop.send(());
+    let _ = server.await;
+    out
 }
 
 #[tokio::test]

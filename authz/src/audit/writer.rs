@@ -14,7 +14,7 @@ use std::{
     io::Write,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
 };
@@ -51,7 +51,7 @@ pub struct AuditLog {
     /// The writer thread, joined by [`AuditLog::shutdown`].
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Set by the writer while its last batch failed; cleared by the next success.
-    failing: Arc<AtomicBool>,
+    failing: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -181,7 +181,16 @@ impl AuditLog {
     /// Whether the last batch the writer attempted failed (for readiness reporting): true from
     /// a failed write until the next successful one.
     pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
+        self.failing.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the last batch failed, less than `window` ago. Readiness uses this rather than
+    /// [`AuditLog::is_failing`]: a replica taken out of rotation gets no checks, so no batch
+    /// would ever clear the flag; after `window` it is offered traffic again (half-open), and
+    /// the next failed batch takes it out for another `window`.
+    pub fn failed_within(&self, window: std::time::Duration) -> bool {
+        let last = self.failing.load(Ordering::Relaxed);
+        last != 0 && u128::from(unix_millis().saturating_sub(last)) < window.as_millis()
     }
 
     /// Stops accepting records from this handle and, if it is the last one, waits for the
@@ -207,9 +216,9 @@ struct Writer {
     last_hash: String,
     max_reason_bytes: usize,
     metrics: AuditMetrics,
-    /// Shared with the handles: whether the last batch failed. Also used to log only the
-    /// transitions, not every failed batch of an outage.
-    failing: Arc<AtomicBool>,
+    /// Shared with the handles: Unix milliseconds of the last failed batch, 0 once a batch
+    /// succeeds. Also used to log only the transitions, not every failed batch of an outage.
+    failing: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -226,7 +235,7 @@ impl Writer {
             last_hash: GENESIS_HASH.to_owned(),
             max_reason_bytes,
             metrics,
-            failing: Arc::new(AtomicBool::new(false)),
+            failing: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -251,7 +260,7 @@ impl Writer {
             batch.into_iter().map(|job| (job.event, job.reply)).unzip();
         match self.write_batch(events) {
             Ok(records) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
+                if self.failing.swap(0, Ordering::Relaxed) != 0 {
                     tracing::info!("audit writing resumed");
                 }
                 self.metrics.records.inc_by(count as u64);
@@ -263,7 +272,7 @@ impl Writer {
                 self.rotate_if_due();
             }
             Err(error) => {
-                if !self.failing.swap(true, Ordering::Relaxed) {
+                if self.failing.swap(unix_millis().max(1), Ordering::Relaxed) == 0 {
                     tracing::error!(
                         error = %error,
                         records = count,
@@ -432,4 +441,10 @@ impl Writer {
             }
         }
     }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -180,12 +180,14 @@ impl Server {
         };
         let svc = AuthzService::start(Arc::clone(&runtime), Arc::clone(&metrics))
             .expect("the decision pipeline starts");
+        let audit = svc.audit().clone();
         tokio::spawn(serve_grpc(grpc_l, svc, stopped()));
         tokio::spawn(serve_admin(
             admin_l,
             AdminState {
                 runtime: Arc::clone(&runtime),
                 metrics: Arc::clone(&metrics),
+                audit: Some(audit),
             },
             stopped(),
         ));
