@@ -227,6 +227,23 @@ impl Scheduler {
         self.batching.as_ref().map(|b| &b.policy)
     }
 
+    /// Refuses at once, before the request is decoded, when the queue is already full: under a
+    /// flood most requests are refused, and refusing them before parsing their tensors keeps the
+    /// CPU for the requests that run. Admission proper still happens in [`Scheduler::submit`].
+    ///
+    /// # Errors
+    /// [`ServerError::Overloaded`], counted in `nv_inference_rejected_overload`.
+    pub fn shed_if_full(&self, model: &LoadedModel) -> Result<(), ServerError> {
+        if self.queued() < self.queue.max_queue_size {
+            return Ok(());
+        }
+        model
+            .stats
+            .rejected_overload
+            .fetch_add(1, Ordering::Relaxed);
+        Err(ServerError::Overloaded(model.name.clone()))
+    }
+
     /// Admits one request if the queue has room.
     ///
     /// # Errors

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::environment::Environment;
 use ort::ep;
 use ort::session::Session;
-use ort::session::builder::SessionBuilder;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::ValueType;
 use tokio::sync::Semaphore;
 
+use crate::config::GraphOptimization;
 use crate::error::ServerError;
 use crate::repository::config::{InstanceGroup, InstanceKind};
 use crate::tensor::DataType;
@@ -156,6 +157,8 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Whether a failed CUDA registration may fall back to CPU.
     pub allow_cpu_fallback: bool,
+    /// ONNX Runtime graph optimization level.
+    pub graph_optimization: GraphOptimization,
     /// CUDA provider parameters from the model's `gpu_execution_accelerator`.
     pub cuda_parameters: Vec<(String, String)>,
 }
@@ -194,7 +197,8 @@ pub fn build_sessions(
     for &placement in placements {
         let builder = Session::builder(env)
             .and_then(|b| {
-                b.with_intra_threads(options.intra_threads)
+                b.with_intra_threads(options.intra_threads)?
+                    .with_optimization_level(ort_level(options.graph_optimization))
                     .map_err(Into::into)
             })
             .map_err(|e| session_err(e.to_string()))?;
@@ -236,6 +240,17 @@ pub fn build_sessions(
         (None, false) => Provider::Cuda(devices),
     };
     Ok((sessions, provider))
+}
+
+/// ONNX Runtime's name for `level`.
+fn ort_level(level: GraphOptimization) -> GraphOptimizationLevel {
+    match level {
+        GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::Layout => GraphOptimizationLevel::Level3,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    }
 }
 
 /// Outcome of registering CUDA on a session builder.
