@@ -56,6 +56,9 @@ pub struct RuntimeConfig {
     /// ONNX Runtime graph optimization level of models whose `config.pbtxt` sets no
     /// `optimization { graph { level } }` (or level 0).
     pub graph_optimization_level: GraphOptimization,
+    /// NVML, for the `nv_gpu_*` metrics: the driver's `libnvidia-ml.so.1` unless set. Absent is
+    /// normal on CPU machines (no GPU series).
+    pub nvml_library: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +73,7 @@ impl Default for RuntimeConfig {
             default_gpu: 0,
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             graph_optimization_level: DEFAULT_GRAPH_OPTIMIZATION,
+            nvml_library: None,
         }
     }
 }

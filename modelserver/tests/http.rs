@@ -416,6 +416,27 @@ async fn failed_loads_are_reported_and_others_serve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nvml_the_server_serves_metrics_without_gpu_series() {
+    let s = start(config(
+        "[runtime]\nnvml_library = \"/nonexistent/libnvidia-ml.so.1\"\n",
+    ))
+    .await;
+    let req = json!({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    let (status, _) = post(&format!("{}/v2/models/add_fp32/infer", s.http), req).await;
+    assert_eq!(status, 200);
+    let response = reqwest::get(&s.metrics).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().await.unwrap();
+    assert!(
+        metrics.contains("nv_inference_request_success{model=\"add_fp32\",version=\"1\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("nv_gpu_"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_optimization_level_comes_from_the_model_else_the_server() {
     let s = start(config(
         "[runtime]\ngraph_optimization_level = \"disable\"\n",
