@@ -15,7 +15,7 @@
 //! the same process as the server, so on a small machine they compete with it for the cores: the
 //! ratios are conservative. Prints a table (throughput, p50, p99, throughput ratio to the limit,
 //! p50 overhead over the limit) and writes it to `bench-results/modelserver.json` at the workspace
-//! root. GPU IoBinding is not used (this measures the CPU execution provider).
+//! root. This measures the CPU execution provider; CUDA instances would run through IoBinding.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

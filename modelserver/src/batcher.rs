@@ -556,14 +556,14 @@ async fn run_batch(model: Arc<LoadedModel>, reservation: Reservation, batch: Bat
 /// Runs the merged batch on `session`; returns each member's outputs (all of `outputs`). If the
 /// merged run fails, each member runs alone so each gets its own result or error.
 fn execute_batch(
-    session: &mut ort::session::Session,
+    session: &mut crate::runtime::Instance,
     model: &LoadedModel,
     inputs: Vec<Vec<Tensor>>,
     outputs: &[String],
     batches: &[usize],
     size: usize,
 ) -> Vec<Result<Vec<Tensor>, ServerError>> {
-    let alone = |session: &mut ort::session::Session, inputs: &[Tensor], batch: usize| {
+    let alone = |session: &mut crate::runtime::Instance, inputs: &[Tensor], batch: usize| {
         let (tensors, times) = crate::runtime::execute(session, inputs, outputs)?;
         model.stats.record_batch(batch as u64, &times);
         Ok(tensors)

@@ -612,6 +612,27 @@ fn optimization(f: &Field) -> Result<Optimization, ConfigError> {
                     format!("cuda parameter '{key}' is not supported"),
                 ));
             }
+            if let Some(v) = acc.parameters.get("gpu_mem_limit")
+                && v.parse::<u64>().is_err()
+            {
+                return Err(invalid(
+                    path,
+                    h,
+                    format!("gpu_mem_limit '{v}' is not a byte count"),
+                ));
+            }
+            if let Some(v) = acc.parameters.get("cudnn_conv_algo_search")
+                && !CUDNN_CONV_ALGO_SEARCH.contains(&v.as_str())
+            {
+                return Err(invalid(
+                    path,
+                    h,
+                    format!(
+                        "cudnn_conv_algo_search '{v}' is not one of {}",
+                        CUDNN_CONV_ALGO_SEARCH.join(", ")
+                    ),
+                ));
+            }
             accelerators.push(acc);
         }
     }
@@ -620,6 +641,8 @@ fn optimization(f: &Field) -> Result<Optimization, ConfigError> {
 
 /// CUDA accelerator parameters passed to the CUDA execution provider.
 pub const CUDA_PARAMETERS: [&str; 2] = ["gpu_mem_limit", "cudnn_conv_algo_search"];
+/// Values of `cudnn_conv_algo_search`, as Triton's ONNX Runtime backend spells them.
+pub const CUDNN_CONV_ALGO_SEARCH: [&str; 3] = ["EXHAUSTIVE", "HEURISTIC", "DEFAULT"];
 
 fn string_map_entry(path: &str, f: &Field) -> Result<(String, String), ConfigError> {
     let mut key = None;
@@ -787,6 +810,46 @@ parameters { key: "note" value: { string_value: "hi" } }
             let e = ModelConfig::parse("m", text).unwrap_err().to_string();
             assert!(e.contains(expected), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn cuda_parameter_values_are_checked_when_the_config_is_read() {
+        let cuda = |params: &str| {
+            ModelConfig::parse(
+                "m",
+                &format!(
+                    "optimization {{ execution_accelerators {{ gpu_execution_accelerator {{ name: \"cuda\" {params} }} }} }}"
+                ),
+            )
+        };
+        let c = cuda(
+            "parameters { key: \"gpu_mem_limit\" value: \"2147483648\" } \
+             parameters { key: \"cudnn_conv_algo_search\" value: \"HEURISTIC\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            c.gpu_accelerators[0].parameters["gpu_mem_limit"],
+            "2147483648"
+        );
+        let e = cuda("parameters { key: \"gpu_mem_limit\" value: \"2G\" }").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("gpu_mem_limit '2G' is not a byte count"),
+            "{e}"
+        );
+        let e = cuda("parameters { key: \"cudnn_conv_algo_search\" value: \"FAST\" }").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "cudnn_conv_algo_search 'FAST' is not one of EXHAUSTIVE, HEURISTIC, DEFAULT"
+            ),
+            "{e}"
+        );
+        let e = cuda("parameters { key: \"device_id\" value: \"1\" }").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cuda parameter 'device_id' is not supported"),
+            "{e}"
+        );
     }
 
     #[test]
