@@ -14,6 +14,11 @@ pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 1024 * 1024
 pub const DEFAULT_MAX_QUEUE_SIZE: u32 = 128;
 /// Triton's default for models whose batch dimension is inferred from the ONNX file.
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 4;
+/// ONNX Runtime's intra-op threads busy-wait (spin) for the next piece of work by default. On a
+/// server whose HTTP/gRPC front end shares the cores, that spinning takes the CPU the front end
+/// needs (a fifth of all CPU samples in the serving benchmark's gRPC run on 2 cores were ORT's spin
+/// loop), so it is off unless configured; turn it on where inference has cores to itself.
+pub const DEFAULT_INTRA_OP_SPINNING: bool = false;
 /// ONNX Runtime's own default, and what Triton's ONNX Runtime backend uses unless a model says
 /// otherwise: every graph rewrite, the fastest steady state for the price of a slower load.
 pub const DEFAULT_GRAPH_OPTIMIZATION: GraphOptimization = GraphOptimization::All;
@@ -56,6 +61,9 @@ pub struct RuntimeConfig {
     /// ONNX Runtime graph optimization level of models whose `config.pbtxt` sets no
     /// `optimization { graph { level } }` (or level 0).
     pub graph_optimization_level: GraphOptimization,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (see
+    /// [`DEFAULT_INTRA_OP_SPINNING`]).
+    pub intra_op_spinning: bool,
     /// NVML, for the `nv_gpu_*` metrics: the driver's `libnvidia-ml.so.1` unless set. Absent is
     /// normal on CPU machines (no GPU series).
     pub nvml_library: Option<PathBuf>,
@@ -74,6 +82,7 @@ impl Default for RuntimeConfig {
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             graph_optimization_level: DEFAULT_GRAPH_OPTIMIZATION,
             nvml_library: None,
+            intra_op_spinning: DEFAULT_INTRA_OP_SPINNING,
         }
     }
 }
@@ -242,6 +251,7 @@ mod tests {
         let e = Config::from_toml("x".as_ref(), "[runtime]\nthreads = 2\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `threads`"), "{e}");
         assert_eq!(c.runtime.graph_optimization_level, GraphOptimization::All);
+        assert!(!c.runtime.intra_op_spinning);
         let c = Config::from_toml(
             "x".as_ref(),
             "[runtime]\ngraph_optimization_level = \"basic\"\n",

@@ -518,6 +518,7 @@ impl ModelRepository {
             graph_optimization: config
                 .graph_optimization
                 .unwrap_or(self.config.runtime.graph_optimization_level),
+            intra_op_spinning: self.config.runtime.intra_op_spinning,
             cuda_parameters: config
                 .gpu_accelerators
                 .iter()

@@ -162,6 +162,8 @@ pub struct SessionOptions {
     pub allow_cpu_fallback: bool,
     /// ONNX Runtime graph optimization level.
     pub graph_optimization: GraphOptimization,
+    /// Whether intra-op threads spin while waiting for work.
+    pub intra_op_spinning: bool,
     /// CUDA provider parameters from the model's `gpu_execution_accelerator`.
     pub cuda_parameters: Vec<(String, String)>,
 }
@@ -209,7 +211,8 @@ pub fn build_sessions(
         let builder = Session::builder(env)
             .and_then(|b| {
                 b.with_intra_threads(options.intra_threads)?
-                    .with_optimization_level(ort_level(options.graph_optimization))
+                    .with_optimization_level(ort_level(options.graph_optimization))?
+                    .with_intra_op_spinning(options.intra_op_spinning)
                     .map_err(Into::into)
             })
             .map_err(|e| session_err(e.to_string()))?;
