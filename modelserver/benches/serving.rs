@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench -p modelserver --bench serving          # ORT_DYLIB_PATH set, the venv's onnx
 //! BENCH_SECONDS=2 BENCH_RESNET=1 BENCH_CONCURRENCY=1,8,32 cargo bench -p modelserver --bench serving
+//! BENCH_MODELS=bench-mlp BENCH_CONCURRENCY=8 cargo bench -p modelserver --bench serving  # one model
 //! ```
 //!
 //! Every request carries one row (batch 1). Clients are closed loops: each of `c` workers sends
@@ -15,7 +16,7 @@
 //! the same process as the server, so on a small machine they compete with it for the cores: the
 //! ratios are conservative. Prints a table (throughput, p50, p99, throughput ratio to the limit,
 //! p50 overhead over the limit) and writes it to `bench-results/modelserver.json` at the workspace
-//! root. GPU IoBinding is not used (this measures the CPU execution provider).
+//! root. This measures the CPU execution provider; CUDA instances would run through IoBinding.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,10 @@ use modelserver::{Config, ModelServer};
 use ort::session::Session;
 use ort::value::Tensor;
 use serde_json::{Value, json};
+
+/// The allocator of the `modelserver` binary, so the server measured here allocates as it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A benchmarked model: FP32 inputs of `[1, dims...]` each, FP32 outputs read back.
 struct Workload {
@@ -383,6 +388,10 @@ fn main() {
             outputs: vec!["OUTPUT"],
         },
     ];
+    if let Ok(only) = std::env::var("BENCH_MODELS") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        workloads.retain(|w| only.contains(&w.label));
+    }
     if resnet {
         workloads.push(Workload {
             label: "bench-resnet18",

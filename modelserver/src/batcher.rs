@@ -227,6 +227,23 @@ impl Scheduler {
         self.batching.as_ref().map(|b| &b.policy)
     }
 
+    /// Refuses at once, before the request is decoded, when the queue is already full: under a
+    /// flood most requests are refused, and refusing them before parsing their tensors keeps the
+    /// CPU for the requests that run. Admission proper still happens in [`Scheduler::submit`].
+    ///
+    /// # Errors
+    /// [`ServerError::Overloaded`], counted in `nv_inference_rejected_overload`.
+    pub fn shed_if_full(&self, model: &LoadedModel) -> Result<(), ServerError> {
+        if self.queued() < self.queue.max_queue_size {
+            return Ok(());
+        }
+        model
+            .stats
+            .rejected_overload
+            .fetch_add(1, Ordering::Relaxed);
+        Err(ServerError::Overloaded(model.name.clone()))
+    }
+
     /// Admits one request if the queue has room.
     ///
     /// # Errors
@@ -539,14 +556,14 @@ async fn run_batch(model: Arc<LoadedModel>, reservation: Reservation, batch: Bat
 /// Runs the merged batch on `session`; returns each member's outputs (all of `outputs`). If the
 /// merged run fails, each member runs alone so each gets its own result or error.
 fn execute_batch(
-    session: &mut ort::session::Session,
+    session: &mut crate::runtime::Instance,
     model: &LoadedModel,
     inputs: Vec<Vec<Tensor>>,
     outputs: &[String],
     batches: &[usize],
     size: usize,
 ) -> Vec<Result<Vec<Tensor>, ServerError>> {
-    let alone = |session: &mut ort::session::Session, inputs: &[Tensor], batch: usize| {
+    let alone = |session: &mut crate::runtime::Instance, inputs: &[Tensor], batch: usize| {
         let (tensors, times) = crate::runtime::execute(session, inputs, outputs)?;
         model.stats.record_batch(batch as u64, &times);
         Ok(tensors)

@@ -14,6 +14,14 @@ pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 1024 * 1024
 pub const DEFAULT_MAX_QUEUE_SIZE: u32 = 128;
 /// Triton's default for models whose batch dimension is inferred from the ONNX file.
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 4;
+/// ONNX Runtime's intra-op threads busy-wait (spin) for the next piece of work by default. On a
+/// server whose HTTP/gRPC front end shares the cores, that spinning takes the CPU the front end
+/// needs (a fifth of all CPU samples in the serving benchmark's gRPC run on 2 cores were ORT's spin
+/// loop), so it is off unless configured; turn it on where inference has cores to itself.
+pub const DEFAULT_INTRA_OP_SPINNING: bool = false;
+/// ONNX Runtime's own default, and what Triton's ONNX Runtime backend uses unless a model says
+/// otherwise: every graph rewrite, the fastest steady state for the price of a slower load.
+pub const DEFAULT_GRAPH_OPTIMIZATION: GraphOptimization = GraphOptimization::All;
 
 /// Top-level configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,6 +58,15 @@ pub struct RuntimeConfig {
     /// `max_batch_size` given to models without config whose inputs and outputs all have a dynamic
     /// first dimension.
     pub default_max_batch_size: u32,
+    /// ONNX Runtime graph optimization level of models whose `config.pbtxt` sets no
+    /// `optimization { graph { level } }` (or level 0).
+    pub graph_optimization_level: GraphOptimization,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (see
+    /// [`DEFAULT_INTRA_OP_SPINNING`]).
+    pub intra_op_spinning: bool,
+    /// NVML, for the `nv_gpu_*` metrics: the driver's `libnvidia-ml.so.1` unless set. Absent is
+    /// normal on CPU machines (no GPU series).
+    pub nvml_library: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +80,9 @@ impl Default for RuntimeConfig {
             default_instance_kind: DefaultInstanceKind::Cpu,
             default_gpu: 0,
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            graph_optimization_level: DEFAULT_GRAPH_OPTIMIZATION,
+            nvml_library: None,
+            intra_op_spinning: DEFAULT_INTRA_OP_SPINNING,
         }
     }
 }
@@ -75,6 +95,37 @@ pub enum DefaultInstanceKind {
     Cpu,
     /// CUDA.
     Gpu,
+}
+
+/// How much ONNX Runtime rewrites a graph when it creates a session (its
+/// `GraphOptimizationLevel`): more rewrites load slower and usually run faster. `disable` is for
+/// debugging a model whose optimized form misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphOptimization {
+    /// No rewrites (`ORT_DISABLE_ALL`).
+    Disable,
+    /// Constant folding and redundant-node elimination (`ORT_ENABLE_BASIC`).
+    Basic,
+    /// Plus node fusions (`ORT_ENABLE_EXTENDED`).
+    Extended,
+    /// Plus memory layout rewrites (`ORT_ENABLE_LAYOUT`).
+    Layout,
+    /// Everything (`ORT_ENABLE_ALL`), the default.
+    All,
+}
+
+impl GraphOptimization {
+    /// The name used in the TOML file and reported in the model configuration parameters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphOptimization::Disable => "disable",
+            GraphOptimization::Basic => "basic",
+            GraphOptimization::Extended => "extended",
+            GraphOptimization::Layout => "layout",
+            GraphOptimization::All => "all",
+        }
+    }
 }
 
 /// `[limits]`.
@@ -199,6 +250,20 @@ mod tests {
         assert!(c.limits.grpc_max_message_bytes >= 64 * 1024 * 1024);
         let e = Config::from_toml("x".as_ref(), "[runtime]\nthreads = 2\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `threads`"), "{e}");
+        assert_eq!(c.runtime.graph_optimization_level, GraphOptimization::All);
+        assert!(!c.runtime.intra_op_spinning);
+        let c = Config::from_toml(
+            "x".as_ref(),
+            "[runtime]\ngraph_optimization_level = \"basic\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.runtime.graph_optimization_level, GraphOptimization::Basic);
+        let e = Config::from_toml(
+            "x".as_ref(),
+            "[runtime]\ngraph_optimization_level = \"max\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `max`"), "{e}");
         let e = Config::from_toml(
             "x".as_ref(),
             "[runtime]\ncpu_cores = 0\n[limits]\nmax_queue_size = 0\n",

@@ -55,6 +55,17 @@ pub enum ServerError {
         /// The load error.
         reason: String,
     },
+    /// The message names a different model (or version) than the one the gateway authorized, as
+    /// `x-authz-model` / `x-authz-model-version` say (403 / `PERMISSION_DENIED`): the request was
+    /// never authorized for what it asks, so it is refused rather than corrected, and retrying it
+    /// cannot help.
+    #[error("the request names model '{requested}' but the gateway authorized '{authorized}'")]
+    NotAuthorizedModel {
+        /// Model (and version) in the request, `name` or `name@version`.
+        requested: String,
+        /// Model (and version) in the authz headers.
+        authorized: String,
+    },
     /// A server-side failure: ONNX Runtime failed while running a valid request (500 / `INTERNAL`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -80,6 +91,7 @@ impl ServerError {
             | ServerError::Overloaded(_)
             | ServerError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::NotAuthorizedModel { .. } => StatusCode::FORBIDDEN,
             ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ServerError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         }
@@ -99,6 +111,7 @@ impl ServerError {
             | ServerError::Overloaded(_)
             | ServerError::TimedOut(_) => tonic::Status::unavailable(message),
             ServerError::PayloadTooLarge { .. } => tonic::Status::resource_exhausted(message),
+            ServerError::NotAuthorizedModel { .. } => tonic::Status::permission_denied(message),
             ServerError::Internal(_) => tonic::Status::internal(message),
             ServerError::Unsupported(_) | ServerError::NoRoute(_) => {
                 tonic::Status::unimplemented(message)

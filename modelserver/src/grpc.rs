@@ -74,6 +74,59 @@ pub struct OipService {
     server: Arc<ModelServer>,
 }
 
+/// Header the gateway's authz sets to the model it authorized, read from the first bytes of the
+/// gRPC message (Envoy overwrites any client-sent copy).
+pub const HEADER_AUTHORIZED_MODEL: &str = "x-authz-model";
+/// Header with the authorized model version ("" when the message named none).
+pub const HEADER_AUTHORIZED_VERSION: &str = "x-authz-model-version";
+
+/// What authz authorized, when the request came through the gateway. authz decides on a peek at
+/// the start of the message; this server decodes all of it, so it refuses a message whose decoded
+/// `model_name`/`model_version` differ from the peek (e.g. a crafted message with a second
+/// `model_name` field beyond the bytes authz saw, which protobuf decoders resolve as last-wins).
+/// Without the headers (direct access inside the trust boundary) nothing is checked.
+struct AuthorizedModel {
+    /// `x-authz-model`; `None` when the value is not visible ASCII (never matches).
+    name: Option<String>,
+    /// `x-authz-model-version`, when present.
+    version: Option<Option<String>>,
+}
+
+impl AuthorizedModel {
+    fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Self> {
+        let text = |v: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>| {
+            v.to_str().ok().map(str::to_string)
+        };
+        let name = metadata.get(HEADER_AUTHORIZED_MODEL)?;
+        Some(AuthorizedModel {
+            name: text(name),
+            version: metadata.get(HEADER_AUTHORIZED_VERSION).map(text),
+        })
+    }
+
+    /// # Errors
+    /// [`ServerError::NotAuthorizedModel`] when `name` or `version` differ from the headers.
+    fn check(&self, name: &str, version: &str) -> Result<(), ServerError> {
+        let name_ok = self.name.as_deref() == Some(name);
+        let version_ok = match &self.version {
+            None => true,
+            Some(v) => v.as_deref() == Some(version),
+        };
+        if name_ok && version_ok {
+            return Ok(());
+        }
+        let show = |n: &str, v: Option<&str>| match v {
+            Some(v) if !v.is_empty() => format!("{n}@{v}"),
+            _ => n.to_string(),
+        };
+        let authorized_version = self.version.as_ref().map(|v| v.as_deref().unwrap_or("?"));
+        Err(ServerError::NotAuthorizedModel {
+            requested: show(name, self.version.is_some().then_some(version)),
+            authorized: show(self.name.as_deref().unwrap_or("?"), authorized_version),
+        })
+    }
+}
+
 fn status(e: ServerError) -> Status {
     e.grpc_status()
 }
@@ -164,6 +217,7 @@ impl GrpcInferenceService for OipService {
         r: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
+        let authorized = AuthorizedModel::from_metadata(r.metadata());
         let r = r.into_inner();
         let utf8 = |field: &str, b: Vec<u8>| {
             String::from_utf8(b).map_err(|_| {
@@ -174,6 +228,11 @@ impl GrpcInferenceService for OipService {
         };
         let name = utf8("model_name", r.model_name)?;
         let requested_version = utf8("model_version", r.model_version)?;
+        if let Some(authorized) = authorized {
+            authorized
+                .check(&name, &requested_version)
+                .map_err(status)?;
+        }
         let model = self
             .server
             .model(&name, version(&requested_version))

@@ -399,9 +399,10 @@ async fn infer(
             n
         }
     };
+    let model = server.model(model_name, version)?;
+    model.scheduler.shed_if_full(&model)?;
     let request: InferRequestJson = serde_json::from_slice(&body[..header_len])
         .map_err(|e| ServerError::InvalidInput(format!("malformed inference request JSON: {e}")))?;
-    let model = server.model(model_name, version)?;
     let timeout = timeout_parameter(request.parameters.get("timeout"));
     let result = timeout.and_then(|timeout| {
         decode_request(&model, request, body.slice(header_len..)).map(|d| (d, timeout))

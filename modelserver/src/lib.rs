@@ -6,16 +6,17 @@
 //! back through [`tensor`] (OIP datatypes <-> ONNX values). [`repository`] owns the models: Triton's
 //! directory layout, the `config.pbtxt` subset, version policies, load and unload. [`error`] is the
 //! one place errors become HTTP statuses and gRPC codes; [`stats`] holds the counters behind both
-//! the statistics extension and the `nv_inference_*` metrics.
+//! the statistics extension and the `nv_inference_*` metrics; [`gpu`] reads GPU memory and
+//! utilisation through NVML, when the driver's library is there, for the `nv_gpu_*` metrics.
 //!
 //! What it does not guarantee: a request's `timeout` bounds only its time in the queue, not its
-//! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); GPU metrics through
-//! NVML are not reported; one ONNX Runtime environment serves the whole process, so the library
+//! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); one ONNX Runtime environment serves the whole process, so the library
 //! path chosen first wins.
 
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod gpu;
 pub mod grpc;
 pub mod http;
 pub mod repository;

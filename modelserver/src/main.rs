@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use modelserver::{Config, ModelServer};
 use tokio::sync::watch;
 
+/// mimalloc: every request allocates its decoded tensors, ONNX Runtime values and response buffers
+/// on whichever worker thread serves it, the pattern glibc's allocator handles worst.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Open Inference Protocol server on ONNX Runtime")]
 struct Cli {

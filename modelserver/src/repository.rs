@@ -51,6 +51,8 @@ pub struct LoadedModel {
     pub pool: Arc<SessionPool>,
     /// Execution provider in use.
     pub provider: Provider,
+    /// ONNX Runtime graph optimization level the sessions were built with.
+    pub graph_optimization: crate::config::GraphOptimization,
     /// Statistics.
     pub stats: ModelStats,
     /// The request scheduler: the bounded queue, deadlines and dynamic batching.
@@ -74,6 +76,10 @@ impl LoadedModel {
             p.insert("gpu_fallback_reason".to_string(), reason.clone());
         }
         p.insert("instance_count".to_string(), self.pool.len().to_string());
+        p.insert(
+            "graph_optimization_level".to_string(),
+            self.graph_optimization.as_str().to_string(),
+        );
         p
     }
 }
@@ -509,6 +515,10 @@ impl ModelRepository {
                 .intra_op_threads
                 .unwrap_or((cores / placements.len()).max(1)),
             allow_cpu_fallback: self.config.cpu_fallback_allowed(name),
+            graph_optimization: config
+                .graph_optimization
+                .unwrap_or(self.config.runtime.graph_optimization_level),
+            intra_op_spinning: self.config.runtime.intra_op_spinning,
             cuda_parameters: config
                 .gpu_accelerators
                 .iter()
@@ -555,6 +565,7 @@ impl ModelRepository {
                 config: completed,
                 pool: Arc::new(SessionPool::new(sessions)),
                 provider,
+                graph_optimization: options.graph_optimization,
                 stats: ModelStats::default(),
                 scheduler: Scheduler::new(queue, batching),
             };

@@ -7,18 +7,22 @@
 //! GPU instances register the CUDA execution provider with `error_on_failure`: if registration
 //! fails the load fails with ONNX Runtime's reason, unless the operator explicitly allowed CPU
 //! fallback for the model, in which case the session runs on CPU and [`Provider::CpuFallback`]
-//! carries the reason to the logs, the model configuration parameters and the metrics.
+//! carries the reason to the logs, the model configuration parameters and the metrics. A CUDA
+//! instance runs through an `IoBinding` (see [`execute`]); CPU instances, including fallbacks,
+//! keep the plain `Session::run` path.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::ep;
-use ort::session::Session;
-use ort::session::builder::SessionBuilder;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{IoBinding, Session};
 use ort::value::ValueType;
 use tokio::sync::Semaphore;
 
+use crate::config::GraphOptimization;
 use crate::error::ServerError;
 use crate::repository::config::{InstanceGroup, InstanceKind};
 use crate::tensor::DataType;
@@ -156,6 +160,10 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Whether a failed CUDA registration may fall back to CPU.
     pub allow_cpu_fallback: bool,
+    /// ONNX Runtime graph optimization level.
+    pub graph_optimization: GraphOptimization,
+    /// Whether intra-op threads spin while waiting for work.
+    pub intra_op_spinning: bool,
     /// CUDA provider parameters from the model's `gpu_execution_accelerator`.
     pub cuda_parameters: Vec<(String, String)>,
 }
@@ -173,6 +181,14 @@ pub struct Signature {
     pub onnx_type: String,
 }
 
+/// One session and where it actually runs (CPU after an allowed CUDA fallback).
+pub struct Instance {
+    /// The ONNX Runtime session.
+    pub session: Session,
+    /// CPU, or the CUDA device whose execution provider is registered.
+    pub placement: Placement,
+}
+
 /// Builds the sessions for `placements` from `model`.
 ///
 /// # Errors
@@ -183,7 +199,7 @@ pub fn build_sessions(
     model: &Path,
     placements: &[Placement],
     options: &SessionOptions,
-) -> Result<(Vec<Session>, Provider), RuntimeError> {
+) -> Result<(Vec<Instance>, Provider), RuntimeError> {
     let session_err = |e: String| RuntimeError::Session {
         path: model.to_path_buf(),
         reason: e,
@@ -194,19 +210,21 @@ pub fn build_sessions(
     for &placement in placements {
         let builder = Session::builder(env)
             .and_then(|b| {
-                b.with_intra_threads(options.intra_threads)
+                b.with_intra_threads(options.intra_threads)?
+                    .with_optimization_level(ort_level(options.graph_optimization))?
+                    .with_intra_op_spinning(options.intra_op_spinning)
                     .map_err(Into::into)
             })
             .map_err(|e| session_err(e.to_string()))?;
-        let builder = match placement {
-            Placement::Cpu => builder,
+        let (builder, runs_on) = match placement {
+            Placement::Cpu => (builder, Placement::Cpu),
             Placement::Gpu(device) => {
                 match register_cuda(builder, device, &options.cuda_parameters) {
                     CudaRegistration::Registered(b) => {
                         if !devices.contains(&device) {
                             devices.push(device);
                         }
-                        b
+                        (b, placement)
                     }
                     CudaRegistration::Failed(builder, reason) => {
                         if !options.allow_cpu_fallback {
@@ -219,7 +237,7 @@ pub fn build_sessions(
                             "CUDA execution provider unavailable: THIS GPU MODEL RUNS ON CPU (fallback allowed by config)"
                         );
                         fallback = Some(format!("GPU {device}: {reason}"));
-                        *builder
+                        (*builder, Placement::Cpu)
                     }
                 }
             }
@@ -228,7 +246,10 @@ pub fn build_sessions(
         let session = builder
             .commit_from_file(model)
             .map_err(|e| session_err(e.to_string()))?;
-        sessions.push(session);
+        sessions.push(Instance {
+            session,
+            placement: runs_on,
+        });
     }
     let provider = match (fallback, devices.is_empty()) {
         (Some(reason), _) => Provider::CpuFallback { reason },
@@ -236,6 +257,17 @@ pub fn build_sessions(
         (None, false) => Provider::Cuda(devices),
     };
     Ok((sessions, provider))
+}
+
+/// ONNX Runtime's name for `level`.
+fn ort_level(level: GraphOptimization) -> GraphOptimizationLevel {
+    match level {
+        GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::Layout => GraphOptimizationLevel::Level3,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    }
 }
 
 /// Outcome of registering CUDA on a session builder.
@@ -287,8 +319,9 @@ fn register_cuda(
     }
 }
 
-/// Reads the input and output signatures of a session.
-pub fn signatures(session: &Session) -> (Vec<Signature>, Vec<Signature>) {
+/// Reads the input and output signatures of an instance's session.
+pub fn signatures(instance: &Instance) -> (Vec<Signature>, Vec<Signature>) {
+    let session = &instance.session;
     let read = |outlets: &[ort::value::Outlet]| {
         outlets
             .iter()
@@ -315,7 +348,7 @@ pub fn signatures(session: &Session) -> (Vec<Signature>, Vec<Signature>) {
 pub struct SessionPool {
     /// The sessions. Each mutex is only ever locked by the holder of the matching free-list index,
     /// so it is never contended; it exists to hand out `&mut Session` safely.
-    sessions: Vec<Mutex<Session>>,
+    sessions: Vec<Mutex<Instance>>,
     /// Indexes of sessions not in use.
     free: Mutex<Vec<usize>>,
     /// One permit per free session: waiting here is the request's queue time.
@@ -324,7 +357,7 @@ pub struct SessionPool {
 
 impl SessionPool {
     /// Wraps built sessions.
-    pub fn new(sessions: Vec<Session>) -> Self {
+    pub fn new(sessions: Vec<Instance>) -> Self {
         let n = sessions.len();
         SessionPool {
             sessions: sessions.into_iter().map(Mutex::new).collect(),
@@ -349,7 +382,7 @@ impl SessionPool {
     /// [`ServerError::Internal`] if the pool was closed or the blocking task panicked.
     pub async fn run<R: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+        f: impl FnOnce(&mut Instance) -> R + Send + 'static,
     ) -> Result<R, ServerError> {
         self.reserve().await?.run(f).await
     }
@@ -398,7 +431,7 @@ impl Reservation {
     /// [`ServerError::Internal`] if the blocking task panicked.
     pub async fn run<R: Send + 'static>(
         self,
-        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+        f: impl FnOnce(&mut Instance) -> R + Send + 'static,
     ) -> Result<R, ServerError> {
         let Reservation { pool, permit } = self;
         tokio::task::spawn_blocking(move || {
@@ -423,6 +456,29 @@ impl Reservation {
     }
 }
 
+/// Binds `values` as inputs and `outputs` to CUDA pinned host memory of `device`.
+fn bind(
+    session: &Session,
+    device: i32,
+    values: &[(&str, ort::value::DynValue)],
+    outputs: &[String],
+) -> Result<IoBinding, ort::Error> {
+    let mut binding = session.create_binding()?;
+    for (name, value) in values {
+        binding.bind_input(*name, value)?;
+    }
+    let pinned = MemoryInfo::new(
+        AllocationDevice::CUDA_PINNED,
+        device,
+        AllocatorType::Device,
+        MemoryType::CPUOutput,
+    )?;
+    for name in outputs {
+        binding.bind_output_to_device(name.as_str(), &pinned)?;
+    }
+    Ok(binding)
+}
+
 /// Time spent in each phase of one execution.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExecutionTimes {
@@ -434,26 +490,43 @@ pub struct ExecutionTimes {
     pub output: std::time::Duration,
 }
 
-/// Runs `session` on validated `inputs` and returns the outputs named in `outputs`, in that order.
+/// Runs `instance` on validated `inputs` and returns the outputs named in `outputs`, in that order.
+///
+/// On CPU the inputs go to `Session::run` as values and the outputs come back in ONNX Runtime's CPU
+/// memory. On a CUDA instance the run goes through an [`IoBinding`]: inputs are bound as they are
+/// (ONNX Runtime copies each to the device once) and outputs are bound to CUDA pinned host memory,
+/// which the device writes by DMA and this server reads in place, instead of ONNX Runtime
+/// allocating them on the device and copying them to a second host buffer.
 ///
 /// # Errors
 /// [`ServerError::InvalidInput`] when a BYTES input is not UTF-8; [`ServerError::Internal`] when
 /// ONNX Runtime fails.
 pub fn execute(
-    session: &mut Session,
+    instance: &mut Instance,
     inputs: &[crate::tensor::Tensor],
     outputs: &[String],
 ) -> Result<(Vec<crate::tensor::Tensor>, ExecutionTimes), ServerError> {
     use std::time::Instant;
+    let failed = |e: ort::Error| ServerError::Internal(format!("ONNX Runtime run failed: {e}"));
     let start = Instant::now();
     let values = inputs
         .iter()
         .map(|t| Ok((t.name.as_str(), crate::tensor::to_ort(t)?)))
         .collect::<Result<Vec<_>, ServerError>>()?;
     let input_done = Instant::now();
-    let mut results = session
-        .run(values)
-        .map_err(|e| ServerError::Internal(format!("ONNX Runtime run failed: {e}")))?;
+    let device = match instance.placement {
+        Placement::Cpu => None,
+        Placement::Gpu(device) => Some(device),
+    };
+    let session = &mut instance.session;
+    let binding = match device {
+        None => None,
+        Some(device) => Some(bind(session, device, &values, outputs).map_err(failed)?),
+    };
+    let mut results = match &binding {
+        None => session.run(values).map_err(failed)?,
+        Some(binding) => session.run_binding(binding).map_err(failed)?,
+    };
     let infer_done = Instant::now();
     let tensors = outputs
         .iter()

@@ -35,6 +35,8 @@ pub struct ModelServer {
     pub config: Arc<Config>,
     /// Set when shutdown starts, so readiness turns false while in-flight requests drain.
     draining: AtomicBool,
+    /// NVML when the driver's library is present, read at each metrics scrape.
+    gpu: Option<crate::gpu::Nvml>,
 }
 
 impl ModelServer {
@@ -46,10 +48,16 @@ impl ModelServer {
     pub async fn start(root: &Path, config: Config) -> Result<Arc<Self>, LoadError> {
         let config = Arc::new(config);
         let repository = ModelRepository::open(root, Arc::clone(&config)).await?;
+        let nvml = config
+            .runtime
+            .nvml_library
+            .clone()
+            .unwrap_or_else(|| crate::gpu::DEFAULT_NVML_LIBRARY.into());
         Ok(Arc::new(ModelServer {
             repository,
             config,
             draining: AtomicBool::new(false),
+            gpu: crate::gpu::Nvml::open_optional(&nvml),
         }))
     }
 
@@ -334,6 +342,9 @@ impl ModelServer {
             out,
             "# HELP modelserver_gpu_fallback_models Loaded model versions configured for GPU running on CPU\n# TYPE modelserver_gpu_fallback_models gauge\nmodelserver_gpu_fallback_models {fallback}"
         );
+        if let Some(nvml) = &self.gpu {
+            crate::gpu::render(&nvml.sample(), &mut out);
+        }
         out
     }
 }

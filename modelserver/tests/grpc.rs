@@ -517,3 +517,61 @@ async fn gzip_compressed_requests_and_responses() {
     assert_eq!(r.metadata().get("grpc-encoding").unwrap(), "gzip");
     assert_eq!(f32_values(&r.into_inner().raw_output_contents[0]), [3.0; 4]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_naming_another_model_than_authz_authorized_is_permission_denied() {
+    let s = start(Config::default()).await;
+    let mut c = client(&s.grpc).await;
+    let with = |model: &str, version: Option<&str>| {
+        let mut r = tonic::Request::new(add_request(&[1.0; 4], &[2.0; 4]));
+        r.metadata_mut()
+            .insert("x-authz-model", model.parse().unwrap());
+        if let Some(v) = version {
+            r.metadata_mut()
+                .insert("x-authz-model-version", v.parse().unwrap());
+        }
+        r
+    };
+    // authz authorized add_fp32: served.
+    let ok = c.model_infer(with("add_fp32", Some(""))).await.unwrap();
+    assert_eq!(
+        f32_values(&ok.into_inner().raw_output_contents[0]),
+        vec![3.0; 4]
+    );
+    // The decoded message names add_fp32, authz saw (and authorized) another model.
+    let e = c
+        .model_infer(with("identity_int64", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        "the request names model 'add_fp32' but the gateway authorized 'identity_int64'"
+    );
+    // Same model, another version than the one authorized.
+    let e = c
+        .model_infer(with("add_fp32", Some("2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        "the request names model 'add_fp32' but the gateway authorized 'add_fp32@2'"
+    );
+    // Without the header (direct access) nothing is checked.
+    assert!(
+        c.model_infer(add_request(&[1.0; 4], &[2.0; 4]))
+            .await
+            .is_ok()
+    );
+    // The refusals never reached the model.
+    let stats = c
+        .model_statistics(pb::ModelStatisticsRequest {
+            name: "add_fp32".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.model_stats[0].inference_count, 2);
+}

@@ -416,6 +416,54 @@ async fn failed_loads_are_reported_and_others_serve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nvml_the_server_serves_metrics_without_gpu_series() {
+    let s = start(config(
+        "[runtime]\nnvml_library = \"/nonexistent/libnvidia-ml.so.1\"\n",
+    ))
+    .await;
+    let req = json!({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    let (status, _) = post(&format!("{}/v2/models/add_fp32/infer", s.http), req).await;
+    assert_eq!(status, 200);
+    let response = reqwest::get(&s.metrics).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().await.unwrap();
+    assert!(
+        metrics.contains("nv_inference_request_success{model=\"add_fp32\",version=\"1\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("nv_gpu_"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_optimization_level_comes_from_the_model_else_the_server() {
+    let s = start(config(
+        "[runtime]\ngraph_optimization_level = \"disable\"\n",
+    ))
+    .await;
+    let level = |cfg: &Value| cfg["parameters"]["graph_optimization_level"]["string_value"].clone();
+    let (_, cfg) = get(&format!("{}/v2/models/add_fp32/config", s.http)).await;
+    assert_eq!(level(&cfg), "disable");
+    assert!(cfg["optimization"].get("graph").is_none(), "{cfg}");
+    // echo_bytes says `optimization { graph { level: -1 } }`: basic, as Triton's ONNX Runtime backend.
+    let (_, cfg) = get(&format!("{}/v2/models/echo_bytes/config", s.http)).await;
+    assert_eq!(level(&cfg), "basic");
+    assert_eq!(cfg["optimization"]["graph"]["level"], -1);
+    let req = json!({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "data": [4, 3, 2, 1]}]});
+    let (status, body) = post(&format!("{}/v2/models/add_fp32/infer", s.http), req).await;
+    assert_eq!(
+        (status, body["outputs"][0]["data"].clone()),
+        (200, json!([5.0, 5.0, 5.0, 5.0]))
+    );
+    let s = start(Config::default()).await;
+    let (_, cfg) = get(&format!("{}/v2/models/add_fp32/config", s.http)).await;
+    assert_eq!(level(&cfg), "all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_model_falls_back_to_cpu_only_when_configured_and_says_so() {
     let s = start(config("[runtime]\ncpu_fallback_models = [\"gpu_add\"]\n")).await;
     let (status, cfg) = get(&format!("{}/v2/models/gpu_add/config", s.http)).await;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value as Json, json};
 
 use super::pbtxt::{self, Field, Value};
+use crate::config::GraphOptimization;
 use crate::tensor::DataType;
 
 /// Triton's platform string for ONNX models.
@@ -37,6 +38,9 @@ pub struct ModelConfig {
     pub version_policy: VersionPolicy,
     /// GPU execution accelerators in priority order.
     pub gpu_accelerators: Vec<Accelerator>,
+    /// `optimization { graph { level } }` as Triton's ONNX Runtime backend reads it: -1 basic,
+    /// 1 extended, 2 all; `None` (absent or 0) takes the server's `graph_optimization_level`.
+    pub graph_optimization: Option<GraphOptimization>,
     /// Model file name inside each version directory.
     pub default_model_filename: String,
     /// Free-form string parameters.
@@ -246,6 +250,7 @@ impl ModelConfig {
             instance_groups: Vec::new(),
             version_policy: VersionPolicy::Latest(1),
             gpu_accelerators: Vec::new(),
+            graph_optimization: None,
             default_model_filename: DEFAULT_MODEL_FILENAME.to_string(),
             parameters: BTreeMap::new(),
         }
@@ -297,7 +302,11 @@ impl ModelConfig {
                 "dynamic_batching" => config.dynamic_batching = Some(dynamic_batching(f)?),
                 "instance_group" => config.instance_groups.push(instance_group(f)?),
                 "version_policy" => config.version_policy = version_policy(f)?,
-                "optimization" => config.gpu_accelerators = optimization(f)?,
+                "optimization" => {
+                    let (accelerators, graph) = optimization(f)?;
+                    config.gpu_accelerators = accelerators;
+                    config.graph_optimization = graph;
+                }
                 "parameters" => {
                     let (k, v) = parameter(f)?;
                     config.parameters.insert(k, v);
@@ -365,6 +374,9 @@ impl ModelConfig {
                 .collect();
             out["optimization"] =
                 json!({"execution_accelerators": {"gpu_execution_accelerator": accs}});
+        }
+        if let Some(level) = self.graph_optimization.and_then(graph_level_number) {
+            out["optimization"]["graph"] = json!({ "level": level });
         }
         out
     }
@@ -515,9 +527,50 @@ fn version_policy(f: &Field) -> Result<VersionPolicy, ConfigError> {
     }
 }
 
-fn optimization(f: &Field) -> Result<Vec<Accelerator>, ConfigError> {
+/// Triton's graph level numbers as its ONNX Runtime backend maps them. Level 0 is "the default",
+/// which here is the server's `runtime.graph_optimization_level`.
+fn graph_level(path: &str, f: &Field) -> Result<Option<GraphOptimization>, ConfigError> {
+    match number::<i64>(path, f)? {
+        -1 => Ok(Some(GraphOptimization::Basic)),
+        0 => Ok(None),
+        1 => Ok(Some(GraphOptimization::Extended)),
+        2 => Ok(Some(GraphOptimization::All)),
+        n => Err(invalid(
+            path,
+            f,
+            format!(
+                "graph level {n} is not -1 (basic), 0 (server default), 1 (extended) or 2 (all)"
+            ),
+        )),
+    }
+}
+
+/// The number [`graph_level`] reads back to `level`, for the JSON form.
+fn graph_level_number(level: GraphOptimization) -> Option<i64> {
+    match level {
+        GraphOptimization::Basic => Some(-1),
+        GraphOptimization::Extended => Some(1),
+        GraphOptimization::All => Some(2),
+        GraphOptimization::Disable | GraphOptimization::Layout => None,
+    }
+}
+
+/// GPU accelerators and graph optimization level from `optimization { ... }`.
+type Optimization = (Vec<Accelerator>, Option<GraphOptimization>);
+
+fn optimization(f: &Field) -> Result<Optimization, ConfigError> {
     let mut accelerators = Vec::new();
+    let mut graph = None;
     for g in message("", f)? {
+        if g.name == "graph" {
+            for h in message("optimization", g)? {
+                if h.name != "level" {
+                    return Err(unsupported("optimization.graph", h));
+                }
+                graph = graph_level("optimization.graph", h)?;
+            }
+            continue;
+        }
         if g.name != "execution_accelerators" {
             return Err(unsupported("optimization", g));
         }
@@ -559,14 +612,37 @@ fn optimization(f: &Field) -> Result<Vec<Accelerator>, ConfigError> {
                     format!("cuda parameter '{key}' is not supported"),
                 ));
             }
+            if let Some(v) = acc.parameters.get("gpu_mem_limit")
+                && v.parse::<u64>().is_err()
+            {
+                return Err(invalid(
+                    path,
+                    h,
+                    format!("gpu_mem_limit '{v}' is not a byte count"),
+                ));
+            }
+            if let Some(v) = acc.parameters.get("cudnn_conv_algo_search")
+                && !CUDNN_CONV_ALGO_SEARCH.contains(&v.as_str())
+            {
+                return Err(invalid(
+                    path,
+                    h,
+                    format!(
+                        "cudnn_conv_algo_search '{v}' is not one of {}",
+                        CUDNN_CONV_ALGO_SEARCH.join(", ")
+                    ),
+                ));
+            }
             accelerators.push(acc);
         }
     }
-    Ok(accelerators)
+    Ok((accelerators, graph))
 }
 
 /// CUDA accelerator parameters passed to the CUDA execution provider.
 pub const CUDA_PARAMETERS: [&str; 2] = ["gpu_mem_limit", "cudnn_conv_algo_search"];
+/// Values of `cudnn_conv_algo_search`, as Triton's ONNX Runtime backend spells them.
+pub const CUDNN_CONV_ALGO_SEARCH: [&str; 3] = ["EXHAUSTIVE", "HEURISTIC", "DEFAULT"];
 
 fn string_map_entry(path: &str, f: &Field) -> Result<(String, String), ConfigError> {
     let mut key = None;
@@ -689,10 +765,15 @@ parameters { key: "note" value: { string_value: "hi" } }
             e.to_string().contains("unsupported field 'input.reshape'"),
             "{e}"
         );
-        let e = ModelConfig::parse("m", "optimization { graph { level: 1 } }").unwrap_err();
+        let e = ModelConfig::parse("m", "optimization { graph { fuse: 1 } }").unwrap_err();
         assert!(
             e.to_string()
-                .contains("unsupported field 'optimization.graph'"),
+                .contains("unsupported field 'optimization.graph.fuse'"),
+            "{e}"
+        );
+        let e = ModelConfig::parse("m", "optimization { graph { level: 3 } }").unwrap_err();
+        assert!(
+            e.to_string().contains("graph level 3 is not -1 (basic)"),
             "{e}"
         );
     }
@@ -729,6 +810,74 @@ parameters { key: "note" value: { string_value: "hi" } }
             let e = ModelConfig::parse("m", text).unwrap_err().to_string();
             assert!(e.contains(expected), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn cuda_parameter_values_are_checked_when_the_config_is_read() {
+        let cuda = |params: &str| {
+            ModelConfig::parse(
+                "m",
+                &format!(
+                    "optimization {{ execution_accelerators {{ gpu_execution_accelerator {{ name: \"cuda\" {params} }} }} }}"
+                ),
+            )
+        };
+        let c = cuda(
+            "parameters { key: \"gpu_mem_limit\" value: \"2147483648\" } \
+             parameters { key: \"cudnn_conv_algo_search\" value: \"HEURISTIC\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            c.gpu_accelerators[0].parameters["gpu_mem_limit"],
+            "2147483648"
+        );
+        let e = cuda("parameters { key: \"gpu_mem_limit\" value: \"2G\" }").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("gpu_mem_limit '2G' is not a byte count"),
+            "{e}"
+        );
+        let e = cuda("parameters { key: \"cudnn_conv_algo_search\" value: \"FAST\" }").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "cudnn_conv_algo_search 'FAST' is not one of EXHAUSTIVE, HEURISTIC, DEFAULT"
+            ),
+            "{e}"
+        );
+        let e = cuda("parameters { key: \"device_id\" value: \"1\" }").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cuda parameter 'device_id' is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn graph_level_follows_tritons_onnxruntime_backend() {
+        let level = |text: &str| ModelConfig::parse("m", text).unwrap().graph_optimization;
+        assert_eq!(level(""), None);
+        assert_eq!(level("optimization { graph { level: 0 } }"), None);
+        assert_eq!(
+            level("optimization { graph { level: -1 } }"),
+            Some(GraphOptimization::Basic)
+        );
+        assert_eq!(
+            level("optimization { graph { level: 1 } }"),
+            Some(GraphOptimization::Extended)
+        );
+        let c = ModelConfig::parse(
+            "m",
+            "optimization { graph { level: 2 } execution_accelerators { gpu_execution_accelerator { name: \"cuda\" } } }",
+        )
+        .unwrap();
+        assert_eq!(c.graph_optimization, Some(GraphOptimization::All));
+        assert_eq!(c.gpu_accelerators.len(), 1);
+        let j = c.to_json(&BTreeMap::new());
+        assert_eq!(j["optimization"]["graph"]["level"], 2);
+        assert_eq!(
+            j["optimization"]["execution_accelerators"]["gpu_execution_accelerator"][0]["name"],
+            "cuda"
+        );
     }
 
     #[test]
