@@ -6,7 +6,8 @@
 //! back through [`tensor`] (OIP datatypes <-> ONNX values). [`repository`] owns the models: Triton's
 //! directory layout, the `config.pbtxt` subset, version policies, load and unload. [`error`] is the
 //! one place errors become HTTP statuses and gRPC codes; [`stats`] holds the counters behind both
-//! the statistics extension and the `nv_inference_*` metrics.
+//! the statistics extension and the `nv_inference_*` metrics. [`trace`] records each request's
+//! spans (queue, batch, compute) in the caller's trace when OTLP export is configured.
 //!
 //! What it does not guarantee: a request's `timeout` bounds only its time in the queue, not its
 //! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); GPU metrics through
@@ -23,6 +24,7 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tensor;
+pub mod trace;
 
 pub use config::Config;
 pub use error::ServerError;

@@ -35,6 +35,8 @@ pub struct ModelServer {
     pub config: Arc<Config>,
     /// Set when shutdown starts, so readiness turns false while in-flight requests drain.
     draining: AtomicBool,
+    /// Span export ([`crate::trace`]); disabled unless configured.
+    pub tracer: telemetry::Tracer,
 }
 
 impl ModelServer {
@@ -44,12 +46,25 @@ impl ModelServer {
     /// [`LoadError::Io`] when the repository cannot be listed (individual model failures are not
     /// errors).
     pub async fn start(root: &Path, config: Config) -> Result<Arc<Self>, LoadError> {
+        Self::start_traced(root, config, telemetry::Tracer::disabled()).await
+    }
+
+    /// As [`ModelServer::start`], recording each request's spans with `tracer`.
+    ///
+    /// # Errors
+    /// As [`ModelServer::start`].
+    pub async fn start_traced(
+        root: &Path,
+        config: Config,
+        tracer: telemetry::Tracer,
+    ) -> Result<Arc<Self>, LoadError> {
         let config = Arc::new(config);
         let repository = ModelRepository::open(root, Arc::clone(&config)).await?;
         Ok(Arc::new(ModelServer {
             repository,
             config,
             draining: AtomicBool::new(false),
+            tracer,
         }))
     }
 
