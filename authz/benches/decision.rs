@@ -227,6 +227,22 @@ async fn run() {
     let (s, w) = time_decisions(&svc, &keyed, true).await;
     let key_stats = stats("whole check, API key", s, w);
 
+    // 2b. The whole check with span export on: six spans per check (a new trace each), sent to a
+    // loopback OTLP/HTTP receiver that parses and counts them (on the same cores, so this is an
+    // upper bound on the cost). Export off is the `whole check` lines above.
+    let receiver = e2e::otlp::OtlpReceiver::discarding();
+    let mut export = telemetry::ExportConfig::new(receiver.traces_url(), "authz");
+    export.max_queue_size = 1 << 16;
+    export.schedule_delay = Duration::from_millis(50);
+    let tracer = telemetry::Tracer::start(export, telemetry::ExportMetrics::default()).unwrap();
+    let traced = svc.clone().with_tracer(tracer.clone());
+    time_decisions(&traced, &warm[..1000], true).await;
+    let (s, w) = time_decisions(&traced, &warm[..20_000], true).await;
+    let traced_stats = stats("whole check, warm, spans exported", s, w);
+    tracer.flush().await;
+    let export_metrics = tracer.metrics().unwrap();
+    let (exported, dropped) = (export_metrics.exported.get(), export_metrics.dropped.get());
+
     // 3b. The Cedar step alone (same input as the warm case).
     let principal = authz::Principal {
         id: "analyst-1".into(),
@@ -375,6 +391,7 @@ async fn run() {
         &warm_stats,
         &cold_stats,
         &key_stats,
+        &traced_stats,
         &policy_stats,
         &policy_fresh,
         &grpc_stats,
@@ -392,6 +409,10 @@ async fn run() {
         let (n, t) = audit_totals[mode];
         n as f64 / t.as_secs_f64()
     };
+    println!(
+        "span export: {exported} spans accepted by the receiver ({} counted there), {dropped} dropped on a full queue",
+        receiver.count()
+    );
     println!("\nwhole checks, 64 concurrent, 3 interleaved rounds of {secs} s per audit mode:");
     for mode in ["discard", "write", "fsync"] {
         println!(

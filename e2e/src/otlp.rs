@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,10 @@ impl ReceivedSpan {
 /// The receiver; stops accepting when dropped (its thread ends with the test process).
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    /// Spans kept (none when discarding).
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// Spans received, kept or not.
+    count: Arc<AtomicUsize>,
     /// Request paths and content types seen, for asserting on the protocol itself.
     requests: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -54,24 +58,45 @@ impl OtlpReceiver {
     /// # Panics
     /// When no loopback port can be bound.
     pub fn start() -> OtlpReceiver {
+        Self::listen(true)
+    }
+
+    /// As [`OtlpReceiver::start`], but only counts the spans (benchmarks send too many to keep).
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub fn discarding() -> OtlpReceiver {
+        Self::listen(false)
+    }
+
+    fn listen(keep: bool) -> OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("bound address");
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (s, r) = (Arc::clone(&spans), Arc::clone(&requests));
+        let receiver = OtlpReceiver {
+            addr,
+            spans: Arc::new(Mutex::new(Vec::new())),
+            count: Arc::new(AtomicUsize::new(0)),
+            requests: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (s, c, r) = (
+            Arc::clone(&receiver.spans),
+            Arc::clone(&receiver.count),
+            Arc::clone(&receiver.requests),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (s, r) = (Arc::clone(&s), Arc::clone(&r));
+                let (s, c, r) = (Arc::clone(&s), Arc::clone(&c), Arc::clone(&r));
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &s, &r);
+                    let _ = serve(stream, keep.then_some(&*s), &c, &r);
                 });
             }
         });
-        OtlpReceiver {
-            addr,
-            spans,
-            requests,
-        }
+        receiver
+    }
+
+    /// How many spans arrived so far (also when discarding).
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     /// The base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` takes it.
@@ -113,7 +138,8 @@ impl OtlpReceiver {
 
 fn serve(
     stream: TcpStream,
-    spans: &Mutex<Vec<ReceivedSpan>>,
+    spans: Option<&Mutex<Vec<ReceivedSpan>>>,
+    count: &AtomicUsize,
     requests: &Mutex<Vec<(String, String)>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -141,13 +167,15 @@ fn serve(
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    if let Ok(mut r) = requests.lock() {
-        r.push((path, content_type));
-    }
     let status = match serde_json::from_slice::<Value>(&body) {
         Ok(request) => {
-            if let Ok(mut s) = spans.lock() {
-                s.extend(flatten(&request));
+            let received = flatten(&request);
+            count.fetch_add(received.len(), Ordering::Relaxed);
+            if let Some(mut s) = spans.and_then(|s| s.lock().ok()) {
+                s.extend(received);
+                if let Ok(mut r) = requests.lock() {
+                    r.push((path, content_type));
+                }
             }
             "200 OK"
         }

@@ -56,7 +56,7 @@ impl SpanId {
 /// Lowercase hex, as in `traceparent` and in OTLP's JSON encoding.
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        write_hex::<16, 32>(&self.0, f)
     }
 }
 
@@ -69,8 +69,18 @@ impl fmt::Debug for TraceId {
 /// Lowercase hex, as in `traceparent` and in OTLP's JSON encoding.
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        write_hex::<8, 16>(&self.0, f)
     }
+}
+
+/// Lowercase hex through a stack buffer: formatting an id allocates nothing of its own.
+fn write_hex<const N: usize, const H: usize>(
+    bytes: &[u8; N],
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    let mut buf = [0u8; H];
+    hex::encode_to_slice(bytes, &mut buf).map_err(|_| fmt::Error)?;
+    f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
 }
 
 impl fmt::Debug for SpanId {
