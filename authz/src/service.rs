@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use telemetry::{Span, Tracer};
+use telemetry::{Span, TraceContext, Tracer};
 use tonic::{Request, Response, Status};
 
 use crate::audit::{self, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal};
@@ -147,9 +147,12 @@ impl AuthzService {
         let rt = self.runtime.load_full();
         // Steps 1-3: facts, authentication, policy.
         let mut decision = authorize_traced(&rt, req, &span).await;
-        // The audit names the trace this check's spans are in (also one started here).
+        // The audit names the trace this check's spans are in (also one started here), else the
+        // one Envoy traces the request in (also with export off here), else the header's.
         if let Some(trace_id) = span.trace_id() {
             decision.trace_id = Some(trace_id.to_string());
+        } else if let Some(envoy) = envoy_traceparent.and_then(|v| TraceContext::parse(v).ok()) {
+            decision.trace_id = Some(envoy.trace_id.to_string());
         }
         // Step 4: rate limit, only for requests policy allowed on a model.
         if decision.reason == ReasonCode::Allowed {

@@ -206,3 +206,20 @@ async fn an_unsampled_parent_records_nothing_and_keeps_its_trace_id_in_the_audit
     assert!(receiver.spans().is_empty());
     assert_eq!(d.trace_id.as_deref(), Some(TRACE));
 }
+
+#[tokio::test]
+async fn with_export_off_the_audit_still_names_the_trace_envoy_started() {
+    // Envoy started the trace (the client sent no traceparent): only the Check call carries it.
+    let server = Server::start().await;
+    let svc =
+        AuthzService::start(Arc::clone(&server.runtime), Arc::clone(&server.metrics)).unwrap();
+    let d = svc
+        .decide_in_trace(
+            &req("/v2/models/mission-summarizer/infer")
+                .bearer(&analyst())
+                .build(),
+            Some(&traceparent(ENVOY_SPAN)),
+        )
+        .await;
+    assert_eq!(d.trace_id.as_deref(), Some(TRACE));
+}

@@ -109,4 +109,8 @@ fn authz_and_modelserver_spans_join_the_trace_envoy_continues_or_starts() {
     let (check, infer) = server_spans(&receiver, &envoy_trace, &s);
     assert!(!check.field("parentSpanId").is_empty());
     assert!(!infer.field("parentSpanId").is_empty());
+    let record = s
+        .audit_record(&check.attribute("decision.id").unwrap())
+        .expect("an audit record");
+    assert_eq!(record["trace_id"], envoy_trace.as_str());
 }
