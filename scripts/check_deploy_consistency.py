@@ -168,6 +168,13 @@ def check_compose() -> None:
     check(any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), where, "no NVIDIA device reserved")
     check("modelserver" in gpu.get("networks", {}).get("default", {}).get("aliases", []), where, "GPU replica must answer to `modelserver`")
 
+    # Span export: the services speak OTLP/HTTP JSON, so they point at the collector's HTTP port.
+    for svc in ("authz", "modelserver", "modelserver-gpu"):
+        env = s[svc].get("environment", {})
+        check(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == f"http://jaeger:{PORTS['otlp_http']}"
+              and env.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "http/json", where,
+              f"{svc} must export spans as OTLP/HTTP JSON to jaeger:{PORTS['otlp_http']}")
+
     check(s["authz"]["depends_on"].get("authz-dev-init", {}).get("condition") == "service_completed_successfully",
           where, "authz must wait for the dev key generation")
     check_compose_authz_config()
@@ -347,6 +354,18 @@ def check_k8s(rendered: Path, overlay: str) -> None:
           where, "modelserver must admit only the gateway")
     check(peers("redis", PORTS["redis"]) == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "authz"}}}], where, "redis must admit only authz")
 
+    # Span export: the services' OTLP/HTTP endpoint, and the egress that lets it through.
+    def egress_ports(np_name: str) -> set[int]:
+        return {p.get("port") for rule in nps.get(np_name, {}).get("spec", {}).get("egress", []) for p in rule.get("ports", [])}
+
+    for name in ("authz", "modelserver"):
+        env = {e["name"]: e.get("value") for e in container(deps[name]).get("env", [])}
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+        check(endpoint.endswith(f":{PORTS['otlp_http']}") and env.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "http/json",
+              where, f"{name} must export spans as OTLP/HTTP JSON to the collector's port {PORTS['otlp_http']}")
+        check(PORTS["otlp_http"] in egress_ports(name), where, f"{name} NetworkPolicy must allow egress to OTLP/HTTP {PORTS['otlp_http']}")
+    check(PORTS["otlp_grpc"] in egress_ports("gateway"), where, f"gateway NetworkPolicy must allow egress to OTLP/gRPC {PORTS['otlp_grpc']}")
+
     # Custom resources, by structure.
     for name, sm in by_kind(docs, "ServiceMonitor").items():
         sel = sm["spec"]["selector"]["matchLabels"]
@@ -426,6 +445,15 @@ def check_service_defaults() -> None:
         check(needle in ms, "modelserver/src", f"{what} {needle!r} (deploy/contract.json) not found in the service's source")
 
 
+def check_telemetry_defaults() -> None:
+    src = source_text("telemetry")
+    for what, needle in (("OTLP traces path", PATHS["otlp_traces"]), ("endpoint variable", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+                         ("service name variable", "OTEL_SERVICE_NAME")):
+        check(needle in src, "telemetry/src", f"{what} {needle!r} not found in the exporter's source")
+    for crate in ("authz", "modelserver"):
+        check("traceparent" in source_text(crate), f"{crate}/src", "the service does not read traceparent")
+
+
 def check_runbooks() -> None:
     ops = (ROOT / "docs/operations.md").read_text() if (ROOT / "docs/operations.md").exists() else ""
     anchors = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
@@ -453,6 +481,7 @@ def main() -> int:
         check_k8s(rendered, overlay)
     check_istio(rendered)
     check_service_defaults()
+    check_telemetry_defaults()
     check_runbooks()
     for p in problems:
         print(f"INCONSISTENT: {p}")

@@ -117,6 +117,16 @@ async fn time_steps(rt: &Runtime, reqs: &[CheckRequest]) -> (Vec<Duration>, Dura
     (samples, start.elapsed())
 }
 
+/// Gives the exporter of the last traced run time to deliver what it queued before the
+/// receiver's count is printed.
+async fn wait_for_delivery(receiver: &e2e::otlp::OtlpReceiver) {
+    let mut last = usize::MAX;
+    while receiver.count() != last {
+        last = receiver.count();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -226,6 +236,36 @@ async fn run() {
     let cold_stats = stats("whole check, cold RS256 verify", s, w);
     let (s, w) = time_decisions(&svc, &keyed, true).await;
     let key_stats = stats("whole check, API key", s, w);
+
+    // 2b. The whole check with span export on: six spans per check (a new trace each).
+    // "queued": the collector accepts the connection and never answers, so spans only pile up in
+    // the (large enough) queue: the cost on the request path alone. "exported": a loopback
+    // OTLP/HTTP receiver parses and counts them, so the exporter's encoding and the receiver share
+    // the benchmark's cores (an upper bound). Export off is the `whole check` lines above.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = e2e::otlp::OtlpReceiver::discarding();
+    let mut traced_stats = Vec::new();
+    let mut export_counts = (0, 0);
+    for (name, endpoint) in [
+        (
+            "whole check, warm, spans queued",
+            format!("http://{}/v1/traces", stalled.local_addr().unwrap()),
+        ),
+        ("whole check, warm, spans exported", receiver.traces_url()),
+    ] {
+        let mut export = telemetry::ExportConfig::new(endpoint, "authz");
+        export.max_queue_size = 1 << 17;
+        export.schedule_delay = Duration::from_millis(50);
+        let tracer = telemetry::Tracer::start(export, telemetry::ExportMetrics::default()).unwrap();
+        let traced = svc.clone().with_tracer(tracer.clone());
+        time_decisions(&traced, &warm[..1000], true).await;
+        let (s, w) = time_decisions(&traced, &warm[..20_000], true).await;
+        traced_stats.push(stats(name, s, w));
+        let m = tracer.metrics().unwrap();
+        export_counts = (m.exported.get(), m.dropped.get());
+    }
+    wait_for_delivery(&receiver).await;
+    let (exported, dropped) = export_counts;
 
     // 3b. The Cedar step alone (same input as the warm case).
     let principal = authz::Principal {
@@ -375,6 +415,8 @@ async fn run() {
         &warm_stats,
         &cold_stats,
         &key_stats,
+        &traced_stats[0],
+        &traced_stats[1],
         &policy_stats,
         &policy_fresh,
         &grpc_stats,
@@ -392,6 +434,10 @@ async fn run() {
         let (n, t) = audit_totals[mode];
         n as f64 / t.as_secs_f64()
     };
+    println!(
+        "span export: {exported} spans accepted by the receiver ({} counted there), {dropped} dropped on a full queue",
+        receiver.count()
+    );
     println!("\nwhole checks, 64 concurrent, 3 interleaved rounds of {secs} s per audit mode:");
     for mode in ["discard", "write", "fsync"] {
         println!(

@@ -19,7 +19,8 @@
 //!
 //! Around it: [`config`] (the typed, validated TOML file), [`runtime`] (the loaded configuration,
 //! swapped atomically on reload), [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`metrics`], and
-//! [`devkeys`] (the dev issuer key used by `authz dev-init` and `authz token`).
+//! [`devkeys`] (the dev issuer key used by `authz dev-init` and `authz token`), and [`trace`]
+//! (each check's spans in the trace Envoy started, exported over OTLP when configured).
 //!
 //! # What it does not guarantee
 //!
@@ -46,5 +47,6 @@ pub mod request;
 pub mod response;
 pub mod runtime;
 pub mod service;
+pub mod trace;
 
 pub use decision::{AuthMethod, Decision, Principal, ReasonCode};

@@ -223,8 +223,9 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        let tracer = start_tracer(&metrics)?;
         let service = match AuthzService::start(Arc::clone(&shared), Arc::clone(&metrics)) {
-            Ok(s) => s,
+            Ok(s) => s.with_tracer(tracer.clone()),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
                 return Ok(ExitCode::from(EXIT_CONFIG));
@@ -263,12 +264,26 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             }
             Err(_) => tracing::warn!("drain timeout; exiting with checks in flight"),
         }
+        // Spans of the last checks reach the collector unless it is unreachable.
+        let _ =
+            tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, tracer.flush()).await;
         // Every acknowledged record is already durable; this lets the writer finish cleanly.
         tokio::task::spawn_blocking(move || audit.shutdown())
             .await
             .ok();
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Span export from the standard `OTEL_*` environment variables (off without an endpoint), its
+/// counters registered as `authz_trace_spans_*_total`.
+fn start_tracer(metrics: &Metrics) -> anyhow::Result<telemetry::Tracer> {
+    let Some(config) = telemetry::ExportConfig::from_env("authz") else {
+        return Ok(telemetry::Tracer::disabled());
+    };
+    let export_metrics = telemetry::ExportMetrics::default();
+    metrics.with_registry(|r| export_metrics.register(r, "authz"));
+    telemetry::Tracer::start(config, export_metrics).context("starting the OTLP span exporter")
 }
 
 async fn wait_for_termination() {

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use telemetry::TraceContext;
 
 use crate::decision::ReasonCode;
 
@@ -617,9 +618,7 @@ pub fn request_meta(req: &CheckRequest) -> RequestMeta {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         });
-    let trace_id = headers
-        .get_lenient("traceparent")
-        .and_then(|t| trace_id_of(&t));
+    let trace_id = traceparent_in(&headers).map(|t| t.trace_id.to_string());
     RequestMeta {
         source_ip,
         request_id,
@@ -627,23 +626,14 @@ pub fn request_meta(req: &CheckRequest) -> RequestMeta {
     }
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well-formed.
-pub fn trace_id_of(traceparent: &str) -> Option<String> {
-    let parts: Vec<&str> = traceparent.trim().split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    match parts.as_slice() {
-        [ver, trace, span, flags]
-            if hex(ver, 2)
-                && *ver != "ff"
-                && hex(trace, 32)
-                && hex(span, 16)
-                && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0') =>
-        {
-            Some(trace.to_ascii_lowercase())
-        }
-        _ => None,
-    }
+/// The caller's W3C trace context from the request's `traceparent` header, when it is a strictly
+/// valid version-00 value (anything else: `None`, and the check starts a new trace).
+pub fn traceparent(req: &CheckRequest) -> Option<TraceContext> {
+    http_of(req).and_then(|http| traceparent_in(&Headers::new(http)))
+}
+
+fn traceparent_in(headers: &Headers<'_>) -> Option<TraceContext> {
+    TraceContext::parse(&headers.get_lenient("traceparent")?).ok()
 }
 
 impl Facts {
@@ -880,17 +870,40 @@ mod tests {
         );
     }
 
+    fn with_traceparent(value: &str) -> CheckRequest {
+        use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+        let mut http = HttpRequest::default();
+        http.headers.insert("traceparent".into(), value.into());
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
     #[test]
-    fn traceparent_parses() {
+    fn traceparent_parses_strictly() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
-            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            request_meta(&with_traceparent(valid)).trace_id.as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(
-            trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None
-        );
-        assert_eq!(trace_id_of("garbage"), None);
+        let parent = traceparent(&with_traceparent(valid)).unwrap();
+        assert_eq!(parent.span_id.to_string(), "00f067aa0ba902b7");
+        for invalid in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(request_meta(&with_traceparent(invalid)).trace_id, None);
+            assert_eq!(traceparent(&with_traceparent(invalid)), None);
+        }
     }
 
     mod props {

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use telemetry::{Span, TraceContext, Tracer};
 use tonic::{Request, Response, Status};
 
 use crate::audit::{self, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal};
@@ -25,6 +26,7 @@ use crate::ratelimit::{OnStoreError, RateLimitError, RateLimitOutcome, RateLimit
 use crate::request::{Facts, Target, request_meta};
 use crate::response::to_check_response;
 use crate::runtime::{Runtime, SharedRuntime};
+use crate::trace::{annotate_check, fail_step};
 
 /// How long a check waits for its audit record to become durable before it is denied with
 /// 503 `audit_unavailable`. Below Envoy's ext_authz timeout (0.5 s in `envoy/render.py`), so a
@@ -55,6 +57,8 @@ pub struct AuthzService {
     limiter: Arc<RateLimiter>,
     /// Step 5. A handle to the single writer thread; cloning shares it.
     audit: AuditLog,
+    /// Span export (`crate::trace`); disabled unless configured, then a check records nothing.
+    tracer: Tracer,
 }
 
 impl std::fmt::Debug for AuthzService {
@@ -103,6 +107,7 @@ impl AuthzService {
             metrics,
             limiter: Arc::new(limiter),
             audit,
+            tracer: Tracer::disabled(),
         })
     }
 
@@ -111,25 +116,71 @@ impl AuthzService {
         Arc::clone(&self.runtime)
     }
 
+    /// Records each check's spans with `tracer` (see [`crate::trace`]).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
     /// The audit log handle (readiness reporting, shutdown).
     pub fn audit(&self) -> &AuditLog {
         &self.audit
     }
 
-    /// The whole pipeline for one check.
+    /// The whole pipeline for one check, in the trace of the request's `traceparent` header.
     pub async fn decide(&self, req: &CheckRequest) -> Decision {
+        self.decide_in_trace(req, None).await
+    }
+
+    /// The whole pipeline for one check. `envoy_traceparent` is the `traceparent` Envoy sent with
+    /// the Check call itself (its ext_authz span); without a valid one the check's span is a child
+    /// of the request's `traceparent` header, or starts a new trace.
+    pub async fn decide_in_trace(
+        &self,
+        req: &CheckRequest,
+        envoy_traceparent: Option<&str>,
+    ) -> Decision {
         let started = Instant::now();
+        let mut span = if self.tracer.is_enabled() {
+            let parent = crate::trace::parent_of(envoy_traceparent, req);
+            self.tracer.server_span("authz.check", parent)
+        } else {
+            Span::none()
+        };
         // One runtime for the whole check, even if a reload lands meanwhile.
         let rt = self.runtime.load_full();
         // Steps 1-3: facts, authentication, policy.
-        let mut decision = authorize(&rt, req).await;
+        let mut decision = authorize_traced(&rt, req, &span).await;
+        // The audit names the trace this check's spans are in (also one started here), else the
+        // one Envoy traces the request in (also with export off here), else the header's.
+        if let Some(trace_id) = span.trace_id() {
+            decision.trace_id = Some(trace_id.to_string());
+        } else if let Some(envoy) = envoy_traceparent.and_then(|v| TraceContext::parse(v).ok()) {
+            decision.trace_id = Some(envoy.trace_id.to_string());
+        }
         // Step 4: rate limit, only for requests policy allowed on a model.
         if decision.reason == ReasonCode::Allowed {
+            let mut step = span.child("authz.ratelimit");
             self.rate_limit(&rt, &mut decision).await;
+            if let Some(outcome) = &decision.rate_limit
+                && step.is_recording()
+            {
+                step.set_attribute("ratelimit.outcome", audit_rate_limit(outcome).outcome);
+            }
+            if decision.reason != ReasonCode::Allowed {
+                fail_step(&mut step, &decision.reason);
+            }
         }
         // Step 5: audit every decision, allow and deny, before answering.
+        let mut step = span.child("authz.audit");
         self.record(&mut decision, started).await;
+        if decision.reason == ReasonCode::AuditUnavailable {
+            fail_step(&mut step, &decision.reason);
+        }
+        step.end();
         self.observe(&rt, &decision, started);
+        annotate_check(&mut span, &rt, &decision);
         decision
     }
 
@@ -274,6 +325,12 @@ fn audit_rate_limit(outcome: &RateLimitOutcome) -> audit::RateLimitState {
 /// token cache: no rate-limit state, no audit record, no metrics (benchmarks time this part
 /// alone; [`AuthzService::decide`] is the whole check).
 pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
+    authorize_traced(rt, req, &Span::none()).await
+}
+
+/// [`authorize`], with a child span of `check` per step.
+async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Decision {
+    let mut step = check.child("authz.facts");
     let meta = request_meta(req);
     let mut d = Decision::new(ReasonCode::Allowed, "allowed");
     d.source_ip = meta.source_ip;
@@ -285,6 +342,7 @@ pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
         Ok(f) => f,
         Err(e) => {
             d.set_outcome(e.reason_code(), e.to_string());
+            fail_step(&mut step, &d.reason);
             return d;
         }
     };
@@ -303,14 +361,20 @@ pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
         Target::Other => None,
     };
 
+    step.end();
+
     // 2. Authentication.
+    let mut step = check.child("authz.authn");
     let principal = match rt.authenticator.authenticate(&facts.credentials).await {
         Ok(p) => p,
         Err(e) => {
             d.set_outcome(e.reason_code(), e.to_string());
+            fail_step(&mut step, &d.reason);
             return d;
         }
     };
+    step.set_attribute("auth.method", principal.auth_method.as_str());
+    step.end();
     d.principal = Some(principal);
 
     // 3. Policy.
@@ -324,6 +388,7 @@ pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
     let Some(principal) = d.principal.as_ref() else {
         return d;
     };
+    let mut step = check.child("authz.policy");
     let outcome = rt.policy.evaluate(&PolicyInput {
         principal,
         model: &model.name,
@@ -337,6 +402,9 @@ pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
     });
     d.set_outcome(outcome.reason, outcome.message);
     d.policies = outcome.policies;
+    if !d.allowed() {
+        fail_step(&mut step, &d.reason);
+    }
     d
 }
 
@@ -346,7 +414,14 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let decision = self.decide(request.get_ref()).await;
+        // Envoy's ext_authz filter sends its own span's context as gRPC metadata.
+        let envoy_traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        let decision = self
+            .decide_in_trace(request.get_ref(), envoy_traceparent)
+            .await;
         // Step 6: the response.
         Ok(Response::new(to_check_response(&decision)))
     }

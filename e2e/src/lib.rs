@@ -12,6 +12,8 @@
 //! - [`RedisServer`], [`RedisCluster`] and [`Envoy`] start the real servers on free loopback
 //!   ports and wait until they answer, polling instead of sleeping a fixed time.
 //! - [`workspace_binary`] locates `authz` / `modelserver` as built by cargo in this workspace.
+//! - [`otlp::OtlpReceiver`] stands in for a trace collector: it keeps the spans our services
+//!   export over OTLP/HTTP JSON so tests can assert on them.
 //! - [`stack::Stack`] runs the whole request path (redis-server, authz, modelserver, Envoy) for
 //!   the end-to-end tests.
 //!
@@ -19,6 +21,7 @@
 //! another process can in principle take the port before the server binds it. Servers of our own
 //! should be given an already-bound listener in-process instead; this is for external programs.
 
+pub mod otlp;
 pub mod stack;
 
 use std::fs::{self, File};

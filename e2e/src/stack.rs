@@ -100,6 +100,7 @@ pub struct StackBuilder {
     redis: bool,
     audit: bool,
     settings: Vec<(String, toml::Value)>,
+    otlp: Option<String>,
 }
 
 impl StackBuilder {
@@ -123,6 +124,15 @@ impl StackBuilder {
     /// Model names may contain `-`; a path segment is split only at `.`.
     pub fn authz_setting(mut self, dotted_path: &str, value: impl Into<toml::Value>) -> Self {
         self.settings.push((dotted_path.to_string(), value.into()));
+        self
+    }
+
+    /// Turns tracing on: Envoy renders with an OpenTelemetry tracer (its OTLP/gRPC export goes to
+    /// a loopback port nobody listens on; its spans are not collected), and authz and
+    /// modelserver export their spans as OTLP/HTTP JSON to `endpoint` (the base URL, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), every 50 ms.
+    pub fn otlp(mut self, endpoint: impl Into<String>) -> Self {
+        self.otlp = Some(endpoint.into());
         self
     }
 
@@ -259,6 +269,8 @@ pub struct Stack {
     config_path: PathBuf,
     key_path: PathBuf,
     audit_dir: Option<PathBuf>,
+    /// OTLP/HTTP base URL the services export spans to, when tracing is on.
+    otlp: Option<String>,
     // Holds the dev key, the generated configs and the audit files while the stack runs.
     dir: tempfile::TempDir,
 }
@@ -275,6 +287,7 @@ impl Stack {
             redis: true,
             audit: true,
             settings: Vec::new(),
+            otlp: None,
         }
     }
 
@@ -317,6 +330,7 @@ impl Stack {
             config_path,
             key_path,
             audit_dir,
+            otlp: b.otlp.clone(),
             dir,
         };
         // Everything starts at once; the waits below then overlap their start-up times.
@@ -359,6 +373,7 @@ impl Stack {
     fn spawn_authz(&self) -> Process {
         let mut cmd = Command::new(&self.authz_bin);
         cmd.arg("serve").arg("--config").arg(&self.config_path);
+        self.export_spans(&mut cmd);
         Process::spawn("authz", die_with_parent(cmd))
     }
 
@@ -373,7 +388,16 @@ impl Stack {
             .args(["--grpc-port", &p.modelserver_grpc.to_string()])
             .args(["--metrics-port", &p.modelserver_metrics.to_string()])
             .env("ORT_DYLIB_PATH", crate::ort_dylib());
+        self.export_spans(&mut cmd);
         Process::spawn("modelserver", die_with_parent(cmd))
+    }
+
+    /// With tracing on, the standard OpenTelemetry variables that make a service export spans.
+    fn export_spans(&self, cmd: &mut Command) {
+        if let Some(endpoint) = &self.otlp {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+                .env("OTEL_BSP_SCHEDULE_DELAY", "50");
+        }
     }
 
     fn spawn_envoy(&self) -> Process {
@@ -393,6 +417,12 @@ impl Stack {
                 "--modelserver-grpc",
                 &format!("127.0.0.1:{}", p.modelserver_grpc),
             ])
+            .args(self.otlp.iter().flat_map(|_| {
+                [
+                    "--otlp-addr".to_owned(),
+                    format!("127.0.0.1:{}", free_port()),
+                ]
+            }))
             .arg("--out")
             .arg(&config)
             .output()

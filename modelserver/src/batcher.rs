@@ -169,6 +169,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Tensor>, ServerError>>,
     /// Counted in the queue until started or dropped.
     slot: QueueSlot,
+    /// The request's span, for its queue, batch and compute spans ([`crate::trace`]).
+    trace: telemetry::SpanHandle,
 }
 
 /// Marks a request cancelled if its caller goes away while it is still queued.
@@ -295,6 +297,7 @@ impl Scheduler {
                     state: Arc::new(AtomicU8::new(QUEUED)),
                     reply: oneshot::channel().0,
                     slot,
+                    trace: telemetry::current_span(),
                 };
                 b.submit(model, pending).await
             }
@@ -325,14 +328,22 @@ async fn run_alone(
     };
     drop(slot);
     model.stats.queue.record(enqueued.elapsed());
+    let trace = telemetry::current_span();
+    crate::trace::record_queue(&trace, enqueued);
+    let started = Instant::now();
     let m = Arc::clone(model);
-    reservation
+    let (result, compute) = reservation
         .run(move |session| {
-            let (tensors, times) = crate::runtime::execute(session, &inputs, &outputs)?;
-            m.stats.record_batch(batch, &times);
-            Ok(tensors)
+            let compute_start = Instant::now();
+            let result = crate::runtime::execute(session, &inputs, &outputs);
+            (result, (compute_start, Instant::now()))
         })
-        .await?
+        .await?;
+    let size = usize::try_from(batch).unwrap_or(usize::MAX);
+    crate::trace::record_batch(&trace, started, compute, size, 1);
+    let (tensors, times) = result?;
+    m.stats.record_batch(batch, &times);
+    Ok(tensors)
 }
 
 impl Batching {
@@ -407,6 +418,7 @@ struct Member {
     reply: oneshot::Sender<Result<Vec<Tensor>, ServerError>>,
     outputs: Vec<String>,
     batch: usize,
+    trace: telemetry::SpanHandle,
 }
 
 impl Batch {
@@ -436,6 +448,7 @@ impl Batch {
             return false;
         }
         model.stats.queue.record(p.enqueued.elapsed());
+        crate::trace::record_queue(&p.trace, p.enqueued);
         drop(p.slot);
         self.size += p.batch;
         self.inputs.push(p.inputs);
@@ -443,6 +456,7 @@ impl Batch {
             reply: p.reply,
             outputs: p.outputs,
             batch: p.batch,
+            trace: p.trace,
         });
         true
     }
@@ -529,11 +543,22 @@ async fn run_batch(model: Arc<LoadedModel>, reservation: Reservation, batch: Bat
     let batches: Vec<usize> = members.iter().map(|m| m.batch).collect();
     let m = Arc::clone(&model);
     let names = outputs.clone();
+    let started = Instant::now();
     let results = reservation
-        .run(move |session| execute_batch(session, &m, inputs, &names, &batches, size))
+        .run(move |session| {
+            let compute_start = Instant::now();
+            let results = execute_batch(session, &m, inputs, &names, &batches, size);
+            (results, (compute_start, Instant::now()))
+        })
         .await;
+    let requests = members.len();
     let results = match results {
-        Ok(r) => r,
+        Ok((r, compute)) => {
+            for member in &members {
+                crate::trace::record_batch(&member.trace, started, compute, size, requests);
+            }
+            r
+        }
         Err(e) => vec![Err(e); members.len()],
     };
     for (member, result) in members.into_iter().zip(results) {
@@ -748,6 +773,7 @@ mod tests {
             state: Arc::new(AtomicU8::new(QUEUED)),
             reply: oneshot::channel().0,
             slot: QueueSlot(Arc::new(AtomicU32::new(1))),
+            trace: telemetry::SpanHandle::none(),
         };
         let mut batch = Batch::default();
         batch.inputs.push(vec![raw("x", &[2, 3], &[0.0; 6])]);

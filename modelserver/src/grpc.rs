@@ -218,6 +218,11 @@ impl GrpcInferenceService for OipService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
         let authorized = AuthorizedModel::from_metadata(r.metadata());
+        let traceparent = r
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        let mut span = crate::trace::request_span(&self.server.tracer, traceparent, "grpc");
         let r = r.into_inner();
         let utf8 = |field: &str, b: Vec<u8>| {
             String::from_utf8(b).map_err(|_| {
@@ -237,6 +242,7 @@ impl GrpcInferenceService for OipService {
             .server
             .model(&name, version(&requested_version))
             .map_err(status)?;
+        crate::trace::set_model(&mut span, &model);
         let timeout = timeout_parameter(r.parameters.get("timeout"));
         let decoded = timeout.and_then(|timeout| {
             decode_request(&model, r.inputs, r.raw_input_contents, r.outputs)
@@ -249,11 +255,10 @@ impl GrpcInferenceService for OipService {
                 return Err(status(e));
             }
         };
-        let tensors = self
-            .server
-            .infer(&model, inputs, outputs, batch, timeout)
-            .await
-            .map_err(status)?;
+        let inference = self.server.infer(&model, inputs, outputs, batch, timeout);
+        let tensors = telemetry::in_span(span.handle(), inference).await;
+        crate::trace::set_outcome(&mut span, &tensors);
+        let tensors = tensors.map_err(status)?;
         let mut response = pb::ModelInferResponse {
             model_name: model.name.clone(),
             model_version: model.version_string(),

@@ -64,10 +64,11 @@ pub async fn serve_metrics(
         .route(
             "/metrics",
             axum::routing::get(|State(s): State<Arc<ModelServer>>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.metrics_text(),
-                )
+                let mut text = s.metrics_text();
+                if let Some(m) = s.tracer.metrics() {
+                    text.push_str(&m.to_text("modelserver"));
+                }
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
         .with_state(server);
@@ -377,6 +378,8 @@ async fn infer(
     body: Body,
 ) -> Result<Response, ServerError> {
     let started = Instant::now();
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let mut span = crate::trace::request_span(&server.tracer, traceparent, "rest");
     let body = read_body(server, headers, body).await?;
     let header_len = match headers.get(HEADER_LENGTH) {
         None => body.len(),
@@ -400,6 +403,7 @@ async fn infer(
         }
     };
     let model = server.model(model_name, version)?;
+    crate::trace::set_model(&mut span, &model);
     model.scheduler.shed_if_full(&model)?;
     let request: InferRequestJson = serde_json::from_slice(&body[..header_len])
         .map_err(|e| ServerError::InvalidInput(format!("malformed inference request JSON: {e}")))?;
@@ -414,9 +418,10 @@ async fn infer(
             return Err(e);
         }
     };
-    let tensors = server
-        .infer(&model, inputs, outputs, batch, timeout)
-        .await?;
+    let inference = server.infer(&model, inputs, outputs, batch, timeout);
+    let tensors = telemetry::in_span(span.handle(), inference).await;
+    crate::trace::set_outcome(&mut span, &tensors);
+    let tensors = tensors?;
     let mut response = encode_response(&model.name, &model.version_string(), id, tensors, &binary);
     if let Some(accept) = headers
         .get(header::ACCEPT_ENCODING)

@@ -8,6 +8,8 @@
 //! one place errors become HTTP statuses and gRPC codes; [`stats`] holds the counters behind both
 //! the statistics extension and the `nv_inference_*` metrics; [`gpu`] reads GPU memory and
 //! utilisation through NVML, when the driver's library is there, for the `nv_gpu_*` metrics.
+//! [`trace`] records each request's spans (queue, batch, compute) in the caller's trace when
+//! OTLP export is configured.
 //!
 //! What it does not guarantee: a request's `timeout` bounds only its time in the queue, not its
 //! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); one ONNX Runtime environment serves the whole process, so the library
@@ -24,6 +26,7 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tensor;
+pub mod trace;
 
 pub use config::Config;
 pub use error::ServerError;

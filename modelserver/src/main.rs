@@ -89,7 +89,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bind(args.grpc_port).await?,
         bind(args.metrics_port).await?,
     );
-    let server = ModelServer::start(&args.model_repository, config)
+    // Span export from the standard OTEL_* environment variables; off without an endpoint.
+    let tracer = match telemetry::ExportConfig::from_env("modelserver") {
+        Some(c) => telemetry::Tracer::start(c, telemetry::ExportMetrics::default())
+            .context("starting the OTLP span exporter")?,
+        None => telemetry::Tracer::disabled(),
+    };
+    let server = ModelServer::start_traced(&args.model_repository, config, tracer.clone())
         .await
         .with_context(|| {
             format!(
@@ -132,6 +138,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     http_task.await?.context("HTTP server")?;
     grpc_task.await?.context("gRPC server")?;
     metrics_task.await?.context("metrics server")?;
+    let _ = tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, tracer.flush()).await;
     tracing::info!("drained");
     Ok(())
 }

@@ -37,6 +37,8 @@ pub struct ModelServer {
     draining: AtomicBool,
     /// NVML when the driver's library is present, read at each metrics scrape.
     gpu: Option<crate::gpu::Nvml>,
+    /// Span export ([`crate::trace`]); disabled unless configured.
+    pub tracer: telemetry::Tracer,
 }
 
 impl ModelServer {
@@ -46,6 +48,18 @@ impl ModelServer {
     /// [`LoadError::Io`] when the repository cannot be listed (individual model failures are not
     /// errors).
     pub async fn start(root: &Path, config: Config) -> Result<Arc<Self>, LoadError> {
+        Self::start_traced(root, config, telemetry::Tracer::disabled()).await
+    }
+
+    /// As [`ModelServer::start`], recording each request's spans with `tracer`.
+    ///
+    /// # Errors
+    /// As [`ModelServer::start`].
+    pub async fn start_traced(
+        root: &Path,
+        config: Config,
+        tracer: telemetry::Tracer,
+    ) -> Result<Arc<Self>, LoadError> {
         let config = Arc::new(config);
         let repository = ModelRepository::open(root, Arc::clone(&config)).await?;
         let nvml = config
@@ -58,6 +72,7 @@ impl ModelServer {
             config,
             draining: AtomicBool::new(false),
             gpu: crate::gpu::Nvml::open_optional(&nvml),
+            tracer,
         }))
     }
 

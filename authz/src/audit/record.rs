@@ -64,7 +64,8 @@ pub struct AuditEvent {
     pub decision_id: Uuid,
     /// Envoy's `x-request-id`, if any.
     pub request_id: Option<String>,
-    /// The W3C trace id from `traceparent`, if any.
+    /// The W3C trace id of the check's spans: the caller's `traceparent`, or the trace authz
+    /// started when it exports spans and none came in.
     pub trace_id: Option<String>,
     /// The authenticated principal; `None` when authentication failed or was absent.
     pub principal: Option<AuditPrincipal>,

@@ -69,7 +69,12 @@ pub async fn start(config: Config) -> Running {
 
 /// Starts all three servers over `repo`.
 pub async fn start_with(repo: &Path, config: Config) -> Running {
-    let server = ModelServer::start(repo, config)
+    start_traced(repo, config, telemetry::Tracer::disabled()).await
+}
+
+/// Starts all three servers over `repo`, recording spans with `tracer`.
+pub async fn start_traced(repo: &Path, config: Config, tracer: telemetry::Tracer) -> Running {
+    let server = ModelServer::start_traced(repo, config, tracer)
         .await
         .expect("open repository");
     let bind = || async {
