@@ -69,6 +69,15 @@ struct PolicyMeta {
     reason: Option<ReasonCode>,
 }
 
+/// Which of the engine's policy sets to run.
+#[derive(Clone, Copy)]
+enum PolicySetKind {
+    /// Every policy: the decision.
+    All,
+    /// Only the permits: "was this permitted at all?", to explain a denial.
+    Permits,
+}
+
 /// A loaded, validated policy set with its entities.
 pub struct PolicyEngine {
     policies: PolicySet,
@@ -338,6 +347,15 @@ impl PolicyEngine {
 
     /// Decides one request.
     pub fn evaluate(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
+        self.decide(input, true)
+    }
+
+    /// [`PolicyEngine::evaluate`] with Cedar run every time (benchmarks compare the two).
+    pub fn evaluate_uncached(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
+        self.decide(input, false)
+    }
+
+    fn decide(&self, input: &PolicyInput<'_>, memo: bool) -> PolicyOutcome {
         if !self.models.contains_key(input.model) {
             return PolicyOutcome {
                 reason: ReasonCode::UnknownModel,
@@ -345,18 +363,23 @@ impl PolicyEngine {
                 message: format!("model '{}' is not configured", input.model),
             };
         }
-        match self.run_memo(0, input) {
+        match self.cedar(PolicySetKind::All, input, memo) {
             Err(e) => error_outcome(e),
             Ok((CedarDecision::Allow, ids)) => PolicyOutcome {
                 reason: ReasonCode::Allowed,
                 policies: ids,
                 message: "allowed".into(),
             },
-            Ok((CedarDecision::Deny, forbids)) => self.explain_deny(input, forbids),
+            Ok((CedarDecision::Deny, forbids)) => self.explain_deny(input, forbids, memo),
         }
     }
 
-    fn explain_deny(&self, input: &PolicyInput<'_>, forbids: Vec<String>) -> PolicyOutcome {
+    fn explain_deny(
+        &self,
+        input: &PolicyInput<'_>,
+        forbids: Vec<String>,
+        memo: bool,
+    ) -> PolicyOutcome {
         let role_not_allowed = || PolicyOutcome {
             reason: ReasonCode::RoleNotAllowed,
             policies: Vec::new(),
@@ -370,7 +393,7 @@ impl PolicyEngine {
         if forbids.is_empty() {
             return role_not_allowed();
         }
-        match self.run_memo(1, input) {
+        match self.cedar(PolicySetKind::Permits, input, memo) {
             Err(e) => error_outcome(e),
             Ok((CedarDecision::Deny, _)) => role_not_allowed(),
             Ok((CedarDecision::Allow, _)) => {
@@ -398,40 +421,27 @@ impl PolicyEngine {
         }
     }
 
-    /// [`PolicyEngine::evaluate`] with Cedar run every time (benchmarks compare the two).
-    pub fn evaluate_uncached(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
-        if !self.models.contains_key(input.model) {
-            return self.evaluate(input);
-        }
-        match self.run(&self.policies, input) {
-            Err(e) => error_outcome(e),
-            Ok((CedarDecision::Allow, ids)) => PolicyOutcome {
-                reason: ReasonCode::Allowed,
-                policies: ids,
-                message: "allowed".into(),
-            },
-            Ok((CedarDecision::Deny, forbids)) => self.explain_deny(input, forbids),
-        }
-    }
-
-    /// Cedar on `policies` (set 0) or `permits` (set 1), answered from the memo when these
+    /// Cedar on one of the engine's policy sets; with `memo`, answered from the memo when these
     /// inputs were decided before. Errors are never memoized.
-    fn run_memo(
+    fn cedar(
         &self,
-        set: usize,
+        kind: PolicySetKind,
         input: &PolicyInput<'_>,
+        memo: bool,
     ) -> Result<(CedarDecision, Vec<String>), String> {
+        let (policies, answers) = match kind {
+            PolicySetKind::All => (&self.policies, &self.memo[0]),
+            PolicySetKind::Permits => (&self.permits, &self.memo[1]),
+        };
+        if !memo {
+            return self.run(policies, input);
+        }
         let key = memo::key(input, &self.reads);
-        if let Some(answer) = self.memo[set].get(&key) {
+        if let Some(answer) = answers.get(&key) {
             return Ok(answer);
         }
-        let policies = if set == 0 {
-            &self.policies
-        } else {
-            &self.permits
-        };
         let answer = self.run(policies, input)?;
-        self.memo[set].insert(key, answer.clone());
+        answers.insert(key, answer.clone());
         Ok(answer)
     }
 

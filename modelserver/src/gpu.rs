@@ -190,47 +190,47 @@ impl Nvml {
 /// Appends Triton's GPU families for `samples` to a Prometheus text exposition. Nothing is written
 /// without samples, so a CPU machine exposes no `nv_gpu_*` families at all.
 pub fn render(samples: &[GpuSample], out: &mut String) {
-    use std::fmt::Write;
     if samples.is_empty() {
         return;
     }
-    let label = |uuid: &str| uuid.replace('\\', "\\\\").replace('"', "\\\"");
-    let _ = writeln!(
+    family(
         out,
-        "# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)\n# TYPE nv_gpu_utilization gauge"
+        "nv_gpu_utilization",
+        "GPU utilization rate [0.0 - 1.0)",
+        samples,
+        |s| s.utilization.map(|u| u.to_string()),
     );
+    family(
+        out,
+        "nv_gpu_memory_total_bytes",
+        "GPU total memory, in bytes",
+        samples,
+        |s| Some(s.memory_total.to_string()),
+    );
+    family(
+        out,
+        "nv_gpu_memory_used_bytes",
+        "GPU used memory, in bytes",
+        samples,
+        |s| Some(s.memory_used.to_string()),
+    );
+}
+
+/// One gauge family: HELP, TYPE, and a `gpu_uuid` series per sample that has a value.
+fn family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: &[GpuSample],
+    value: impl Fn(&GpuSample) -> Option<String>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     for s in samples {
-        if let Some(u) = s.utilization {
-            let _ = writeln!(
-                out,
-                "nv_gpu_utilization{{gpu_uuid=\"{}\"}} {u}",
-                label(&s.uuid)
-            );
+        if let Some(v) = value(s) {
+            let uuid = s.uuid.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{gpu_uuid=\"{uuid}\"}} {v}");
         }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP nv_gpu_memory_total_bytes GPU total memory, in bytes\n# TYPE nv_gpu_memory_total_bytes gauge"
-    );
-    for s in samples {
-        let _ = writeln!(
-            out,
-            "nv_gpu_memory_total_bytes{{gpu_uuid=\"{}\"}} {}",
-            label(&s.uuid),
-            s.memory_total
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP nv_gpu_memory_used_bytes GPU used memory, in bytes\n# TYPE nv_gpu_memory_used_bytes gauge"
-    );
-    for s in samples {
-        let _ = writeln!(
-            out,
-            "nv_gpu_memory_used_bytes{{gpu_uuid=\"{}\"}} {}",
-            label(&s.uuid),
-            s.memory_used
-        );
     }
 }
 
