@@ -35,7 +35,7 @@ validate-deploy:
 	scripts/validate-deploy.sh
 
 bench: bootstrap build-release
-	$(ENV) && scripts/bench.sh
+	$(ENV) && cargo build --locked --release -p authz --example ext_authz_floor && scripts/bench.sh
 
 clean-tools:
 	rm -rf .tools

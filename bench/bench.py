@@ -52,7 +52,13 @@ VARIANTS = {
     "B": {"kind": "ext-authz", "authz": "memory", "label": "B: ext_authz authz (memory limiter, fsync audit)"},
     "C": {"kind": "ext-authz", "authz": "redis", "label": "C: ext_authz authz (Redis limiter, fsync audit)"},
     "D": {"kind": "jwt-rbac", "authz": None, "label": "D: Envoy jwt_authn + rbac + local_ratelimit"},
+    # Not one of the issue's four: the same ext_authz filter as B against a gRPC server that allows
+    # everything at once (authz/examples/ext_authz_floor.rs). What any ext_authz service costs
+    # before it decides anything; B - N is what authz's decision, rate limit and audit add.
+    "N": {"kind": "ext-authz", "authz": "floor", "label": "N: ext_authz to an allow-all gRPC server (ext_authz floor)"},
 }
+# Variants that enforce the demo policy (401 without a token, 403 on a forbidden model).
+ENFORCING = ("B", "C", "D")
 MODEL = "benchmark-echo"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 BODY = b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["hello, gateway"]}]}'
@@ -203,6 +209,16 @@ def wait_until(what: str, check, procs: list[Proc], timeout: float = READY_TIMEO
             last = str(e)
         time.sleep(0.2)
     raise BenchError(f"{what} not ready after {timeout:.0f}s (last: {last})")
+
+
+def tcp_ok(port: int):
+    def check():
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return True, ""
+        except OSError as e:
+            return False, str(e)
+    return check
 
 
 def http_ok(url: str):
@@ -408,6 +424,8 @@ def chart(rows: list[dict], variants: list[str], concurrencies: list[int], path:
     import matplotlib.pyplot as plt
 
     colors = {"A": "#7f7f7f", "B": "#1f77b4", "C": "#2ca02c", "D": "#ff7f0e"}
+    for v, color in zip([v for v in variants if v not in colors], ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"] * 5):
+        colors[v] = color
     fig, axes = plt.subplots(2, len(concurrencies), figsize=(4.6 * len(concurrencies), 8), squeeze=False)
     for j, c in enumerate(concurrencies):
         got = [(v, next((r for r in rows if r["variant"] == v and r["concurrency"] == c), None)) for v in variants]
@@ -468,7 +486,7 @@ def tool_version(argv: list[str]) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default=env("BENCH_VARIANTS", "A,B,C,D"), help="comma list of A,B,C,D")
+    p.add_argument("--variants", default=env("BENCH_VARIANTS", "A,B,C,D,N"), help="comma list of A,B,C,D,N")
     p.add_argument("--concurrency", default=env("BENCH_CONCURRENCY", "1,16,64"), help="comma list")
     p.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "3")))
     p.add_argument("--duration", type=int, default=int(env("BENCH_DURATION", "5")), help="whole seconds per run")
@@ -480,12 +498,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bin-dir", default=env("BENCH_BIN_DIR", str(Path(env("CARGO_TARGET_DIR", str(ROOT / "target"))) / "release")))
     p.add_argument("--out", default=env("BENCH_OUT", str(ROOT / "bench-results")))
     p.add_argument("--port-base", type=int, default=int(env("BENCH_PORT_BASE")) if env("BENCH_PORT_BASE") else None)
+    p.add_argument("--extra", default=env("BENCH_EXTRA", ""),
+                   help="extra variants for side-by-side experiments, ';'-separated NAME=BASE[,KEY=VALUE...]: "
+                        "NAME a letter E-Z, BASE B or C, KEY=VALUE an environment variable for its authz, "
+                        "SECTION.KEY=TOML a change to its config, or bin=PATH another authz binary (e.g. "
+                        "E=B,bin=/tmp/old/authz;F=B,TOKIO_WORKER_THREADS=1;G=B,audit.durability=\"write\"); "
+                        "they run after the chosen variants in every round")
     args = p.parse_args(argv)
+    extras = []
+    for item in filter(None, (x.strip() for x in args.extra.split(";"))):
+        name, _, rest = item.partition("=")
+        name = name.strip().upper()
+        base, *settings = [x.strip() for x in rest.split(",")]
+        if len(name) != 1 or not "E" <= name <= "Z" or name in VARIANTS:
+            p.error(f"--extra {item!r}: the name must be a single unused letter E-Z")
+        if base not in ("B", "C"):
+            p.error(f"--extra {item!r}: the base must be B or C (variants with authz)")
+        env_vars, edits, binary = {}, [], None
+        for kv in settings:
+            key, eq, value = kv.partition("=")
+            if not eq or not key:
+                p.error(f"--extra {item!r}: {kv!r} is not KEY=VALUE")
+            if key == "bin":
+                binary = value
+            elif "." in key:
+                section, _, field = key.partition(".")
+                edits.append((section, field, value))
+            else:
+                env_vars[key] = value
+        VARIANTS[name] = {**VARIANTS[base], "env": env_vars, "edits": edits, "bin": binary,
+                          "label": f"{name}: as {base}" + "".join(f", {k}={v}" for k, v in env_vars.items())
+                                   + "".join(f", {sec}.{k}={v}" for sec, k, v in edits)
+                                   + (f", authz {binary}" if binary else "")}
+        extras.append(name)
     args.variants = [v.strip().upper() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown or not args.variants:
         p.error(f"--variants: unknown {unknown}; choose from {','.join(VARIANTS)}")
-    args.variants = [v for v in VARIANTS if v in args.variants]  # always A B C D order
+    args.variants = [v for v in "ABCDN" if v in args.variants] + extras  # always A B C D N order, then extras
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if any(c < 1 for c in args.concurrency) or args.rounds < 1 or args.duration <= 0:
         p.error("concurrency, rounds and duration must be positive")
@@ -499,7 +549,7 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
     if not (models / MODEL).is_dir():
         raise BenchError(f"{models}/{MODEL} is missing: the model repository needs the demo models "
                          "(models/, or set BENCH_MODEL_REPOSITORY)")
-    need_authz = any(VARIANTS[v]["authz"] for v in args.variants)
+    need_authz = any(VARIANTS[v]["authz"] in ("memory", "redis") for v in args.variants)
     need_token = any(v != "A" for v in args.variants)
     run = stack.run_dir
 
@@ -535,21 +585,32 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
     for v in args.variants:
         spec = VARIANTS[v]
         authz = None
-        authz_grpc = None
-        if spec["authz"]:
+        authz_grpc = authz_admin = None
+        if spec["authz"] == "floor":
+            authz_grpc = ports.take(f"ext_authz floor {v}")
+            floor_bin = bin_dir / "examples" / "ext_authz_floor"
+            if not os.access(floor_bin, os.X_OK):
+                raise BenchError(f"{floor_bin} is missing: build it with "
+                                 "`cargo build --release -p authz --example ext_authz_floor` (or `make bench`)")
+            # Its CPU time is reported in the authz column.
+            authz = stack.start(f"ext_authz_floor-{v}", [str(floor_bin), f"127.0.0.1:{authz_grpc}"])
+            endpoints.setdefault("_wait", []).append((f"ext_authz floor {v}", tcp_ok(authz_grpc), authz))
+        elif spec["authz"]:
             authz_grpc, authz_admin = ports.take(f"authz {v} grpc"), ports.take(f"authz {v} admin")
             audit_dir = run / f"audit-{v}"
             audit_dir.mkdir()
             redis_url = f"redis://127.0.0.1:{redis_port}" if spec["authz"] == "redis" else None
             cfg = run / f"authz-{v}.toml"
-            cfg.write_text(authz_config((dev / "authz.toml").read_text(), authz_grpc, authz_admin, audit_dir, redis_url))
+            cfg.write_text(edit_toml(authz_config((dev / "authz.toml").read_text(), authz_grpc, authz_admin, audit_dir,
+                                                  redis_url), spec.get("edits", [])))
             check = subprocess.run([str(authz_bin), "check-config", "--config", str(cfg)], cwd=ROOT,
                                    capture_output=True, text=True)
             if check.returncode != 0:
                 raise BenchError(f"authz rejects the variant {v} config {cfg} (variants B and C need authz with "
                                  f"[rate_limit] and [audit]; BENCH_VARIANTS=A,D runs without authz):\n"
                                  f"{check.stdout}{check.stderr}")
-            authz = stack.start(f"authz-{v}", [str(authz_bin), "serve", "--config", str(cfg)])
+            authz = stack.start(f"authz-{v}", [spec.get("bin") or str(authz_bin), "serve", "--config", str(cfg)],
+                                env=spec.get("env"))
             endpoints.setdefault("_wait", []).append((f"authz {v}", http_ok(f"http://127.0.0.1:{authz_admin}/readyz"), authz))
         listen, admin = ports.take(f"envoy {v}"), ports.take(f"envoy {v} admin")
         values = envoy_variants.local_values(
@@ -564,7 +625,9 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
                                            "--use-dynamic-base-id", "--log-level", "warn"],
                             stdout_to_null=True)
         endpoints[v] = {"url": f"http://127.0.0.1:{listen}", "envoy": envoy, "authz": authz,
-                        "audit_dir": run / f"audit-{v}" if authz else None}
+                        "audit_dir": run / f"audit-{v}" if authz_admin else None,
+                        "stats": {f"envoy-{v}": f"http://127.0.0.1:{admin}/stats",
+                                  **({f"authz-{v}": f"http://127.0.0.1:{authz_admin}/metrics"} if authz_admin else {})}}
 
     wait_until("modelserver", http_ok(f"http://127.0.0.1:{ms_http}/v2/health/ready"), stack.procs)
     if redis:
@@ -572,6 +635,7 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
                    stack.procs)
     for what, check, _ in endpoints.pop("_wait", []):
         wait_until(what, check, stack.procs)
+    components["stats"] = {"modelserver": f"http://127.0.0.1:{ms_metrics}/metrics"}
     endpoints["_components"] = components
     endpoints["_token"] = token
     return endpoints
@@ -587,7 +651,7 @@ def verify_variant(v: str, url: str, token: str, procs: list[Proc]) -> None:
         return ok, f"HTTP {status} {body[:300]!r}"
     # Envoy's active health checks must see the backends first (interval 1s).
     wait_until(f"variant {v} (benchmark request through Envoy)", echo_ok, procs)
-    if v == "A":
+    if v not in ENFORCING and VARIANTS[v].get("authz") not in ("memory", "redis"):
         return
     status, body = http("POST", url + INFER_PATH, BODY, {"Content-Type": "application/json"})
     if status != 401:
@@ -606,6 +670,21 @@ def audit_records(audit_dir: Path | None) -> int | None:
             with open(f, "rb") as fh:
                 total += sum(1 for _ in fh)
     return total
+
+
+def save_stats(run_dir: Path, sources: list[dict]) -> None:
+    """Each process's own counters and histograms after the run (Envoy's /stats, authz's and
+    modelserver's /metrics) go to run/stats/, to see where the time went."""
+    out = run_dir / "stats"
+    out.mkdir(exist_ok=True)
+    for source in sources:
+        for name, url in source.items():
+            try:
+                status, body = http("GET", url)
+            except OSError as e:
+                log(f"stats: {name} ({url}) did not answer: {e}")
+                continue
+            (out / f"{name}.txt").write_bytes(body if status == 200 else f"HTTP {status}\n".encode() + body)
 
 
 def main(argv: list[str]) -> int:
@@ -644,7 +723,7 @@ def main(argv: list[str]) -> int:
                     watched = {"envoy": eps[v]["envoy"], "modelserver": components["modelserver"]}
                     if eps[v]["authz"]:
                         watched["authz"] = eps[v]["authz"]
-                    if v == "C" and "redis" in components:
+                    if VARIANTS[v]["authz"] == "redis" and "redis" in components:
                         watched["redis"] = components["redis"]
                     before = {k: p.cpu_seconds() for k, p in watched.items()}
                     busy_before = system_busy_seconds()
@@ -673,6 +752,7 @@ def main(argv: list[str]) -> int:
             # Every answered request has its record (written and fsync'd before the answer).
             if records < served:
                 raise BenchError(f"variant {v}: {records} audit records for {served} measured requests")
+        save_stats(run_dir, [components["stats"]] + [eps[v]["stats"] for v in args.variants])
     finally:
         stack.stop_all()
 

@@ -78,11 +78,146 @@ pub fn line_hash(line: &Value) -> String {
 pub trait ChainLine: serde::Serialize {
     /// Stores the computed hash in the line's `hash` member.
     fn set_hash(&mut self, hash: String);
+
+    /// The canonical encoding of the line without `hash` (see the module docs). The default
+    /// goes through a `serde_json::Value`, the same path `verify` takes for a line read back.
+    ///
+    /// # Errors
+    /// When the line cannot be represented as JSON.
+    fn canonical(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(1024);
+        encode_skipping(&serde_json::to_value(self)?, Some("hash"), &mut out);
+        Ok(out)
+    }
 }
 
 impl ChainLine for crate::audit::AuditRecord {
     fn set_hash(&mut self, hash: String) {
         self.hash = hash;
+    }
+
+    /// One record per decision, so this is on every check's path: serialized once, straight
+    /// from borrowed fields already in canonical (sorted) order, instead of building a
+    /// `serde_json::Value` tree, sorting it and encoding it. Debug builds (every test) check it
+    /// against the generic path.
+    fn canonical(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let out = serde_json::to_vec(&CanonicalRecord::from(self))?;
+        #[cfg(debug_assertions)]
+        {
+            let mut slow = Vec::new();
+            encode_skipping(&serde_json::to_value(self)?, Some("hash"), &mut slow);
+            debug_assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&slow),
+                "CanonicalRecord is out of step with AuditRecord"
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// [`crate::audit::AuditRecord`] without `hash`, members in byte order of their keys, so that
+/// `serde_json`'s compact output is the canonical encoding. Any field added to the record must
+/// be added here in its sorted place (the debug check in `canonical` and the tests catch a miss).
+#[derive(serde::Serialize)]
+struct CanonicalRecord<'a> {
+    access_reason: &'a Option<String>,
+    access_reason_truncated: bool,
+    action: &'a str,
+    decision: crate::audit::AuditDecision,
+    decision_id: &'a uuid::Uuid,
+    kind: &'a str,
+    latency_us: u64,
+    model: &'a Option<String>,
+    policy_ids: &'a [String],
+    prev_hash: &'a str,
+    principal: Option<CanonicalPrincipal<'a>>,
+    rate_limit: Option<CanonicalRateLimit<'a>>,
+    reason: &'a str,
+    request_id: &'a Option<String>,
+    seq: u64,
+    source_ip: &'a Option<std::net::IpAddr>,
+    status: u16,
+    time: &'a str,
+    trace_id: &'a Option<String>,
+    v: u32,
+    version: &'a Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct CanonicalPrincipal<'a> {
+    auth_method: &'a str,
+    id: &'a str,
+    roles: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct CanonicalRateLimit<'a> {
+    limit: Option<u64>,
+    outcome: &'a str,
+    remaining: Option<u64>,
+    retry_after_ms: Option<u64>,
+}
+
+impl<'a> From<&'a crate::audit::AuditRecord> for CanonicalRecord<'a> {
+    fn from(r: &'a crate::audit::AuditRecord) -> Self {
+        // Destructured so that a field added to the record fails to compile here.
+        let crate::audit::AuditRecord {
+            v,
+            kind,
+            seq,
+            time,
+            decision_id,
+            request_id,
+            trace_id,
+            principal,
+            model,
+            version,
+            action,
+            decision,
+            status,
+            reason,
+            policy_ids,
+            access_reason,
+            access_reason_truncated,
+            rate_limit,
+            source_ip,
+            latency_us,
+            prev_hash,
+            hash: _,
+        } = r;
+        CanonicalRecord {
+            access_reason,
+            access_reason_truncated: *access_reason_truncated,
+            action,
+            decision: *decision,
+            decision_id,
+            kind,
+            latency_us: *latency_us,
+            model,
+            policy_ids,
+            prev_hash,
+            principal: principal.as_ref().map(|p| CanonicalPrincipal {
+                auth_method: &p.auth_method,
+                id: &p.id,
+                roles: &p.roles,
+            }),
+            rate_limit: rate_limit.as_ref().map(|l| CanonicalRateLimit {
+                limit: l.limit,
+                outcome: &l.outcome,
+                remaining: l.remaining,
+                retry_after_ms: l.retry_after_ms,
+            }),
+            reason,
+            request_id,
+            seq: *seq,
+            source_ip,
+            status: *status,
+            time,
+            trace_id,
+            v: *v,
+            version,
+        }
     }
 }
 
@@ -98,7 +233,7 @@ impl ChainLine for crate::audit::HeaderRecord {
 /// # Errors
 /// When the line cannot be represented as JSON (not possible for the audit types).
 pub fn seal<T: ChainLine>(line: &mut T) -> Result<Vec<u8>, serde_json::Error> {
-    let hash = line_hash(&serde_json::to_value(&*line)?);
+    let hash = hex::encode(Sha256::digest(line.canonical()?));
     line.set_hash(hash);
     let mut bytes = serde_json::to_vec(&*line)?;
     bytes.push(b'\n');
@@ -146,6 +281,77 @@ mod tests {
             let reparsed: Value = serde_json::from_slice(&first).unwrap();
             prop_assert_eq!(reparsed, value);
         }
+    }
+
+    /// A decision record with every optional member present or absent, and arbitrary text
+    /// (quotes, control characters, non-ASCII) where the record carries text.
+    fn record(text: String, full: bool, n: u64) -> crate::audit::AuditRecord {
+        use crate::audit::{AuditDecision, AuditPrincipal, AuditRecord, RateLimitState};
+        let some = |t: &str| full.then(|| t.to_owned());
+        AuditRecord {
+            v: 1,
+            kind: "decision".into(),
+            seq: n,
+            time: "2026-11-28T07:34:41.123456789Z".into(),
+            decision_id: uuid::Uuid::from_u128(u128::from(n) << 64 | 7),
+            request_id: some(&text),
+            trace_id: some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            principal: full.then(|| AuditPrincipal {
+                id: text.clone(),
+                auth_method: "jwt".into(),
+                roles: vec![text.clone(), "analyst".into()],
+            }),
+            model: some(&text),
+            version: some("1"),
+            action: "infer".into(),
+            decision: if full {
+                AuditDecision::Allow
+            } else {
+                AuditDecision::Deny
+            },
+            status: if full { 200 } else { 429 },
+            reason: "ok".into(),
+            policy_ids: if full { vec![text.clone()] } else { vec![] },
+            access_reason: some(&text),
+            access_reason_truncated: full,
+            rate_limit: full.then(|| RateLimitState {
+                outcome: "allowed".into(),
+                limit: Some(n),
+                remaining: None,
+                retry_after_ms: Some(n / 2),
+            }),
+            source_ip: full.then(|| "2001:db8::1".parse().unwrap()),
+            latency_us: n,
+            prev_hash: GENESIS.into(),
+            hash: "ignored".into(),
+        }
+    }
+
+    const GENESIS: &str = crate::audit::record::GENESIS_HASH;
+
+    proptest! {
+        /// The writer's direct encoding of a decision record is the canonical encoding `verify`
+        /// computes from the parsed line.
+        #[test]
+        fn record_fast_path_matches_the_canonical_encoding(text in any::<String>(), full: bool, n: u64) {
+            let record = record(text, full, n);
+            let fast = record.canonical().unwrap();
+            let written = serde_json::to_vec(&record).unwrap();
+            let read_back: Value = serde_json::from_slice(&written).unwrap();
+            let mut slow = Vec::new();
+            encode_skipping(&read_back, Some("hash"), &mut slow);
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+        }
+    }
+
+    #[test]
+    fn sealed_record_verifies_from_its_own_line() {
+        let mut record = record("a \"quoted\"\n reason é".into(), true, 42);
+        let line = seal(&mut record).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let parsed: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed["hash"].as_str().unwrap(), record.hash);
+        assert_eq!(line_hash(&parsed), record.hash);
     }
 
     #[test]
