@@ -16,7 +16,15 @@
 //! the same process as the server, so on a small machine they compete with it for the cores: the
 //! ratios are conservative. Prints a table (throughput, p50, p99, throughput ratio to the limit,
 //! p50 overhead over the limit) and writes it to `bench-results/modelserver.json` at the workspace
-//! root. This measures the CPU execution provider; CUDA instances would run through IoBinding.
+//! root (or `$BENCH_OUT`).
+//!
+//! `BENCH_DEVICE=cuda` (device `BENCH_GPU`, default 0) runs the same benchmark on the CUDA execution
+//! provider: every model's instance group becomes `KIND_GPU` (so the server's CUDA instances run
+//! through IoBinding), the in-process limit registers CUDA too, and a model that is not on CUDA
+//! after loading stops the run (never a silent CPU measurement); the rows go to
+//! `modelserver-cuda.json`. `BENCH_REPOSITORY=DIR` uses a repository built earlier with
+//! `BENCH_WRITE_REPOSITORY=DIR` (which builds it and exits), for a machine without Python's `onnx`:
+//! `scripts/gpu-bench-pack.sh` and `scripts/gpu-bench.sh` use both.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,6 +115,66 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Where the benchmark runs its models.
+#[derive(Clone, Copy, PartialEq)]
+enum Device {
+    Cpu,
+    /// CUDA device id.
+    Cuda(i32),
+}
+
+impl Device {
+    fn from_env() -> Self {
+        match std::env::var("BENCH_DEVICE").as_deref() {
+            Err(_) | Ok("cpu") => Device::Cpu,
+            Ok("cuda") => Device::Cuda(env_or("BENCH_GPU", 0)),
+            Ok(other) => panic!("BENCH_DEVICE={other}: expected cpu or cuda"),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+        }
+    }
+}
+
+/// Copies the repository at `from` to `to`, making every instance group a GPU one on `gpu`.
+fn gpu_repository(from: &Path, to: &Path, gpu: i32) {
+    for entry in std::fs::read_dir(from).expect("read repository") {
+        let entry = entry.expect("repository entry");
+        let model = entry.path();
+        if !model.is_dir() {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        copy_dir(&model, &target);
+        let config = target.join("config.pbtxt");
+        let text = std::fs::read_to_string(&config).expect("config.pbtxt");
+        assert!(
+            text.contains("kind: KIND_CPU"),
+            "{}: no KIND_CPU instance group to move to the GPU",
+            config.display()
+        );
+        let text = text.replace("kind: KIND_CPU", &format!("kind: KIND_GPU gpus: [ {gpu} ]"));
+        std::fs::write(&config, text).expect("write config.pbtxt");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
 /// Builds the benchmark repository: the tiny model from the test fixtures (with and without
 /// batching) and the MLP (and ResNet) from `scripts/gen_models.py`.
 fn repository(dir: &Path, resnet: bool) {
@@ -169,12 +237,24 @@ fn run_python(args: &[PathBuf]) {
 }
 
 /// The limit: batch-1 runs back to back on one in-process session.
-fn in_process(model: &Path, w: &Workload, threads: usize, seconds: f64) -> Row {
+fn in_process(model: &Path, w: &Workload, threads: usize, seconds: f64, device: Device) -> Row {
     let env = modelserver::runtime::environment(None).expect("ONNX Runtime");
-    let mut session = Session::builder(env)
+    let mut builder = Session::builder(env)
         .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
-        .and_then(|mut b| b.commit_from_file(model))
-        .expect("session");
+        .expect("session builder");
+    if let Device::Cuda(gpu) = device {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default()
+                .with_device_id(gpu)
+                .build()
+                .error_on_failure()])
+            .unwrap_or_else(|e| {
+                panic!(
+                    "BENCH_DEVICE=cuda: ONNX Runtime could not register CUDA on device {gpu}: {e}"
+                )
+            });
+    }
+    let mut session = builder.commit_from_file(model).expect("session");
     let inputs = w.batch_of_one(1);
     let mut run = || {
         let values: Vec<(&str, ort::value::DynValue)> = inputs
@@ -370,9 +450,30 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let device = Device::from_env();
     let dir = tempfile::tempdir().expect("tempdir");
-    repository(dir.path(), resnet);
-    let repo = dir.path().join("repo");
+    if let Ok(out) = std::env::var("BENCH_WRITE_REPOSITORY") {
+        repository(dir.path(), resnet);
+        let out = PathBuf::from(out);
+        copy_dir(&dir.path().join("repo"), &out);
+        println!("wrote the benchmark repository to {}", out.display());
+        return;
+    }
+    let built = match std::env::var("BENCH_REPOSITORY") {
+        Ok(given) => PathBuf::from(given),
+        Err(_) => {
+            repository(dir.path(), resnet);
+            dir.path().join("repo")
+        }
+    };
+    let repo = match device {
+        Device::Cpu => built,
+        Device::Cuda(gpu) => {
+            let repo = dir.path().join("repo-gpu");
+            gpu_repository(&built, &repo, gpu);
+            repo
+        }
+    };
 
     let mut workloads = vec![
         Workload {
@@ -414,6 +515,20 @@ fn main() {
     let server = rt
         .block_on(ModelServer::start(&repo, config))
         .expect("server");
+    for w in &workloads {
+        for name in [w.name.to_string(), format!("{}-batched", w.name)] {
+            let model = server
+                .model(&name, None)
+                .unwrap_or_else(|e| panic!("{name} did not load: {e}"));
+            let provider = model.runtime_parameters()["execution_provider"].clone();
+            assert_eq!(
+                provider,
+                device.label(),
+                "{name} runs on {provider}, not on {} as BENCH_DEVICE asks",
+                device.label()
+            );
+        }
+    }
     let (http, grpc) = rt.block_on(async {
         let h = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let g = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -435,7 +550,8 @@ fn main() {
     });
 
     println!(
-        "modelserver serving benchmark: {cores} cores, {seconds} s per cell, intra-op threads {cores}"
+        "modelserver serving benchmark: {cores} cores, {seconds} s per cell, intra-op threads {cores}, execution provider {}",
+        device.label()
     );
     println!(
         "{:<15} {:<26} {:>4} {:>9} {:>9} {:>9} {:>8} {:>10}",
@@ -443,7 +559,13 @@ fn main() {
     );
     let mut rows: Vec<(Row, f64, f64)> = Vec::new();
     for w in &workloads {
-        let limit = in_process(&repo.join(w.name).join("1/model.onnx"), w, cores, seconds);
+        let limit = in_process(
+            &repo.join(w.name).join("1/model.onnx"),
+            w,
+            cores,
+            seconds,
+            device,
+        );
         let limit_thr = limit.throughput;
         let limit_p50 = limit.p50;
         print_row(&limit, limit_thr, limit_p50);
@@ -484,15 +606,22 @@ fn main() {
             })
         })
         .collect();
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    let out = std::env::var("BENCH_OUT").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results"),
+        PathBuf::from,
+    );
     std::fs::create_dir_all(&out).expect("bench-results");
-    let file = out.join("modelserver.json");
+    let file = out.join(match device {
+        Device::Cpu => "modelserver.json",
+        Device::Cuda(_) => "modelserver-cuda.json",
+    });
     let doc = json!({
         "benchmark": "modelserver serving",
         "cores": cores,
         "seconds_per_cell": seconds,
         "intra_op_threads": cores,
-        "execution_provider": "cpu",
+        "execution_provider": device.label(),
+        "gpu": match device { Device::Cuda(gpu) => json!(gpu), Device::Cpu => Value::Null },
         "rows": json_rows,
     });
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).expect("json")).expect("write json");
