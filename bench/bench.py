@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""What the gateway costs: variants A-D side by side, interleaved, through real Envoy.
+"""What the gateway costs: variants A-D (and N) side by side, interleaved, through real Envoy.
 
 `make bench` (scripts/bench.sh) runs this after the bootstrap and a release build. It starts, on
 free loopback ports, one modelserver on the model repository, one redis-server, one authz per
 authz variant and one Envoy per variant, checks that each variant answers and enforces what it
 claims (200 for the load-tester on benchmark-echo; 401 without a token and 403 on a model the
 load-tester may not use, except on A), then drives `wrk` against benchmark-echo (OIP REST JSON
-infer, the `load-tester` token) in rounds: for each round, for each concurrency, A B C D in turn, so
+infer, the `load-tester` token) in rounds: for each round, for each concurrency, A B C D N in turn, so
 drift on this shared machine hits every variant alike.
 
 Variants (docs/benchmarks.md explains them and how to read the numbers):
@@ -14,6 +14,8 @@ Variants (docs/benchmarks.md explains them and how to read the numbers):
   B  Envoy + ext_authz -> authz: JWT, Cedar, in-process rate limit, audit with durability = fsync
   C  as B, rate-limit counters in Redis
   D  Envoy's own jwt_authn + rbac + local_ratelimit for the demo policy (bench/envoy_variants.py)
+  N  Envoy + ext_authz to an allow-all gRPC server (authz/examples/ext_authz_floor.rs): the floor
+     of any ext_authz service, not one of the issue's four
 
 Per run it also reads the CPU time (utime + stime from /proc) that each process spent, so the
 results say which component a request's CPU goes to: a quick profile for free.

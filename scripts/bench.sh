@@ -8,11 +8,13 @@
 #   B  Envoy + ext_authz authz (JWT, Cedar, in-process rate limit, audit fsync)
 #   C  as B with the Redis rate-limit store
 #   D  Envoy's own jwt_authn + rbac + local_ratelimit for the demo policy
+#   N  Envoy + ext_authz to an allow-all gRPC server (authz/examples/ext_authz_floor.rs): the
+#      floor of any ext_authz service, so B - N is what authz itself adds
 # Prints a table, writes bench-results/gateway.json and bench-results/gateway.png.
 # docs/benchmarks.md explains the variants and how to read the numbers.
 #
-# Settings (environment): BENCH_VARIANTS (A,B,C,D), BENCH_CONCURRENCY (1,16,64), BENCH_ROUNDS (3),
-# BENCH_DURATION (5, seconds per run), BENCH_WARMUP (2), BENCH_PORT_BASE (unset: free ports; else
+# Settings (environment): BENCH_VARIANTS (A,B,C,D,N), BENCH_EXTRA (experiments, see --help),
+# BENCH_CONCURRENCY (1,16,64), BENCH_ROUNDS (3), BENCH_DURATION (5, seconds per run), BENCH_WARMUP (2), BENCH_PORT_BASE (unset: free ports; else
 # consecutive ports from there, each checked free), BENCH_MODEL_REPOSITORY (models/),
 # BENCH_OUT (bench-results/). Extra arguments go to bench/bench.py (see --help).
 # Expects the tools of scripts/bootstrap.sh on PATH (`source .tools/env`) and release binaries in
