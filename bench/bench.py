@@ -5,7 +5,7 @@
 free loopback ports, one modelserver on the model repository, one redis-server, one authz per
 authz variant and one Envoy per variant, checks that each variant answers and enforces what it
 claims (200 for the load-tester on benchmark-echo; 401 without a token and 403 on a model the
-load-tester may not use, except on A), then drives `wrk` against benchmark-echo (OIP REST JSON
+load-tester may not use, except on A and N), then drives `wrk` against benchmark-echo (OIP REST JSON
 infer, the `load-tester` token) in rounds: for each round, for each concurrency, A B C D N in turn, so
 drift on this shared machine hits every variant alike.
 

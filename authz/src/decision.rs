@@ -7,7 +7,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -237,8 +236,6 @@ pub struct Decision {
     pub trace_id: Option<String>,
     /// Extra headers for the client's response (e.g. `RateLimit-*` from the rate limiter).
     pub response_headers: Vec<(String, String)>,
-    /// For 429: how long until a retry can succeed (becomes `Retry-After`, whole seconds, rounded up).
-    pub retry_after: Option<Duration>,
     /// What the rate limiter decided, when it ran (for headers and the audit record).
     pub rate_limit: Option<crate::ratelimit::RateLimitOutcome>,
 }
@@ -260,7 +257,6 @@ impl Decision {
             request_id: None,
             trace_id: None,
             response_headers: Vec::new(),
-            retry_after: None,
             rate_limit: None,
         }
     }

@@ -111,11 +111,7 @@ pub fn to_check_response(d: &Decision) -> CheckResponse {
             &format!("Bearer realm=\"inference-gateway\"{error}"),
         ));
     }
-    if let Some(after) = d.retry_after {
-        // Whole seconds, rounded up: retrying earlier would be denied again.
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        headers.push(set("retry-after", &secs.max(1).to_string()));
-    }
+    // `Retry-After` and the `RateLimit-*` headers come from the rate limiter's state.
     headers.extend(d.response_headers.iter().map(|(k, v)| set(k, v)));
     let body = serde_json::json!({
         "error": {
@@ -153,7 +149,6 @@ pub fn to_check_response(d: &Decision) -> CheckResponse {
 mod tests {
     use super::*;
     use crate::decision::{AuthMethod, Principal};
-    use std::time::Duration;
 
     fn header<'a>(h: &'a [HeaderValueOption], k: &str) -> Option<&'a HeaderValueOption> {
         h.iter()
@@ -209,7 +204,7 @@ mod tests {
         assert_eq!(body["error"]["decision_id"], d.id.to_string());
 
         let mut d = Decision::new(ReasonCode::RateLimited, "slow down");
-        d.retry_after = Some(Duration::from_millis(2100));
+        d.response_headers = vec![("retry-after".into(), "3".into())];
         let Some(HttpResponse::DeniedResponse(den)) = to_check_response(&d).http_response else {
             panic!()
         };
