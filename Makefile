@@ -4,12 +4,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := source .tools/env
 
-.PHONY: up test bootstrap build build-release lint test-rust test-conformance validate-deploy bench clean-tools
+.PHONY: up test bootstrap build build-release lint test-rust test-conformance test-scripts validate-deploy bench clean-tools
 
 up: bootstrap build-release
 	$(ENV) && scripts/up.sh
 
-test: bootstrap lint build test-rust test-conformance validate-deploy
+test: bootstrap lint build test-rust test-conformance test-scripts validate-deploy
 	@echo "make test: all suites passed"
 
 bootstrap:
@@ -30,6 +30,9 @@ test-rust:
 
 test-conformance:
 	$(ENV) && pytest -q tests/conformance
+
+test-scripts:
+	$(ENV) && pytest -q tests/scripts
 
 validate-deploy:
 	scripts/validate-deploy.sh

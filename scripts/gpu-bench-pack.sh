@@ -80,7 +80,7 @@ if ((split_mb)); then
     split -b "${split_mb}M" -d -a 3 "$big" "$big.part-"
     rm "$big"
     log "split $(basename "$big") into $(ls "$big".part-* | wc -l) parts"
-  done < <(find "$out" -type f -size +"${split_mb}M" -print0)
+  done < <(find "$out" -type f -size +"${split_mb}M" ! -name run.sh ! -name MANIFEST.sha256 -print0)
 fi
 
 log "bundle ready: $out ($(du -sh "$out" | cut -f1)); on the GPU machine run: bash $(basename "$out")/run.sh"
