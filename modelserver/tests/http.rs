@@ -34,6 +34,32 @@ async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> (u16, 
     )
 }
 
+/// A binary-extension inference: `header` as the JSON part, `tensors` after it; expects 200 and
+/// returns the answer's JSON part and the binary data that follows it.
+async fn post_binary(url: &str, header: &Value, tensors: &[u8]) -> (Value, Vec<u8>) {
+    let mut body = serde_json::to_vec(header).unwrap();
+    let n = body.len();
+    body.extend_from_slice(tensors);
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("Inference-Header-Content-Length", n.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+    let json_len: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.bytes().await.unwrap();
+    (
+        serde_json::from_slice(&bytes[..json_len]).unwrap(),
+        bytes[json_len..].to_vec(),
+    )
+}
+
 fn error_of(body: &Value) -> &str {
     body["error"]
         .as_str()
@@ -187,27 +213,15 @@ async fn infer_binary_extension_in_and_out() {
         ],
         "outputs": [{"name": "sum", "parameters": {"binary_data": true}}, {"name": "diff"}]
     });
-    let mut body = serde_json::to_vec(&header).unwrap();
-    let n = body.len();
-    body.extend(f32_bytes(&[1.5, 2.5, 3.5, 4.5]));
-    let r = reqwest::Client::new()
-        .post(format!("{}/v2/models/add_fp32/infer", s.http))
-        .header("Inference-Header-Content-Length", n.to_string())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let json_len: usize = r.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = r.bytes().await.unwrap();
-    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let (head, tail) = post_binary(
+        &format!("{}/v2/models/add_fp32/infer", s.http),
+        &header,
+        &f32_bytes(&[1.5, 2.5, 3.5, 4.5]),
+    )
+    .await;
     assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 16);
     assert!(head["outputs"][0].get("data").is_none());
-    assert_eq!(f32_values(&bytes[json_len..]), [2.5, 3.5, 4.5, 5.5]);
+    assert_eq!(f32_values(&tail), [2.5, 3.5, 4.5, 5.5]);
     assert_eq!(head["outputs"][1]["data"], json!([0.5, 1.5, 2.5, 3.5]));
 }
 
@@ -267,32 +281,17 @@ async fn bytes_echo_over_json_and_binary() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0]["data"], json!(["status report", "ok"]));
 
-    let header = serde_json::to_vec(&json!({
+    let header = json!({
         "inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 13}}],
         "parameters": {"binary_data_output": true}
-    }))
-    .unwrap();
-    let n = header.len();
-    let mut body = header;
-    body.extend(length_prefixed(&[b"abc", b"de"]));
-    let r = reqwest::Client::new()
-        .post(format!("{}/v2/models/echo_bytes/infer", s.http))
-        .header("Inference-Header-Content-Length", n.to_string())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let json_len: usize = r.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = r.bytes().await.unwrap();
-    assert_eq!(
-        &bytes[json_len..],
-        length_prefixed(&[b"abc", b"de"]).as_slice()
-    );
+    });
+    let (_, tail) = post_binary(
+        &format!("{}/v2/models/echo_bytes/infer", s.http),
+        &header,
+        &length_prefixed(&[b"abc", b"de"]),
+    )
+    .await;
+    assert_eq!(tail, length_prefixed(&[b"abc", b"de"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
