@@ -2,7 +2,9 @@
 //! (the limit) against the same model through REST JSON, REST binary and gRPC on loopback.
 //!
 //! `cargo bench -p modelserver --bench latency` (ORT_DYLIB_PATH set; `ITERATIONS` env to change
-//! the sample count). Prints p50/p99 per path and the p50 overhead over the in-process run.
+//! the sample count per path, default 2000). The paths take turns in blocks of 100 requests, so
+//! drift on a shared machine reaches all of them alike. Prints p50/p99 per path and the p50
+//! overhead over the in-process run.
 //! Dynamic batching, concurrency sweeps and the large model belong to the full benchmark harness.
 
 use std::path::Path;
@@ -13,6 +15,9 @@ use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceCl
 use modelserver::{Config, ModelServer};
 use ort::session::Session;
 use ort::value::Tensor;
+
+/// Requests per path before the next path's turn.
+const BLOCK: usize = 100;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort_unstable();
@@ -70,17 +75,6 @@ fn main() {
         .unwrap()
         .commit_from_file(&model_file)
         .unwrap();
-    let mut limit = Vec::with_capacity(iterations);
-    for _ in 0..iterations + 100 {
-        let t = Instant::now();
-        let x = Tensor::from_array(([1usize, 4], a.to_vec())).unwrap();
-        let y = Tensor::from_array(([1usize, 4], a.to_vec())).unwrap();
-        let out = session.run(ort::inputs!["a" => x, "b" => y]).unwrap();
-        let _ = out["sum"].try_extract_tensor::<f32>().unwrap();
-        limit.push(t.elapsed());
-    }
-    let limit_p50 = report("in-process ort", None, limit.split_off(100));
-
     let http = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -116,76 +110,75 @@ fn main() {
     binary_body.extend(&raw);
     binary_body.extend(&raw);
 
-    let samples = rt.block_on(async {
-        let mut s = Vec::with_capacity(iterations);
-        for i in 0..iterations + 100 {
-            let t = Instant::now();
-            let r = client
-                .post(&url)
-                .body(json_body.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
-            if i >= 100 {
-                s.push(t.elapsed());
-            }
-        }
-        s
-    });
-    report("REST JSON", Some(limit_p50), samples);
-
-    let samples = rt.block_on(async {
-        let mut s = Vec::with_capacity(iterations);
-        for i in 0..iterations + 100 {
-            let t = Instant::now();
-            let r = client
-                .post(&url)
-                .header("Inference-Header-Content-Length", header.len().to_string())
-                .body(binary_body.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
-            if i >= 100 {
-                s.push(t.elapsed());
-            }
-        }
-        s
-    });
-    report("REST binary", Some(limit_p50), samples);
-
-    let samples = rt.block_on(async {
-        let mut c = GrpcInferenceServiceClient::connect(format!("http://{grpc_addr}"))
-            .await
-            .unwrap();
-        let input = |n: &str| pb::model_infer_request::InferInputTensor {
-            name: n.into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
+    let mut grpc_client = rt
+        .block_on(GrpcInferenceServiceClient::connect(format!(
+            "http://{grpc_addr}"
+        )))
+        .unwrap();
+    let input = |n: &str| pb::model_infer_request::InferInputTensor {
+        name: n.into(),
+        datatype: "FP32".into(),
+        shape: vec![1, 4],
+        ..Default::default()
+    };
+    let grpc_request = pb::ModelInferRequest {
+        model_name: "add_fp32".into(),
+        inputs: vec![input("a"), input("b")],
+        raw_input_contents: vec![raw.clone(), raw.clone()],
+        outputs: vec![pb::model_infer_request::InferRequestedOutputTensor {
+            name: "sum".into(),
             ..Default::default()
-        };
-        let req = pb::ModelInferRequest {
-            model_name: "add_fp32".into(),
-            inputs: vec![input("a"), input("b")],
-            raw_input_contents: vec![raw.clone(), raw.clone()],
-            outputs: vec![pb::model_infer_request::InferRequestedOutputTensor {
-                name: "sum".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let mut s = Vec::with_capacity(iterations);
-        for i in 0..iterations + 100 {
+        }],
+        ..Default::default()
+    };
+
+    // Interleaved: blocks of BLOCK requests per path in turn (limit, REST JSON, REST binary,
+    // gRPC), so drift on a shared machine reaches every path alike. The first block of each path
+    // warms up and is not recorded.
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    for round in 0..=iterations.div_ceil(BLOCK) {
+        let record = round > 0;
+        for _ in 0..BLOCK {
             let t = Instant::now();
-            c.model_infer(req.clone()).await.unwrap();
-            if i >= 100 {
-                s.push(t.elapsed());
+            let x = Tensor::from_array(([1usize, 4], a.to_vec())).unwrap();
+            let y = Tensor::from_array(([1usize, 4], a.to_vec())).unwrap();
+            let out = session.run(ort::inputs!["a" => x, "b" => y]).unwrap();
+            let _ = out["sum"].try_extract_tensor::<f32>().unwrap();
+            if record {
+                samples[0].push(t.elapsed());
             }
         }
-        s
-    });
-    report("gRPC raw", Some(limit_p50), samples);
+        rt.block_on(async {
+            // REST JSON, then REST binary (the binary extension's header names the JSON part).
+            for (slot, body, json_len) in
+                [(1, &json_body, None), (2, &binary_body, Some(header.len()))]
+            {
+                for _ in 0..BLOCK {
+                    let t = Instant::now();
+                    let mut request = client.post(&url).body(body.clone());
+                    if let Some(n) = json_len {
+                        request = request.header("Inference-Header-Content-Length", n.to_string());
+                    }
+                    let r = request.send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    r.bytes().await.unwrap();
+                    if record {
+                        samples[slot].push(t.elapsed());
+                    }
+                }
+            }
+            for _ in 0..BLOCK {
+                let t = Instant::now();
+                grpc_client.model_infer(grpc_request.clone()).await.unwrap();
+                if record {
+                    samples[3].push(t.elapsed());
+                }
+            }
+        });
+    }
+    let [limit, json, binary, grpc] = samples;
+    let limit_p50 = report("in-process ort", None, limit);
+    report("REST JSON", Some(limit_p50), json);
+    report("REST binary", Some(limit_p50), binary);
+    report("gRPC raw", Some(limit_p50), grpc);
 }
