@@ -3,13 +3,14 @@
 # NVIDIA driver but no network and no Rust toolchain: the benchmark binary (release), the
 # benchmark model repository (already generated, so no Python `onnx` is needed there), the
 # ONNX Runtime GPU wheel of the same version as the CPU one this checkout uses, optionally the
-# CUDA 12 / cuDNN 9 runtime wheels, scripts/gpu-bench.sh as run.sh, and a SHA-256 manifest.
+# CUDA and cuDNN runtime wheels that wheel asks for (onnxruntime-gpu 1.31.1: CUDA 13, cuDNN 9),
+# scripts/gpu-bench.sh as run.sh, and a SHA-256 manifest.
 #
 #   scripts/gpu-bench-pack.sh OUT_DIR [--cuda-libs] [--split-mb N] [--ort-package NAME]
 #
-#   --cuda-libs        also pack the NVIDIA CUDA runtime, cuBLAS, cuDNN, cuFFT and cuRAND wheels
-#                      (onnxruntime-gpu's `cuda` and `cudnn` extras; several GB) for a machine
-#                      with only the driver installed
+#   --cuda-libs        also pack the NVIDIA CUDA runtime, cuBLAS, cuDNN, cuFFT, cuRAND, NVRTC and
+#                      nvJitLink wheels (onnxruntime-gpu's `cuda` and `cudnn` extras; several GB)
+#                      for a machine with only the driver (one new enough for that CUDA) installed
 #   --split-mb N       split files over N MiB into N MiB parts (run.sh joins and checks them), for
 #                      transports that limit a file's size
 #   --ort-package P    the wheel to pack (default onnxruntime-gpu; `onnxruntime` packs the CPU
