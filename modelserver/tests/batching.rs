@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, f32_bytes, start};
+use common::{config, f32_bytes, metrics, start};
 use modelserver::Config;
 use modelserver::grpc::pb;
 use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -53,10 +53,6 @@ fn output<'a>(body: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|o| o["name"] == name)
         .unwrap_or_else(|| panic!("no output {name} in {body}"))
-}
-
-async fn metrics(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// The value of `family{model="m",version="1"}` (or with extra labels) in the metrics text.

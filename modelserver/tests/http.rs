@@ -182,12 +182,7 @@ async fn infer_fp32_json_and_selected_outputs() {
         (Some(4), Some(2))
     );
     assert_eq!(st["inference_stats"]["success"]["count"], 2);
-    let metrics = reqwest::get(&s.metrics)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&s.metrics).await;
     assert!(
         metrics.contains("nv_inference_request_success{model=\"add_fp32\",version=\"1\"} 2"),
         "{metrics}"
@@ -397,12 +392,7 @@ async fn failed_loads_are_reported_and_others_serve() {
             .all(|e| e["state"] == "READY")
     );
 
-    let metrics = reqwest::get(&s.metrics)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&s.metrics).await;
     assert!(
         metrics.contains("modelserver_model_ready{model=\"gpu_add\"} 0"),
         "{metrics}"
@@ -488,12 +478,7 @@ async fn gpu_model_falls_back_to_cpu_only_when_configured_and_says_so() {
         (status, body["outputs"][0]["data"].clone()),
         (200, json!([2.0, 4.0, 6.0, 8.0]))
     );
-    let metrics = reqwest::get(&s.metrics)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&s.metrics).await;
     assert!(metrics.contains("modelserver_model_execution_provider{model=\"gpu_add\",version=\"1\",provider=\"cpu-fallback\"} 1"), "{metrics}");
     assert!(metrics.contains("modelserver_gpu_fallback_models 1"));
 }

@@ -109,12 +109,7 @@ async fn batched_rest_requests_each_record_queue_batch_and_compute_in_their_own_
     }
     assert!(merged > 1, "the 50 ms delay window merged no requests");
     // The exporter's counters are on the metrics endpoint.
-    let text = reqwest::get(&s.metrics)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&s.metrics).await;
     assert!(
         text.contains("modelserver_trace_spans_exported_total 12"),
         "{text}"

@@ -113,6 +113,11 @@ pub async fn start_traced(repo: &Path, config: Config, tracer: telemetry::Tracer
     }
 }
 
+/// The text a metrics endpoint (`Running::metrics`) serves.
+pub async fn metrics(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// Parses `Config` from TOML text.
 pub fn config(toml: &str) -> Config {
     Config::from_toml(Path::new("test.toml"), toml).expect("test config")
