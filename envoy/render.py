@@ -255,14 +255,23 @@ def http_filters() -> list[dict]:
         {
             # Runs before ext_authz, so a client cannot hand authz (or, after an allow, the model
             # server) a forged identity header. Route-level request_headers_to_remove would run only
-            # after ext_authz, which is too late.
+            # after ext_authz, which is too late. Request trailers too: an HTTP/2 client may send
+            # trailers after its body, and gRPC servers (tonic) merge them into the metadata a
+            # handler sees. The model server reads the decision from the initial headers only;
+            # this keeps client x-authz-* out of its trailers as well. Trailers are stripped, not
+            # refused: gRPC clients send none, but HTTP clients may legitimately send others.
             "name": "envoy.filters.http.header_mutation",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                "mutations": {"request_mutations": [
-                    {"remove_on_match": {"key_matcher": {"prefix": AUTHZ_HEADER_PREFIX}}},
-                    {"remove": PARTIAL_BODY_HEADER},
-                ]},
+                "mutations": {
+                    "request_mutations": [
+                        {"remove_on_match": {"key_matcher": {"prefix": AUTHZ_HEADER_PREFIX}}},
+                        {"remove": PARTIAL_BODY_HEADER},
+                    ],
+                    "request_trailers_mutations": [
+                        {"remove_on_match": {"key_matcher": {"prefix": AUTHZ_HEADER_PREFIX}}},
+                    ],
+                },
             },
         },
         {
@@ -285,6 +294,11 @@ def http_filters() -> list[dict]:
                 },
                 # The route must not change under a decision: authz adds identity headers only.
                 "clear_route_cache": False,
+                # Each header as the client sent it (header_map, raw bytes), not Envoy's
+                # comma-joined string map: a repeated x-access-reason, authorization or x-api-key
+                # is then visible to authz, which refuses it as malformed_request instead of
+                # reading two blank reasons as the reason ",".
+                "encode_raw_headers": True,
             },
         },
         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},

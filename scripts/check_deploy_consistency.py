@@ -95,8 +95,14 @@ def check_envoy(target: str) -> None:
         prefixes = [m.get("remove_on_match", {}).get("key_matcher", {}).get("prefix")
                     for m in mutation["typed_config"]["mutations"]["request_mutations"]]
         check(HEADERS["stripped_prefix"] in prefixes, where, f"header filter does not remove {HEADERS['stripped_prefix']}*")
+        trailer_prefixes = [m.get("remove_on_match", {}).get("key_matcher", {}).get("prefix")
+                            for m in mutation["typed_config"]["mutations"].get("request_trailers_mutations", [])]
+        check(HEADERS["stripped_prefix"] in trailer_prefixes, where,
+              f"header filter does not remove {HEADERS['stripped_prefix']}* request trailers")
     ext = next((f["typed_config"] for f in h["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"), {})
     check(ext.get("failure_mode_allow") is False, where, "ext_authz must fail closed")
+    check(ext.get("encode_raw_headers") is True, where,
+          "ext_authz must send headers as sent (encode_raw_headers), so authz sees repeated ones")
     check(ext.get("status_on_error", {}).get("code") == "ServiceUnavailable", where, "status_on_error must be 503")
     check(ext.get("grpc_service", {}).get("envoy_grpc", {}).get("cluster_name") == "authz", where, "ext_authz must use the authz cluster")
     check(bool(ext.get("grpc_service", {}).get("timeout")), where, "ext_authz needs an explicit timeout")

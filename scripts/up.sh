@@ -20,6 +20,17 @@
 # Expects the tools of scripts/bootstrap.sh on PATH (`source .tools/env`).
 set -euo pipefail
 
+# A script started with SIGINT ignored (launched in the background: `cmd &` from a script, nohup,
+# some CI runners) cannot trap it: bash refuses traps on signals ignored at entry, so Ctrl-C to the
+# group would stop the children and leave this script to report them as crashed. Re-run it once
+# with SIGINT at its default disposition so the INT trap below holds however it was started.
+if [[ -z "${UP_SIGINT_RESET:-}" ]] && command -v python3 >/dev/null \
+  && python3 -c 'import signal, sys; sys.exit(signal.getsignal(signal.SIGINT) != signal.SIG_IGN)'; then
+  export UP_SIGINT_RESET=1
+  exec python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp("bash", ["bash"] + sys.argv[1:])' \
+    "${BASH_SOURCE[0]}" "$@"
+fi
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"

@@ -295,6 +295,13 @@ pub enum GrpcBodyError {
     InvalidName,
 }
 
+/// Whether an access reason says anything: at least one letter or digit. A reason made only of
+/// separators, punctuation, whitespace or invisible characters (`","` is what Envoy makes of two
+/// blank copies of the header, joined) is no reason.
+fn meaningful_reason(reason: &str) -> bool {
+    reason.chars().any(char::is_alphanumeric)
+}
+
 /// Reads `model_name` (field 1) and `model_version` (field 2) from the first gRPC frame in `body`.
 ///
 /// # Errors
@@ -683,7 +690,7 @@ impl Facts {
                     return Err(RequestError::ReasonControlChars);
                 }
                 let t = r.trim();
-                (!t.is_empty()).then(|| t.to_owned())
+                meaningful_reason(t).then(|| t.to_owned())
             }
         };
         let credentials = Credentials {
@@ -870,11 +877,10 @@ mod tests {
         );
     }
 
-    fn with_traceparent(value: &str) -> CheckRequest {
+    /// A check request carrying `http` as its HTTP attributes.
+    fn check_of(http: HttpRequest) -> CheckRequest {
         use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
         use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
-        let mut http = HttpRequest::default();
-        http.headers.insert("traceparent".into(), value.into());
         CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(Request {
@@ -884,6 +890,73 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    fn with_traceparent(value: &str) -> CheckRequest {
+        let mut http = HttpRequest::default();
+        http.headers.insert("traceparent".into(), value.into());
+        check_of(http)
+    }
+
+    /// A REST infer check whose headers come as Envoy sends them with `encode_raw_headers`: one
+    /// entry per header line, repeats included.
+    fn raw_headers_check(headers: &[(&str, &str)]) -> CheckRequest {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        check_of(HttpRequest {
+            method: "POST".into(),
+            path: "/v2/models/m/infer".into(),
+            header_map: Some(HeaderMap {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: (*k).into(),
+                        raw_value: v.as_bytes().to_vec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn reason_of(headers: &[(&str, &str)]) -> Result<Option<String>, RequestError> {
+        let rules = RequestRules {
+            public_paths: vec![],
+            max_reason_bytes: 512,
+            max_header_bytes: 64 * 1024,
+        };
+        Facts::from_check_request(&raw_headers_check(headers), &rules).map(|f| f.access_reason)
+    }
+
+    #[test]
+    fn a_repeated_access_reason_is_malformed_even_when_blank() {
+        for pair in [["", ""], ["why", "why"], ["why", ""]] {
+            let headers: Vec<_> = pair.iter().map(|v| ("x-access-reason", *v)).collect();
+            assert_eq!(
+                reason_of(&headers),
+                Err(RequestError::DuplicateHeader("x-access-reason")),
+                "{pair:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reason_of_separators_or_invisible_characters_is_no_reason() {
+        for blank in [",", " , ", ";-.", "\u{200b}", "\u{2063}\u{2063}", "   "] {
+            assert_eq!(
+                reason_of(&[("x-access-reason", blank)]),
+                Ok(None),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(
+            reason_of(&[("x-access-reason", " incident 42 ")]),
+            Ok(Some("incident 42".into()))
+        );
+        assert_eq!(
+            reason_of(&[("x-access-reason", "évaluation")]),
+            Ok(Some("évaluation".into()))
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Step 6: the one place a [`Decision`] becomes a `CheckResponse`, i.e. what Envoy does next.
 //!
 //! - **Allow** (`status` OK + `OkHttpResponse`): Envoy forwards the request upstream after applying
-//!   our header mutations. `x-authz-principal`, `x-authz-decision-id`, `x-authz-model` and
-//!   `x-authz-model-version` are set with `OVERWRITE_IF_EXISTS_OR_ADD`, so a client-sent copy
+//!   our header mutations. `x-authz-principal`, `x-authz-decision-id`, `x-authz-model`,
+//!   `x-authz-model-version` and `x-authz-action` are set with `OVERWRITE_IF_EXISTS_OR_ADD`, so a client-sent copy
 //!   never reaches the model server as sent; `authorization` and `x-api-key` are listed in
 //!   `headers_to_remove`, so credentials never reach it either. `response_headers_to_add` (e.g.
 //!   `RateLimit-*`) are added to the response Envoy returns to the client.
@@ -35,6 +35,9 @@ pub const HEADER_DECISION_ID: &str = "x-authz-decision-id";
 pub const HEADER_MODEL: &str = "x-authz-model";
 /// Header naming the authorized model version ("" when none was named).
 pub const HEADER_MODEL_VERSION: &str = "x-authz-model-version";
+/// Header naming the authorized action (`infer`, `ready`, `metadata`, `config`, `statistics`):
+/// the model server refuses a call whose decoded model, version or action differs from these three.
+pub const HEADER_ACTION: &str = "x-authz-action";
 /// Credential headers removed before the request goes upstream.
 pub const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
@@ -74,6 +77,9 @@ pub fn to_check_response(d: &Decision) -> CheckResponse {
                 HEADER_MODEL_VERSION,
                 d.version.as_deref().unwrap_or(""),
             ));
+            if let Some(a) = d.action {
+                headers.push(set(HEADER_ACTION, a.as_str()));
+            }
         }
         return CheckResponse {
             status: Some(RpcStatus {
@@ -164,6 +170,7 @@ mod tests {
             roles: vec![],
         });
         d.model = Some("m".into());
+        d.action = Some(crate::request::Action::Config);
         d.response_headers
             .push(("ratelimit-remaining".into(), "3".into()));
         let r = to_check_response(&d);
@@ -178,6 +185,19 @@ mod tests {
             HeaderAppendAction::OverwriteIfExistsOrAdd as i32
         );
         assert!(header(&ok.headers, HEADER_DECISION_ID).is_some());
+        // The decision the model server checks the decoded call against.
+        for (name, value) in [
+            (HEADER_MODEL, "m"),
+            (HEADER_MODEL_VERSION, ""),
+            (HEADER_ACTION, "config"),
+        ] {
+            let h = header(&ok.headers, name).unwrap();
+            assert_eq!(h.header.as_ref().unwrap().value, value, "{name}");
+            assert_eq!(
+                h.append_action,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+            );
+        }
         assert_eq!(ok.headers_to_remove, vec!["authorization", "x-api-key"]);
         assert_eq!(ok.response_headers_to_add.len(), 1);
     }

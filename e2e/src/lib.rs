@@ -178,6 +178,21 @@ impl Process {
             .stderr(Stdio::from(err))
             // A process group of its own, so drop can kill whatever it forked.
             .process_group(0);
+        // SAFETY: the closure runs in the forked child before exec and only calls signal(2),
+        // which is async-signal-safe. A test run launched in the background (`make test &`,
+        // nohup, some CI runners) starts with SIGINT and SIGQUIT ignored, and exec keeps an
+        // ignored disposition: a shell script under test could then not trap Ctrl-C. The
+        // processes a test signals start as they would from a terminal.
+        unsafe {
+            self.command.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+                    if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
         let child = self.command.spawn().unwrap_or_else(|e| {
             panic!(
                 "could not start `{}` ({:?}): {e}",

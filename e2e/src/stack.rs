@@ -762,6 +762,14 @@ impl Stack {
         body
     }
 
+    /// Everything the model server has logged so far.
+    pub fn modelserver_logs(&self) -> String {
+        self.modelserver
+            .as_ref()
+            .map(Process::logs)
+            .unwrap_or_default()
+    }
+
     /// The sum of one model server metric over every series whose labels contain `model="M"`
     /// (every series when `model` is `None`).
     pub fn modelserver_metric(&self, name: &str, model: Option<&str>) -> f64 {

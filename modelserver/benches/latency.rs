@@ -59,8 +59,11 @@ fn main() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let config = Config::from_toml(Path::new("bench.toml"), "[runtime]\nintra_op_threads = 1\n")
-        .expect("config");
+    let config = Config::from_toml(
+        Path::new("bench.toml"),
+        "[runtime]\nintra_op_threads = 1\n[authorization]\nmode = \"none\"\n",
+    )
+    .expect("config");
     let server = rt
         .block_on(ModelServer::start(repo.path(), config))
         .expect("server");

@@ -530,7 +530,7 @@ fn main() {
     let config = Config::from_toml(
         Path::new("bench.toml"),
         &format!(
-            "[runtime]\ncpu_cores = {cores}\nintra_op_spinning = {spinning}\n[limits]\nmax_queue_size = 256\n"
+            "[runtime]\ncpu_cores = {cores}\nintra_op_spinning = {spinning}\n[limits]\nmax_queue_size = 256\n[authorization]\nmode = \"none\"\n"
         ),
     )
     .expect("config");
@@ -540,7 +540,8 @@ fn main() {
     for w in &workloads {
         for name in [w.name.to_string(), format!("{}-batched", w.name)] {
             let model = server
-                .model(&name, None)
+                .repository
+                .get(&name, None)
                 .unwrap_or_else(|e| panic!("{name} did not load: {e}"));
             let provider = model.runtime_parameters()["execution_provider"].clone();
             assert_eq!(

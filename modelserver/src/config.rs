@@ -31,6 +31,19 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// Whether model calls must carry the gateway's decision.
+    pub authorization: AuthorizationConfig,
+}
+
+/// `[authorization]`: how this server treats the decision authz states in `x-authz-*` headers
+/// (see [`crate::access`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorizationConfig {
+    /// `gateway` (default): every model-scoped call must carry authz's decision for exactly that
+    /// model, version and action, and calls no single-model decision covers are refused. `none`:
+    /// no check, for a server no untrusted client can reach (standalone use, tests).
+    pub mode: crate::access::AuthorizationMode,
 }
 
 /// `[runtime]`.

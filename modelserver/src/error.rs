@@ -55,15 +55,19 @@ pub enum ServerError {
         /// The load error.
         reason: String,
     },
-    /// The message names a different model (or version) than the one the gateway authorized, as
-    /// `x-authz-model` / `x-authz-model-version` say (403 / `PERMISSION_DENIED`): the request was
-    /// never authorized for what it asks, so it is refused rather than corrected, and retrying it
-    /// cannot help.
-    #[error("the request names model '{requested}' but the gateway authorized '{authorized}'")]
-    NotAuthorizedModel {
-        /// Model (and version) in the request, `name` or `name@version`.
+    /// The call is not what the gateway's authz decision allowed (403 / `PERMISSION_DENIED`): no
+    /// decision, another model, version or action, or a call no single-model decision covers (see
+    /// [`crate::access`]). Refused rather than corrected: retrying it cannot help.
+    #[error(
+        "not authorized by the gateway ({cause}): the request is for {requested}, the decision allowed {authorized}"
+    )]
+    NotAuthorized {
+        /// Stable cause: `missing_decision`, `model_mismatch`, `version_mismatch`,
+        /// `action_mismatch` or `not_model_scoped`.
+        cause: &'static str,
+        /// What the request asked for, as decoded.
         requested: String,
-        /// Model (and version) in the authz headers.
+        /// What the decision headers allowed.
         authorized: String,
     },
     /// A server-side failure: ONNX Runtime failed while running a valid request (500 / `INTERNAL`).
@@ -91,7 +95,7 @@ impl ServerError {
             | ServerError::Overloaded(_)
             | ServerError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ServerError::NotAuthorizedModel { .. } => StatusCode::FORBIDDEN,
+            ServerError::NotAuthorized { .. } => StatusCode::FORBIDDEN,
             ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ServerError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         }
@@ -111,7 +115,7 @@ impl ServerError {
             | ServerError::Overloaded(_)
             | ServerError::TimedOut(_) => tonic::Status::unavailable(message),
             ServerError::PayloadTooLarge { .. } => tonic::Status::resource_exhausted(message),
-            ServerError::NotAuthorizedModel { .. } => tonic::Status::permission_denied(message),
+            ServerError::NotAuthorized { .. } => tonic::Status::permission_denied(message),
             ServerError::Internal(_) => tonic::Status::internal(message),
             ServerError::Unsupported(_) | ServerError::NoRoute(_) => {
                 tonic::Status::unimplemented(message)

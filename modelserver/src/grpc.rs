@@ -18,6 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use crate::access::{self, ModelAction, ModelCall};
 use crate::error::ServerError;
 use crate::repository::config::{InstanceKind, ModelConfig, VersionPolicy};
 use crate::server::{ModelServer, check_input, check_outputs, check_request};
@@ -53,6 +54,9 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate)
         .send_compressed(CompressionEncoding::Gzip);
+    // Every method's request passes the interceptor, which reads the gateway's decision from the
+    // initial headers before the message and any request trailers are read.
+    let service = tonic::service::interceptor::InterceptedService::new(service, access::intercept);
     // Accepted connections get TCP_NODELAY (tonic sets it only on listeners it binds itself):
     // without it small answers can wait for the client's delayed ACK.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -72,59 +76,6 @@ pub async fn serve(
 /// The service implementation over [`ModelServer`].
 pub struct OipService {
     server: Arc<ModelServer>,
-}
-
-/// Header the gateway's authz sets to the model it authorized, read from the first bytes of the
-/// gRPC message (Envoy overwrites any client-sent copy).
-pub const HEADER_AUTHORIZED_MODEL: &str = "x-authz-model";
-/// Header with the authorized model version ("" when the message named none).
-pub const HEADER_AUTHORIZED_VERSION: &str = "x-authz-model-version";
-
-/// What authz authorized, when the request came through the gateway. authz decides on a peek at
-/// the start of the message; this server decodes all of it, so it refuses a message whose decoded
-/// `model_name`/`model_version` differ from the peek (e.g. a crafted message with a second
-/// `model_name` field beyond the bytes authz saw, which protobuf decoders resolve as last-wins).
-/// Without the headers (direct access inside the trust boundary) nothing is checked.
-struct AuthorizedModel {
-    /// `x-authz-model`; `None` when the value is not visible ASCII (never matches).
-    name: Option<String>,
-    /// `x-authz-model-version`, when present.
-    version: Option<Option<String>>,
-}
-
-impl AuthorizedModel {
-    fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Self> {
-        let text = |v: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>| {
-            v.to_str().ok().map(str::to_string)
-        };
-        let name = metadata.get(HEADER_AUTHORIZED_MODEL)?;
-        Some(AuthorizedModel {
-            name: text(name),
-            version: metadata.get(HEADER_AUTHORIZED_VERSION).map(text),
-        })
-    }
-
-    /// # Errors
-    /// [`ServerError::NotAuthorizedModel`] when `name` or `version` differ from the headers.
-    fn check(&self, name: &str, version: &str) -> Result<(), ServerError> {
-        let name_ok = self.name.as_deref() == Some(name);
-        let version_ok = match &self.version {
-            None => true,
-            Some(v) => v.as_deref() == Some(version),
-        };
-        if name_ok && version_ok {
-            return Ok(());
-        }
-        let show = |n: &str, v: Option<&str>| match v {
-            Some(v) if !v.is_empty() => format!("{n}@{v}"),
-            _ => n.to_string(),
-        };
-        let authorized_version = self.version.as_ref().map(|v| v.as_deref().unwrap_or("?"));
-        Err(ServerError::NotAuthorizedModel {
-            requested: show(name, self.version.is_some().then_some(version)),
-            authorized: show(self.name.as_deref().unwrap_or("?"), authorized_version),
-        })
-    }
 }
 
 fn status(e: ServerError) -> Status {
@@ -159,8 +110,14 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let decision = access::decision_of(&r);
         let r = r.into_inner();
-        let ready = match self.server.model(&r.name, version(&r.version)) {
+        let call = ModelCall {
+            name: &r.name,
+            version: version(&r.version),
+            action: ModelAction::Ready,
+        };
+        let ready = match self.server.model(&decision, call) {
             Ok(_) => true,
             Err(ServerError::NotReady { .. }) => false,
             Err(e) => return Err(status(e)),
@@ -186,11 +143,14 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let decision = access::decision_of(&r);
         let r = r.into_inner();
-        let model = self
-            .server
-            .model(&r.name, version(&r.version))
-            .map_err(status)?;
+        let call = ModelCall {
+            name: &r.name,
+            version: version(&r.version),
+            action: ModelAction::Metadata,
+        };
+        let model = self.server.model(&decision, call).map_err(status)?;
         let tensor =
             |t: &crate::repository::TensorSpec| pb::model_metadata_response::TensorMetadata {
                 name: t.name.clone(),
@@ -217,7 +177,7 @@ impl GrpcInferenceService for OipService {
         r: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
-        let authorized = AuthorizedModel::from_metadata(r.metadata());
+        let decision = access::decision_of(&r);
         let traceparent = r
             .metadata()
             .get("traceparent")
@@ -233,15 +193,12 @@ impl GrpcInferenceService for OipService {
         };
         let name = utf8("model_name", r.model_name)?;
         let requested_version = utf8("model_version", r.model_version)?;
-        if let Some(authorized) = authorized {
-            authorized
-                .check(&name, &requested_version)
-                .map_err(status)?;
-        }
-        let model = self
-            .server
-            .model(&name, version(&requested_version))
-            .map_err(status)?;
+        let call = ModelCall {
+            name: &name,
+            version: version(&requested_version),
+            action: ModelAction::Infer,
+        };
+        let model = self.server.model(&decision, call).map_err(status)?;
         crate::trace::set_model(&mut span, &model);
         let timeout = timeout_parameter(r.parameters.get("timeout"));
         let decoded = timeout.and_then(|timeout| {
@@ -283,11 +240,14 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let decision = access::decision_of(&r);
         let r = r.into_inner();
-        let model = self
-            .server
-            .model(&r.name, version(&r.version))
-            .map_err(status)?;
+        let call = ModelCall {
+            name: &r.name,
+            version: version(&r.version),
+            action: ModelAction::Config,
+        };
+        let model = self.server.model(&decision, call).map_err(status)?;
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(config_proto(&model.config, model.runtime_parameters())),
         }))
@@ -297,12 +257,15 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let decision = access::decision_of(&r);
         let r = r.into_inner();
-        let name = (!r.name.is_empty()).then_some(r.name.as_str());
-        let json = self
-            .server
-            .stats_json(name, version(&r.version))
-            .map_err(status)?;
+        // An empty name asks for every model: an unscoped call, refused behind the gateway.
+        let call = (!r.name.is_empty()).then(|| ModelCall {
+            name: &r.name,
+            version: version(&r.version),
+            action: ModelAction::Statistics,
+        });
+        let json = self.server.stats_json(&decision, call).map_err(status)?;
         // The JSON and protobuf forms share field names, so one conversion keeps them identical.
         let stats = json["model_stats"].as_array().cloned().unwrap_or_default();
         let model_stats = stats.iter().map(stats_proto).collect();
@@ -313,6 +276,9 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        self.server
+            .unscoped(&access::decision_of(&r), "the repository index")
+            .map_err(status)?;
         let r = r.into_inner();
         let models = self
             .server
@@ -333,6 +299,9 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.server
+            .unscoped(&access::decision_of(&r), "the repository API")
+            .map_err(status)?;
         let r = r.into_inner();
         crate::http::check_repository_parameters(r.parameters.keys().map(String::as_str))
             .map_err(status)?;
@@ -348,6 +317,9 @@ impl GrpcInferenceService for OipService {
         &self,
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.server
+            .unscoped(&access::decision_of(&r), "the repository API")
+            .map_err(status)?;
         let r = r.into_inner();
         crate::http::check_repository_parameters(r.parameters.keys().map(String::as_str))
             .map_err(status)?;

@@ -22,6 +22,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
+use crate::access::{GatewayDecision, ModelAction, ModelCall};
 use crate::error::ServerError;
 use crate::server::{ModelServer, check_input, check_outputs, check_request};
 use crate::tensor::{self, Tensor};
@@ -157,6 +158,8 @@ async fn route(
         .map(decode_segment)
         .collect::<Result<Vec<_>, _>>()?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // The request head's headers: HTTP trailers are never read here.
+    let decision = GatewayDecision::from_headers(headers);
     let get = method == Method::GET;
     let post = method == Method::POST;
     match segs.as_slice() {
@@ -164,6 +167,7 @@ async fn route(
         ["v2", "health", "live"] if get => Ok(status_only(server.live())),
         ["v2", "health", "ready"] if get => Ok(status_only(server.ready())),
         ["v2", "repository", "index"] if post => {
+            server.unscoped(&decision, "the repository index")?;
             let body = read_body(server, headers, body).await?;
             let ready = if body.is_empty() {
                 false
@@ -190,6 +194,7 @@ async fn route(
             model,
             action @ ("load" | "unload"),
         ] if post => {
+            server.unscoped(&decision, "the repository API")?;
             let body = read_body(server, headers, body).await?;
             if !body.is_empty() {
                 let j: Json = serde_json::from_slice(&body).map_err(|e| {
@@ -206,24 +211,34 @@ async fn route(
             }
             Ok(StatusCode::OK.into_response())
         }
-        ["v2", "models", "stats"] if get => Ok(json_response(server.stats_json(None, None)?)),
+        ["v2", "models", "stats"] if get => Ok(json_response(server.stats_json(&decision, None)?)),
         ["v2", "models", model, rest @ ..] => {
             let (version, rest) = match rest {
                 ["versions", v, rest @ ..] => (Some(*v), rest),
                 _ => (None, rest),
             };
+            let call = |action| ModelCall {
+                name: model,
+                version,
+                action,
+            };
             match (rest, get, post) {
-                ([], true, _) => Ok(json_response(
-                    server.model_metadata_json(&*server.model(model, version)?),
-                )),
+                ([], true, _) => Ok(json_response(server.model_metadata_json(
+                    &*server.model(&decision, call(ModelAction::Metadata))?,
+                ))),
                 (["ready"], true, _) => server
-                    .model(model, version)
+                    .model(&decision, call(ModelAction::Ready))
                     .map(|_| StatusCode::OK.into_response()),
                 (["config"], true, _) => Ok(json_response(
-                    server.model_config_json(&*server.model(model, version)?),
+                    server.model_config_json(&*server.model(&decision, call(ModelAction::Config))?),
                 )),
-                (["stats"], true, _) => Ok(json_response(server.stats_json(Some(model), version)?)),
-                (["infer"], _, true) => infer(server, model, version, headers, body).await,
+                (["stats"], true, _) => Ok(json_response(
+                    server.stats_json(&decision, Some(call(ModelAction::Statistics)))?,
+                )),
+                (["infer"], _, true) => {
+                    let model = server.model(&decision, call(ModelAction::Infer))?;
+                    infer(server, model, headers, body).await
+                }
                 _ => Err(not_found(path)),
             }
         }
@@ -372,8 +387,7 @@ struct OutputJson {
 
 async fn infer(
     server: &Arc<ModelServer>,
-    model_name: &str,
-    version: Option<&str>,
+    model: Arc<crate::repository::LoadedModel>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ServerError> {
@@ -402,7 +416,6 @@ async fn infer(
             n
         }
     };
-    let model = server.model(model_name, version)?;
     crate::trace::set_model(&mut span, &model);
     model.scheduler.shed_if_full(&model)?;
     let request: InferRequestJson = serde_json::from_slice(&body[..header_len])

@@ -1,7 +1,8 @@
 //! modelserver: a KServe v2 / Triton Open Inference Protocol server on ONNX Runtime.
 //!
-//! A request is followed top to bottom through [`http`] or [`grpc`] (protocol decoding, checked
-//! against the model's metadata by [`server`]) -> [`batcher`] (admission to the model's bounded
+//! A request is followed top to bottom through [`http`] or [`grpc`] (protocol decoding; the
+//! model it names checked against the gateway's decision by [`access`], its tensors against the
+//! model's metadata by [`server`]) -> [`batcher`] (admission to the model's bounded
 //! queue) -> [`runtime`] (a session from the model's pool runs on ONNX Runtime, CUDA or CPU) and
 //! back through [`tensor`] (OIP datatypes <-> ONNX values). [`repository`] owns the models: Triton's
 //! directory layout, the `config.pbtxt` subset, version policies, load and unload. [`error`] is the
@@ -15,6 +16,7 @@
 //! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); one ONNX Runtime environment serves the whole process, so the library
 //! path chosen first wins.
 
+pub mod access;
 pub mod batcher;
 pub mod config;
 pub mod error;

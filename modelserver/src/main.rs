@@ -49,9 +49,14 @@ struct ServeArgs {
     /// Address all three listen on.
     #[arg(long, default_value = "0.0.0.0")]
     address: IpAddr,
-    /// TOML configuration (runtime, limits).
+    /// TOML configuration (runtime, limits, authorization).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Overrides `[authorization] mode`: `gateway` (the default) refuses every model call that
+    /// does not carry authz's decision for exactly that model, version and action; `none` checks
+    /// nothing, for a server no untrusted client can reach.
+    #[arg(long, value_enum)]
+    authorization: Option<modelserver::access::AuthorizationMode>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,10 +77,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if let Some(mode) = args.authorization {
+        config.authorization.mode = mode;
+    }
     let bind = |port| {
         let addr = SocketAddr::new(args.address, port);
         async move {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value as Json, json};
 
+use crate::access::{Enforcer, GatewayDecision, ModelCall};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::repository::{LoadError, LoadedModel, ModelRepository, TensorSpec};
@@ -39,6 +40,8 @@ pub struct ModelServer {
     gpu: Option<crate::gpu::Nvml>,
     /// Span export ([`crate::trace`]); disabled unless configured.
     pub tracer: telemetry::Tracer,
+    /// The gateway-decision check every model-scoped call passes ([`crate::access`]).
+    access: Enforcer,
 }
 
 impl ModelServer {
@@ -67,7 +70,9 @@ impl ModelServer {
             .nvml_library
             .clone()
             .unwrap_or_else(|| crate::gpu::DEFAULT_NVML_LIBRARY.into());
+        let access = Enforcer::new(config.authorization.mode);
         Ok(Arc::new(ModelServer {
+            access,
             repository,
             config,
             draining: AtomicBool::new(false),
@@ -97,16 +102,28 @@ impl ModelServer {
         json!({"name": SERVER_NAME, "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})
     }
 
-    /// Resolves a model version.
+    /// The model a model-scoped call addresses, once the call is checked against the gateway's
+    /// decision: the one way a front end obtains a model, so every REST route and gRPC method
+    /// that names a model meets the same check before any model work.
     ///
     /// # Errors
-    /// As [`ModelRepository::get`].
+    /// [`ServerError::NotAuthorized`] (see [`crate::access`]), then as [`ModelRepository::get`].
     pub fn model(
         &self,
-        name: &str,
-        version: Option<&str>,
+        decision: &GatewayDecision,
+        call: ModelCall<'_>,
     ) -> Result<Arc<LoadedModel>, ServerError> {
-        self.repository.get(name, version)
+        self.access.check(decision, &call)?;
+        self.repository.get(call.name, call.version)
+    }
+
+    /// Checks a call that addresses no single model (statistics of every model, the repository
+    /// API): refused behind the gateway, which never authorizes one.
+    ///
+    /// # Errors
+    /// [`ServerError::NotAuthorized`] in `gateway` mode.
+    pub fn unscoped(&self, decision: &GatewayDecision, what: &str) -> Result<(), ServerError> {
+        self.access.check_unscoped(decision, what)
     }
 
     /// Model metadata JSON (the protocol's fields, plus `execution_provider`).
@@ -133,21 +150,25 @@ impl ModelServer {
         model.config.to_json(&model.runtime_parameters())
     }
 
-    /// Statistics JSON for one model (all loaded versions or one) or every model.
+    /// Statistics JSON for the model `call` names (all its loaded versions, or the one named),
+    /// or, with `call` `None`, for every model (an unscoped call).
     ///
     /// # Errors
-    /// As [`ModelRepository::get`] when a name is given.
+    /// As [`ModelServer::model`] and [`ModelServer::unscoped`].
     pub fn stats_json(
         &self,
-        name: Option<&str>,
-        version: Option<&str>,
+        decision: &GatewayDecision,
+        call: Option<ModelCall<'_>>,
     ) -> Result<Json, ServerError> {
-        let models = match name {
-            None => self.repository.loaded(),
-            Some(n) if version.is_some() => vec![self.model(n, version)?],
-            Some(n) => {
-                self.model(n, None)?;
-                self.repository.versions(n)
+        let models = match call {
+            None => {
+                self.unscoped(decision, "statistics of every model")?;
+                self.repository.loaded()
+            }
+            Some(c) if c.version.is_some() => vec![self.model(decision, c)?],
+            Some(c) => {
+                self.model(decision, c)?;
+                self.repository.versions(c.name)
             }
         };
         let stats: Vec<Json> = models
@@ -357,6 +378,7 @@ impl ModelServer {
             out,
             "# HELP modelserver_gpu_fallback_models Loaded model versions configured for GPU running on CPU\n# TYPE modelserver_gpu_fallback_models gauge\nmodelserver_gpu_fallback_models {fallback}"
         );
+        self.access.write_metrics(&mut out);
         if let Some(nvml) = &self.gpu {
             crate::gpu::render(&nvml.sample(), &mut out);
         }

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::{config, f32_bytes, metrics, start};
-use modelserver::Config;
 use modelserver::grpc::pb;
 use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelserver::grpc::pb::model_infer_request::InferInputTensor;
@@ -72,7 +71,7 @@ async fn stats(http: &str, model: &str) -> Value {
 
 /// Waits until `model` has `n` requests queued.
 async fn wait_queued(s: &common::Running, model: &str, n: u32) {
-    let m = s.server.model(model, None).unwrap();
+    let m = s.server.repository.get(model, None).unwrap();
     for _ in 0..500 {
         if m.scheduler.queued() == n {
             return;
@@ -84,7 +83,7 @@ async fn wait_queued(s: &common::Running, model: &str, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_are_batched_and_each_gets_its_own_result() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let url = |m: &str| format!("{}/v2/models/{m}/infer", s.http);
     // Four clients at once, one of them sending two rows: 5 inferences, max_batch_size 8.
     let inputs: Vec<(Vec<f32>, Vec<f32>)> = (0..4)
@@ -150,7 +149,7 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_with_different_non_batch_dims_are_not_merged() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let url = format!("{}/v2/models/batched_var/infer", s.http);
     let widths = [2usize, 3, 2, 3, 2, 3];
     let responses = futures::future::join_all(widths.iter().enumerate().map(|(i, &w)| {
@@ -175,7 +174,7 @@ async fn requests_with_different_non_batch_dims_are_not_merged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_requests_are_batched_and_split_back() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let url = format!("{}/v2/models/batched_bytes/infer", s.http);
     let texts = ["alpha", "", "gamma delta", "\u{e9}t\u{e9}"];
     let responses = futures::future::join_all(texts.iter().map(|t| {
@@ -197,7 +196,7 @@ async fn bytes_requests_are_batched_and_split_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_max_batch_size_is_rejected() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let a = vec![1.0f32; 4 * 9];
     let (status, _, body) = post(
         &format!("{}/v2/models/batched_add/infer", s.http),
@@ -213,8 +212,8 @@ async fn a_request_larger_than_max_batch_size_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_with_retry_after_and_unavailable_over_grpc() {
-    let s = start(Config::default()).await;
-    let model = s.server.model("batched_add", None).unwrap();
+    let s = start(common::direct()).await;
+    let model = s.server.repository.get("batched_add", None).unwrap();
     let hold = model.pool.reserve().await.unwrap();
     let url = format!("{}/v2/models/batched_add/infer", s.http);
     let a = [1.0f32, 2.0, 3.0, 4.0];
@@ -275,7 +274,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_unavailable_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_without_batching_has_a_bounded_queue_too() {
     let s = start(config("[limits]\nmax_queue_size = 1\n")).await;
-    let model = s.server.model("add_fp32", None).unwrap();
+    let model = s.server.repository.get("add_fp32", None).unwrap();
     let hold = model.pool.reserve().await.unwrap();
     let url = format!("{}/v2/models/add_fp32/infer", s.http);
     let a = [1.0f32; 4];
@@ -316,8 +315,8 @@ fn grpc_add(model: &str, a: &[f32]) -> pb::ModelInferRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_still_queued_at_their_deadline_time_out_and_never_run() {
-    let s = start(Config::default()).await;
-    let model = s.server.model("timeout_add", None).unwrap();
+    let s = start(common::direct()).await;
+    let model = s.server.repository.get("timeout_add", None).unwrap();
     let hold = model.pool.reserve().await.unwrap();
     let a = [1.0f32, 2.0, 3.0, 4.0];
     // The request's own timeout (20 ms) shortens the model's 1 s default.
@@ -347,7 +346,7 @@ async fn requests_still_queued_at_their_deadline_time_out_and_never_run() {
         "model 'timeout_add': request timed out in the queue"
     );
     // A model without a queue policy honours the request's timeout alone.
-    let plain = s.server.model("add_fp32", None).unwrap();
+    let plain = s.server.repository.get("add_fp32", None).unwrap();
     let hold_plain = plain.pool.reserve().await.unwrap();
     let (status, _, body) = post(
         &format!("{}/v2/models/add_fp32/infer", s.http),
@@ -397,8 +396,8 @@ async fn requests_still_queued_at_their_deadline_time_out_and_never_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_client_went_away_is_not_computed() {
-    let s = start(Config::default()).await;
-    let model = s.server.model("batched_add", None).unwrap();
+    let s = start(common::direct()).await;
+    let model = s.server.repository.get("batched_add", None).unwrap();
     let hold = model.pool.reserve().await.unwrap();
     let a = [1.0f32; 4];
     let grpc = s.grpc.clone();

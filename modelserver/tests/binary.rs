@@ -20,7 +20,7 @@ fn serve_with_triton_flags_then_drain_on_sigterm() {
     let config = dir.path().join("modelserver.toml");
     std::fs::write(
         &config,
-        "[runtime]\ncpu_cores = 2\n[limits]\nmax_queue_size = 8\n",
+        "[runtime]\ncpu_cores = 2\n[limits]\nmax_queue_size = 8\n[authorization]\nmode = \"none\"\n",
     )
     .unwrap();
     let (http, grpc, metrics) = (free_port(), free_port(), free_port());

@@ -144,7 +144,11 @@ async fn flood_at_ten_times_capacity_keeps_the_server_responsive_and_bounded() {
     write_repository(repo.path());
     let settings = repo.path().join("modelserver.toml");
     // One intra-op thread: the other core is left to the HTTP front end and this load generator.
-    std::fs::write(&settings, "[runtime]\nintra_op_threads = 1\n").expect("config");
+    std::fs::write(
+        &settings,
+        "[runtime]\nintra_op_threads = 1\n[authorization]\nmode = \"none\"\n",
+    )
+    .expect("config");
     let (http, grpc, metrics) = (e2e::free_port(), e2e::free_port(), e2e::free_port());
     let mut command = Command::new(env!("CARGO_BIN_EXE_modelserver"));
     command

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{config, f32_bytes, f32_values, length_prefixed, start};
-use modelserver::Config;
 use modelserver::grpc::pb;
 use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelserver::grpc::pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -39,7 +38,7 @@ fn add_request(a: &[f32], b: &[f32]) -> pb::ModelInferRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metadata_and_config() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc).await;
     assert!(
         c.server_live(pb::ServerLiveRequest {})
@@ -147,7 +146,7 @@ async fn health_metadata_and_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_raw_and_typed_contents() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc).await;
     let r = c
         .model_infer(add_request(&[1., 2., 3., 4.], &[0.5; 4]))
@@ -237,7 +236,7 @@ async fn infer_raw_and_typed_contents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_larger_than_grpc_default_limit_are_accepted() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc).await;
     // 6 MiB, above tonic's and grpc's 4 MiB default.
     let n = 6 << 20;
@@ -289,7 +288,7 @@ fn raw_for_all(big: &[u8]) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_map_to_grpc_codes_with_messages() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc).await;
     let check = |r: Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>,
                  code: Code,
@@ -416,7 +415,7 @@ async fn errors_map_to_grpc_codes_with_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_and_statistics() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc).await;
     let index = c
         .repository_index(pb::RepositoryIndexRequest {
@@ -505,7 +504,7 @@ async fn repository_and_statistics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_compressed_requests_and_responses() {
     use tonic::codec::CompressionEncoding;
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc)
         .await
         .send_compressed(CompressionEncoding::Gzip)
@@ -520,7 +519,7 @@ async fn gzip_compressed_requests_and_responses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_naming_another_model_than_authz_authorized_is_permission_denied() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let mut c = client(&s.grpc).await;
     let with = |model: &str, version: Option<&str>| {
         let mut r = tonic::Request::new(add_request(&[1.0; 4], &[2.0; 4]));

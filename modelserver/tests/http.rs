@@ -3,7 +3,6 @@
 mod common;
 
 use common::{config, f32_bytes, f32_values, length_prefixed, start};
-use modelserver::Config;
 use serde_json::{Value, json};
 
 async fn get(url: &str) -> (u16, Value) {
@@ -68,7 +67,7 @@ fn error_of(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_health_and_metadata() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let (status, body) = get(&format!("{}/v2", s.http)).await;
     assert_eq!(status, 200);
     assert_eq!(body["name"], "modelserver");
@@ -96,7 +95,7 @@ async fn server_health_and_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_metadata_and_config_are_completed_from_the_onnx_file() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let (status, meta) = get(&format!("{}/v2/models/add_fp32", s.http)).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["versions"], json!(["1"]));
@@ -136,7 +135,7 @@ async fn model_metadata_and_config_are_completed_from_the_onnx_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_fp32_json_and_selected_outputs() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let request = json!({
         "id": "req-1",
         "inputs": [
@@ -200,7 +199,7 @@ async fn infer_fp32_json_and_selected_outputs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_binary_extension_in_and_out() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let header = json!({
         "inputs": [
             {"name": "a", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}},
@@ -222,7 +221,7 @@ async fn infer_binary_extension_in_and_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_datatype_round_trips() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let cases = [
         ("BOOL", json!([true, false, true])),
         ("UINT8", json!([0, 7, 255])),
@@ -267,7 +266,7 @@ async fn every_datatype_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_echo_over_json_and_binary() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let (status, body) = post(
         &format!("{}/v2/models/echo_bytes/infer", s.http),
         json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2], "data": ["status report", "ok"]}]}),
@@ -291,7 +290,7 @@ async fn bytes_echo_over_json_and_binary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_policy_and_version_routing() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let (_, meta) = get(&format!("{}/v2/models/versioned", s.http)).await;
     assert_eq!(meta["versions"], json!(["2", "3"]));
     let req = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [10]}]});
@@ -332,7 +331,7 @@ async fn version_policy_and_version_routing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_loads_are_reported_and_others_serve() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let (status, index) = post(&format!("{}/v2/repository/index", s.http), json!({})).await;
     assert_eq!(status, 200);
     let entry = |name: &str| {
@@ -447,7 +446,7 @@ async fn graph_optimization_level_comes_from_the_model_else_the_server() {
         (status, body["outputs"][0]["data"].clone()),
         (200, json!([5.0, 5.0, 5.0, 5.0]))
     );
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let (_, cfg) = get(&format!("{}/v2/models/add_fp32/config", s.http)).await;
     assert_eq!(level(&cfg), "all");
 }
@@ -715,7 +714,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_load_and_unload() {
-    let s = start(Config::default()).await;
+    let s = start(common::direct()).await;
     let repo = |m: &str, action: &str| format!("{}/v2/repository/models/{m}/{action}", s.http);
     let req =
         json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["x"]}]});

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use e2e::otlp::{OtlpReceiver, ReceivedSpan};
-use modelserver::Config;
 use modelserver::grpc::pb;
 use modelserver::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelserver::grpc::pb::model_infer_request::InferInputTensor;
@@ -29,7 +28,7 @@ async fn traced_server(receiver: &OtlpReceiver) -> (common::Running, Tracer) {
     let mut config = ExportConfig::new(receiver.traces_url(), "modelserver");
     config.schedule_delay = Duration::from_millis(20);
     let tracer = Tracer::start(config, ExportMetrics::default()).unwrap();
-    let s = common::start_traced(common::repository(), Config::default(), tracer.clone()).await;
+    let s = common::start_traced(common::repository(), common::direct(), tracer.clone()).await;
     (s, tracer)
 }
 
