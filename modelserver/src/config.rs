@@ -66,8 +66,14 @@ pub struct RuntimeConfig {
     /// Where models whose config has no `instance_group` run: `cpu` (default) or `gpu`. A GPU
     /// replica sets `gpu`; CUDA failures then follow `allow_cpu_fallback` like any GPU instance.
     pub default_instance_kind: DefaultInstanceKind,
-    /// CUDA device for `default_instance_kind = "gpu"`.
+    /// CUDA device for `default_instance_kind = "gpu"` and for `instance_kind = "gpu"` groups
+    /// that name no device.
     pub default_gpu: i32,
+    /// Where every model runs, whatever its `config.pbtxt` pins: `config` (default) keeps each
+    /// model's `instance_group`; `gpu` runs every instance group on CUDA (a GPU deployment over
+    /// a repository whose configs say `KIND_CPU`, as the demo's do); `cpu` runs every one on CPU.
+    /// The reported model config shows the kind actually used.
+    pub instance_kind: InstanceKindPolicy,
     /// `max_batch_size` given to models without config whose inputs and outputs all have a dynamic
     /// first dimension.
     pub default_max_batch_size: u32,
@@ -92,6 +98,7 @@ impl Default for RuntimeConfig {
             cpu_fallback_models: Vec::new(),
             default_instance_kind: DefaultInstanceKind::Cpu,
             default_gpu: 0,
+            instance_kind: InstanceKindPolicy::Config,
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             graph_optimization_level: DEFAULT_GRAPH_OPTIMIZATION,
             nvml_library: None,
@@ -107,6 +114,19 @@ pub enum DefaultInstanceKind {
     /// CPU.
     Cpu,
     /// CUDA.
+    Gpu,
+}
+
+/// Whether the deployment overrides the instance kinds of the models' configs
+/// (`[runtime] instance_kind`, or `serve --instance-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceKindPolicy {
+    /// Each model's `instance_group` as configured.
+    Config,
+    /// Every instance group on CPU.
+    Cpu,
+    /// Every instance group on CUDA; a group that names no GPUs uses `default_gpu`.
     Gpu,
 }
 

@@ -66,6 +66,17 @@ pub async fn serve(
             }
         })
     });
+    // Draining: health turns NOT_SERVING before in-flight calls finish, so Envoy's gRPC health
+    // check, which may still reach this server over an open connection, stops routing here.
+    let shutdown = async move {
+        shutdown.await;
+        reporter
+            .set_not_serving::<GrpcInferenceServiceServer<OipService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service)

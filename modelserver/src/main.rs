@@ -57,6 +57,11 @@ struct ServeArgs {
     /// nothing, for a server no untrusted client can reach.
     #[arg(long, value_enum)]
     authorization: Option<modelserver::access::AuthorizationMode>,
+    /// Overrides `[runtime] instance_kind`: `gpu` runs every model on CUDA whatever its
+    /// `config.pbtxt` pins (the GPU deployments set it), `cpu` every model on CPU, `config` each
+    /// as configured.
+    #[arg(long, value_enum)]
+    instance_kind: Option<modelserver::config::InstanceKindPolicy>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,6 +88,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(mode) = args.authorization {
         config.authorization.mode = mode;
+    }
+    if let Some(kind) = args.instance_kind {
+        config.runtime.instance_kind = kind;
     }
     let bind = |port| {
         let addr = SocketAddr::new(args.address, port);

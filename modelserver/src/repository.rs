@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 
 use self::config::{ConfigError, InstanceGroup, InstanceKind, ModelConfig, TensorConfig};
 use crate::batcher::Scheduler;
-use crate::config::{Config, DefaultInstanceKind};
+use crate::config::{Config, DefaultInstanceKind, InstanceKindPolicy};
 use crate::error::ServerError;
 use crate::runtime::{self, Provider, RuntimeError, SessionOptions, SessionPool, Signature};
 use crate::stats::ModelStats;
@@ -457,6 +457,33 @@ impl ModelRepository {
         }
     }
 
+    /// Rewrites the instance groups' kind when the deployment says where every model runs
+    /// (`[runtime] instance_kind`); the rewritten groups are what the model config reports.
+    fn apply_instance_kind_policy(&self, model: &str, groups: &mut [InstanceGroup]) {
+        let policy = self.config.runtime.instance_kind;
+        let kind = match policy {
+            InstanceKindPolicy::Config => return,
+            InstanceKindPolicy::Cpu => InstanceKind::Cpu,
+            InstanceKindPolicy::Gpu => InstanceKind::Gpu,
+        };
+        for group in groups.iter_mut().filter(|g| g.kind != kind) {
+            tracing::info!(
+                model.name = model,
+                configured = ?group.kind,
+                used = ?kind,
+                "instance kind set by the deployment (runtime.instance_kind)"
+            );
+            group.kind = kind;
+            match kind {
+                InstanceKind::Gpu if group.gpus.is_empty() => {
+                    group.gpus = vec![self.config.runtime.default_gpu];
+                }
+                InstanceKind::Cpu => group.gpus.clear(),
+                _ => {}
+            }
+        }
+    }
+
     fn load_blocking(&self, name: &str) -> Result<BTreeMap<u64, Arc<LoadedModel>>, LoadError> {
         let dir = self.root.join(name);
         if !dir.is_dir() {
@@ -500,6 +527,7 @@ impl ModelRepository {
             // Stated in the reported config, so where a model runs is never implicit.
             config.instance_groups.push(self.default_instance_group());
         }
+        self.apply_instance_kind_policy(name, &mut config.instance_groups);
         let placements = runtime::placements(&config.instance_groups);
         let cores = self
             .config

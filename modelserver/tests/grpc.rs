@@ -519,58 +519,77 @@ async fn gzip_compressed_requests_and_responses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_naming_another_model_than_authz_authorized_is_permission_denied() {
-    let s = start(common::direct()).await;
+    let s = start(common::config("[authorization]\nmode = \"gateway\"\n")).await;
     let mut c = client(&s.grpc).await;
-    let with = |model: &str, version: Option<&str>| {
-        let mut r = tonic::Request::new(add_request(&[1.0; 4], &[2.0; 4]));
-        r.metadata_mut()
-            .insert("x-authz-model", model.parse().unwrap());
-        if let Some(v) = version {
-            r.metadata_mut()
-                .insert("x-authz-model-version", v.parse().unwrap());
-        }
+    // A request carrying authz's decision in its headers, as Envoy forwards it.
+    fn decided<T>(message: T, model: &str, version: &str, action: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        let m = r.metadata_mut();
+        m.insert("x-authz-model", model.parse().unwrap());
+        m.insert("x-authz-model-version", version.parse().unwrap());
+        m.insert("x-authz-action", action.parse().unwrap());
+        m.insert(
+            "x-authz-decision-id",
+            "0190a0b0-0000-7000-8000-00000000000a".parse().unwrap(),
+        );
         r
-    };
+    }
+    let add = || add_request(&[1.0; 4], &[2.0; 4]);
     // authz authorized add_fp32: served.
-    let ok = c.model_infer(with("add_fp32", Some(""))).await.unwrap();
+    let ok = c
+        .model_infer(decided(add(), "add_fp32", "", "infer"))
+        .await
+        .unwrap();
     assert_eq!(
         f32_values(&ok.into_inner().raw_output_contents[0]),
         vec![3.0; 4]
     );
-    // The decoded message names add_fp32, authz saw (and authorized) another model.
-    let e = c
-        .model_infer(with("identity_int64", None))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(
-        e.message(),
-        "the request names model 'add_fp32' but the gateway authorized 'identity_int64'"
-    );
-    // Same model, another version than the one authorized.
-    let e = c
-        .model_infer(with("add_fp32", Some("2")))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(
-        e.message(),
-        "the request names model 'add_fp32' but the gateway authorized 'add_fp32@2'"
-    );
-    // Without the header (direct access) nothing is checked.
-    assert!(
-        c.model_infer(add_request(&[1.0; 4], &[2.0; 4]))
-            .await
-            .is_ok()
-    );
-    // The refusals never reached the model.
+    // The decoded message names add_fp32; authz authorized another model, another version,
+    // another action, or nothing at all.
+    let refused = [
+        (
+            decided(add(), "identity_int64", "", "infer"),
+            "model_mismatch",
+        ),
+        (decided(add(), "add_fp32", "2", "infer"), "version_mismatch"),
+        (
+            decided(add(), "add_fp32", "", "metadata"),
+            "action_mismatch",
+        ),
+        (tonic::Request::new(add()), "missing_decision"),
+    ];
+    for (request, cause) in refused {
+        let e = c.model_infer(request).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{cause}: {e:?}");
+        assert!(e.message().contains(cause), "{cause}: {}", e.message());
+    }
+    // The refusals never reached the model; every one was counted.
     let stats = c
-        .model_statistics(pb::ModelStatisticsRequest {
-            name: "add_fp32".into(),
-            version: String::new(),
-        })
+        .model_statistics(decided(
+            pb::ModelStatisticsRequest {
+                name: "add_fp32".into(),
+                version: String::new(),
+            },
+            "add_fp32",
+            "",
+            "statistics",
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stats.model_stats[0].inference_count, 2);
+    assert_eq!(stats.model_stats[0].inference_count, 1);
+    let metrics = common::metrics(&s.metrics).await;
+    for cause in [
+        "model_mismatch",
+        "version_mismatch",
+        "action_mismatch",
+        "missing_decision",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "modelserver_gateway_refusals_total{{action=\"infer\",cause=\"{cause}\"}} 1"
+            )),
+            "{cause}: {metrics}"
+        );
+    }
 }

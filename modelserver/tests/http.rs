@@ -805,6 +805,52 @@ async fn default_instance_kind_gpu_puts_unconfigured_models_on_cuda() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_kind_gpu_overrides_kind_cpu_pinned_in_the_model_config() {
+    // The GPU deployments set `instance_kind = "gpu"`: a repository whose configs pin KIND_CPU
+    // (the demo's do) must run on CUDA, never silently on CPU. No GPU here, so without a
+    // fallback the model is unavailable, with the CUDA error.
+    let s = start(config(
+        "[runtime]
+instance_kind = \"gpu\"\n",
+    ))
+    .await;
+    let (status, body) = get(&format!("{}/v2/models/echo_bytes", s.http)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        error_of(&body).contains("CUDA execution provider on GPU 0 could not be registered"),
+        "{body}"
+    );
+    // With a fallback allowed, the config reports the kind the deployment chose and the
+    // provider actually used; so do the metrics.
+    let s = start(config(
+        "[runtime]\ninstance_kind = \"gpu\"\nallow_cpu_fallback = true\n",
+    ))
+    .await;
+    let (_, cfg) = get(&format!("{}/v2/models/echo_bytes/config", s.http)).await;
+    assert_eq!(cfg["instance_group"][0]["kind"], "KIND_GPU", "{cfg}");
+    assert_eq!(cfg["instance_group"][0]["gpus"], json!([0]), "{cfg}");
+    assert_eq!(
+        cfg["parameters"]["execution_provider"]["string_value"],
+        "cpu-fallback"
+    );
+    let metrics = common::metrics(&s.metrics).await;
+    assert!(
+        metrics.contains(
+            "modelserver_model_execution_provider{model=\"echo_bytes\",version=\"1\",provider=\"cpu-fallback\"} 1"
+        ),
+        "{metrics}"
+    );
+    // `cpu` pins every model on CPU, the GPU-configured one too.
+    let s = start(config("[runtime]\ninstance_kind = \"cpu\"\n")).await;
+    let (_, cfg) = get(&format!("{}/v2/models/gpu_add/config", s.http)).await;
+    assert_eq!(cfg["instance_group"][0]["kind"], "KIND_CPU", "{cfg}");
+    assert_eq!(
+        cfg["parameters"]["execution_provider"]["string_value"],
+        "cpu"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_requests_and_responses() {
     use std::io::{Read, Write};
     let s = start(config("[limits]\nmax_body_bytes = 65536\n")).await;
