@@ -236,7 +236,7 @@ async fn route(
                     server.stats_json(&decision, Some(call(ModelAction::Statistics)))?,
                 )),
                 (["infer"], _, true) => {
-                    let model = server.model(&decision, call(ModelAction::Infer))?;
+                    let model = server.model(&decision, call(ModelAction::Infer));
                     infer(server, model, headers, body).await
                 }
                 _ => Err(not_found(path)),
@@ -385,15 +385,18 @@ struct OutputJson {
     parameters: Map<String, Json>,
 }
 
+/// Runs one REST inference on `model`, the outcome of the gateway check and the lookup (an error
+/// is answered, inside the request's span, before the body is read).
 async fn infer(
     server: &Arc<ModelServer>,
-    model: Arc<crate::repository::LoadedModel>,
+    model: Result<Arc<crate::repository::LoadedModel>, ServerError>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ServerError> {
     let started = Instant::now();
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let mut span = crate::trace::request_span(&server.tracer, traceparent, "rest");
+    let model = model?;
     let body = read_body(server, headers, body).await?;
     let header_len = match headers.get(HEADER_LENGTH) {
         None => body.len(),
