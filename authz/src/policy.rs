@@ -174,7 +174,12 @@ impl PolicyEngine {
             let set = match PolicySet::from_str(&src) {
                 Ok(s) => s,
                 Err(e) => {
-                    problems.push(problem(&loc, format!("syntax: {e}")));
+                    for (at, message) in syntax_errors(&src, &e) {
+                        problems.push(problem(
+                            &format!("{loc}:{at}"),
+                            format!("syntax: {message}"),
+                        ));
+                    }
                     continue;
                 }
             };
@@ -565,6 +570,35 @@ fn first_line(p: &Policy) -> String {
         .to_owned()
 }
 
+/// Each error of a Cedar parse as (`line:column`, message), from the diagnostics' source spans
+/// (1-based, columns in characters). An error without a span is placed at `1:1`.
+fn syntax_errors(src: &str, errors: &cedar_policy::ParseErrors) -> Vec<(String, String)> {
+    use miette::Diagnostic as _;
+    errors
+        .iter()
+        .map(|e| {
+            let offset = e
+                .labels()
+                .and_then(|mut labels| labels.next())
+                .map_or(0, |l| l.offset());
+            let (line, column) = line_column(src, offset);
+            let mut message = e.to_string();
+            if let Some(help) = e.help() {
+                message.push_str(&format!(" ({help})"));
+            }
+            (format!("{line}:{column}"), message)
+        })
+        .collect()
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `src`.
+fn line_column(src: &str, offset: usize) -> (usize, usize) {
+    let before = src.get(..offset.min(src.len())).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +647,26 @@ mod tests {
             auth_method: m,
             roles: roles.iter().map(|r| r.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_and_column() {
+        let policies = "@id(\"ok\")\npermit(principal, action, resource);\n\n@id(\"broken\")\npermit(principal, action, resource) when { context.x == };\n";
+        let problems = engine(policies).err().expect("a syntax error");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].location.ends_with("p.cedar:5:57"),
+            "{:?}",
+            problems[0]
+        );
+        assert!(
+            problems[0]
+                .message
+                .starts_with("syntax: unexpected token `}`"),
+            "{:?}",
+            problems[0]
+        );
+        assert_eq!(line_column("ab\ncé\nx", 6), (2, 3));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `modelserver serve`: CLI glue. Parses flags named like Triton's, loads the TOML config, starts
 //! the REST, gRPC and metrics servers, and drains on SIGTERM/SIGINT.
 
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -13,6 +15,16 @@ use tokio::sync::watch;
 /// on whichever worker thread serves it, the pattern glibc's allocator handles worst.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit status for configuration errors (a bad config file or flag, a missing model repository):
+/// 64, `EX_USAGE` in sysexits.h, as authz uses, so scripts and orchestrators can tell a mistake to
+/// fix from a crash to retry.
+const EXIT_CONFIG: u8 = 64;
+
+/// An error at start-up that a user fixes in the configuration, not a failure of the server.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
 
 #[derive(Parser)]
 #[command(version, about = "Open Inference Protocol server on ONNX Runtime")]
@@ -64,28 +76,50 @@ struct ServeArgs {
     instance_kind: Option<modelserver::config::InstanceKindPolicy>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // Colour only for a person at a terminal: log files and collectors get plain text.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,ort=warn".into()),
         )
+        .with_ansi(ansi)
         .init();
-    match Cli::parse().command {
-        Command::CheckConfig { config } => {
-            Config::load(&config)?;
-            println!("{}: ok", config.display());
-            Ok(())
+    let result = match Cli::parse().command {
+        Command::CheckConfig { config } => Config::load(&config)
+            .map(|_| println!("{}: ok", config.display()))
+            .map_err(|e| ConfigError(e.to_string()).into()),
+        Command::Serve(args) => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(serve(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // Printed once: the message already carries its cause (file, line, column).
+        Err(e) if e.is::<ConfigError>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
-        Command::Serve(args) => tokio::runtime::Runtime::new()?.block_on(serve(args)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path).map_err(|e| ConfigError(e.to_string()))?,
         None => Config::default(),
     };
+    if !args.model_repository.is_dir() {
+        return Err(ConfigError(format!(
+            "the model repository {} is not a directory",
+            args.model_repository.display()
+        ))
+        .into());
+    }
     if let Some(mode) = args.authorization {
         config.authorization.mode = mode;
     }

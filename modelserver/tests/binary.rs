@@ -98,3 +98,37 @@ fn check_config_reports_every_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn configuration_errors_exit_64_once_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[runtime]\nthreads = 2\n").unwrap();
+    let repo = common::repository();
+    let runs = [
+        binary().arg("check-config").arg(&path).output().unwrap(),
+        binary()
+            .args(["serve", "--model-repository"])
+            .arg(repo)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap(),
+    ];
+    for out in runs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        // The TOML error with its line and column, said once, without colour codes.
+        assert_eq!(stderr.matches("unknown field `threads`").count(), 1, "{stderr}");
+        assert!(stderr.contains("line 2, column 1"), "{stderr}");
+        assert!(!stderr.contains('\u{1b}'), "ANSI escape in {stderr:?}");
+    }
+    let out = binary()
+        .args(["serve", "--model-repository"])
+        .arg(dir.path().join("no-such-repository"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+}
