@@ -183,8 +183,11 @@ pub fn dev_init(out: &Path, template: &Path, force: bool) -> Result<DevInit, Dev
     std::fs::create_dir_all(out).map_err(io(out))?;
     let out = out.canonicalize().map_err(io(out))?;
     let tmpl_text = std::fs::read_to_string(template).map_err(io(template))?;
+    // A bare file name (`--template x.toml`) has the empty path as its parent: the current
+    // directory, which canonicalize would not resolve.
     let tmpl_dir = template
         .parent()
+        .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .canonicalize()
         .map_err(io(template))?;

@@ -175,10 +175,7 @@ impl PolicyEngine {
                 Ok(s) => s,
                 Err(e) => {
                     for (at, message) in syntax_errors(&src, &e) {
-                        problems.push(problem(
-                            &format!("{loc}:{at}"),
-                            format!("syntax: {message}"),
-                        ));
+                        problems.push(problem(format!("{loc}:{at}"), format!("syntax: {message}")));
                     }
                     continue;
                 }

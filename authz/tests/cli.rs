@@ -281,3 +281,27 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         "gRPC port still bound"
     );
 }
+
+#[test]
+fn dev_init_accepts_a_template_given_as_a_bare_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let template = std::fs::read_to_string(repo().join("config/authz.toml")).unwrap();
+    // Relative paths in the template resolve against its folder: point them back at config/.
+    let config_dir = repo().join("config").canonicalize().unwrap();
+    let template = template.replace(
+        "\"policies/",
+        &format!("\"{}/policies/", config_dir.display()),
+    );
+    std::fs::write(work.join("x.toml"), template).unwrap();
+    let out =
+        run(authz()
+            .current_dir(&work)
+            .args(["dev-init", "--out", "dev", "--template", "x.toml"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(authz()
+        .args(["check-config", "--config"])
+        .arg(work.join("dev/authz.toml")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -119,7 +119,11 @@ fn configuration_errors_exit_64_once_in_plain_text() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{stderr}");
         // The TOML error with its line and column, said once, without colour codes.
-        assert_eq!(stderr.matches("unknown field `threads`").count(), 1, "{stderr}");
+        assert_eq!(
+            stderr.matches("unknown field `threads`").count(),
+            1,
+            "{stderr}"
+        );
         assert!(stderr.contains("line 2, column 1"), "{stderr}");
         assert!(!stderr.contains('\u{1b}'), "ANSI escape in {stderr:?}");
     }
