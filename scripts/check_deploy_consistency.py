@@ -9,6 +9,9 @@ What it checks (each failure names the file and what disagrees):
     never routed;
   * the services' own defaults: the contract's ports, paths and header names appear in their sources;
   * custom resources by structure (ServiceMonitor, PrometheusRule, IstioOperator, AuthorizationPolicy);
+  * the authz.toml the Kubernetes base ships: contract settings, audit records on stdout (they must
+    leave the pod), the demo's tables and policies, no published dev API key (whether its files
+    exist in the pod: scripts/check_k8s_authz_config.py);
   * every alert's runbook exists in docs/operations.md; every workspace member reaches the image build.
 
 Usage: check_deploy_consistency.py RENDERED_DIR
@@ -302,6 +305,7 @@ def check_k8s(rendered: Path, overlay: str) -> None:
     check(any(v["mountPath"] == PATHS["authz_audit_dir"] for v in a["volumeMounts"]), where, "authz audit dir not mounted")
     check(any(d["spec"]["scaleTargetRef"]["name"] == "authz" for d in by_kind(docs, "HorizontalPodAutoscaler").values()), where, "authz HPA")
     check("authz" in by_kind(docs, "PodDisruptionBudget"), where, "authz PDB")
+    check_k8s_authz_config(docs, authz, where)
 
     m = container(deps["modelserver"])
     check(named_ports(m) == {"http": PORTS["modelserver_http"], "grpc": PORTS["modelserver_grpc"], "metrics": PORTS["modelserver_metrics"]},
@@ -390,6 +394,57 @@ def check_k8s(rendered: Path, overlay: str) -> None:
             check(bool(g_.get("name")) and bool(g_.get("rules")), where, "PrometheusRule group needs a name and rules")
             for r in g_["rules"]:
                 check(("alert" in r) != ("record" in r) and isinstance(r.get("expr"), str), where, f"rule {r.get('alert') or r.get('record')} malformed")
+
+
+def check_k8s_authz_config(docs: list[dict], authz: dict, where: str) -> None:
+    """The authz.toml the base ships (ConfigMap authz-config): container settings from the contract,
+    audit records leaving the pod, the demo's tables and policies, and none of the demo's published
+    API keys. (Whether its paths exist in the pod is scripts/check_k8s_authz_config.py's job: it runs
+    `authz check-config` on the files as mounted.)"""
+    import tomllib
+
+    config_dir, config_name = PATHS["authz_config"].rsplit("/", 1)
+    pod = authz["spec"]["template"]["spec"]
+    mount = next((m for m in container(authz).get("volumeMounts", []) if m["mountPath"] == config_dir), None)
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    cm_name = volume.get("configMap", {}).get("name")
+    cm = by_kind(docs, "ConfigMap").get(cm_name or "")
+    check(mount is not None and mount.get("readOnly") is True and cm is not None, where,
+          f"authz must mount a ConfigMap of the render read-only at {config_dir}")
+    if cm is None:
+        return
+    check(cm_name.startswith("authz-config-"), where, "the authz ConfigMap must come from the base's configMapGenerator (hashed name, so changes roll the pods)")
+    data = cm.get("data", {})
+    check(config_name in data, where, f"ConfigMap {cm_name} has no {config_name}")
+    if config_name not in data:
+        return
+    cfg = tomllib.loads(data[config_name])
+    cfg_where = f"k8s/base/authz/config/authz.toml, as {where}"
+    server = cfg.get("server", {})
+    check(server.get("grpc_addr") == f"0.0.0.0:{PORTS['authz_grpc']}" and server.get("admin_addr") == f"0.0.0.0:{PORTS['authz_admin']}",
+          cfg_where, "grpc_addr/admin_addr must listen on the contract ports of every interface")
+    redis = by_kind(docs, "Service").get("redis")
+    check(redis is not None and cfg.get("rate_limit", {}).get("redis_url") == f"redis://redis:{PORTS['redis']}", cfg_where,
+          "redis_url must name the base's redis Service")
+    audit = cfg.get("audit", {})
+    check(audit.get("path") == PATHS["authz_audit_dir"] + "/", cfg_where, "[audit] path must be the contract's audit directory (trailing slash)")
+    check(audit.get("stdout") is True, cfg_where,
+          "[audit] stdout must be true: the audit volume is an emptyDir, so the container log is the record that leaves the pod")
+    check(audit.get("file", True) is True, cfg_where, "[audit] file must stay on (the hash-chained file `authz audit verify` reads)")
+    check(set(cfg.get("request", {}).get("public_paths", [])) == set(CONTRACT["public_paths"]), cfg_where,
+          "authz's public paths differ from the gateway's (deploy/contract.json)")
+    demo = tomllib.loads((ROOT / "config/authz.toml").read_text())
+    for table in ("request", "models"):
+        check(cfg.get(table) == demo.get(table), cfg_where, f"[{table}] differs from config/authz.toml")
+    policy = cfg.get("policy", {})
+    for path in [policy.get("schema", "")] + policy.get("files", []):
+        name = path.rsplit("/", 1)[-1]
+        source = ROOT / "config/policies" / name
+        check(source.exists() and data.get(name) == source.read_text(), cfg_where,
+              f"policy file {name} is not in the ConfigMap as a copy of config/policies/{name}")
+    dev_keys = {k["sha256"] for k in demo.get("authn", {}).get("api_keys", [])}
+    shipped = {k.get("sha256") for k in cfg.get("authn", {}).get("api_keys", [])}
+    check(not (dev_keys & shipped), cfg_where, "ships a demo API key (its plaintext is published in config/README.md)")
 
 
 def check_istio(rendered: Path) -> None:
