@@ -11,7 +11,8 @@
 #      on the authz ConfigMap laid out as the pod mounts it (scripts/check_k8s_authz_config.py; needs
 #      the authz binary: `make build`, or AUTHZ=path);
 #   5. checkov on the Dockerfiles and the rendered manifests (skips, with reasons: deploy/checkov.yaml);
-#   6. scripts/check_deploy_consistency.py: ports, paths and headers agree everywhere.
+#   6. scripts/check_deploy_consistency.py: ports, paths and headers agree everywhere; each mode's
+#      NetworkPolicies (plain overlays, overlays + Istio set) admit exactly the paths it needs.
 # Runs every step, prints each failure, and exits non-zero if any failed. Tools come from
 # scripts/bootstrap.sh (.tools/); it says what is missing rather than skipping a step.
 set -uo pipefail
