@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := source .tools/env
 
-.PHONY: up test bootstrap build build-release lint test-rust test-conformance test-scripts validate-deploy bench clean-tools
+.PHONY: up test bootstrap build build-release lint test-rust test-conformance test-scripts validate-deploy images bench clean-tools
 
 up: bootstrap build-release
 	$(ENV) && scripts/up.sh
@@ -36,6 +36,12 @@ test-scripts:
 
 validate-deploy:
 	scripts/validate-deploy.sh
+
+# Build and push the images the Kubernetes manifests run, then print the overlay edit:
+#   REGISTRY=ghcr.io/you TAG=0.1.0 make images      (IMAGES_FLAGS=--dry-run prints the commands only)
+# Needs a container engine; not part of `make test` (tests/scripts covers the script's dry run).
+images:
+	scripts/images.sh $(IMAGES_FLAGS)
 
 bench: bootstrap build-release
 	$(ENV) && cargo build --locked --release -p authz --example ext_authz_floor && scripts/bench.sh

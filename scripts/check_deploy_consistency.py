@@ -9,6 +9,13 @@ What it checks (each failure names the file and what disagrees):
     never routed;
   * the services' own defaults: the contract's ports, paths and header names appear in their sources;
   * custom resources by structure (ServiceMonitor, PrometheusRule, IstioOperator, AuthorizationPolicy);
+  * the authz.toml the Kubernetes base ships: contract settings, audit records on stdout (they must
+    leave the pod), the demo's tables and policies, no published dev API key (whether its files
+    exist in the pod: scripts/check_k8s_authz_config.py);
+  * NetworkPolicies by what they admit, evaluated per mode: the plain overlays, and the overlays
+    with k8s/istio (sidecars reach istiod, mesh clients reach the model server, its sidecar reaches
+    authz; nothing else opens); PeerAuthentication STRICT except the ports whose callers cannot be
+    in the mesh (metrics, the gateway's ingress);
   * every alert's runbook exists in docs/operations.md; every workspace member reaches the image build.
 
 Usage: check_deploy_consistency.py RENDERED_DIR
@@ -302,6 +309,7 @@ def check_k8s(rendered: Path, overlay: str) -> None:
     check(any(v["mountPath"] == PATHS["authz_audit_dir"] for v in a["volumeMounts"]), where, "authz audit dir not mounted")
     check(any(d["spec"]["scaleTargetRef"]["name"] == "authz" for d in by_kind(docs, "HorizontalPodAutoscaler").values()), where, "authz HPA")
     check("authz" in by_kind(docs, "PodDisruptionBudget"), where, "authz PDB")
+    check_k8s_authz_config(docs, authz, where)
 
     m = container(deps["modelserver"])
     check(named_ports(m) == {"http": PORTS["modelserver_http"], "grpc": PORTS["modelserver_grpc"], "metrics": PORTS["modelserver_metrics"]},
@@ -392,6 +400,188 @@ def check_k8s(rendered: Path, overlay: str) -> None:
                 check(("alert" in r) != ("record" in r) and isinstance(r.get("expr"), str), where, f"rule {r.get('alert') or r.get('record')} malformed")
 
 
+def check_k8s_authz_config(docs: list[dict], authz: dict, where: str) -> None:
+    """The authz.toml the base ships (ConfigMap authz-config): container settings from the contract,
+    audit records leaving the pod, the demo's tables and policies, and none of the demo's published
+    API keys. (Whether its paths exist in the pod is scripts/check_k8s_authz_config.py's job: it runs
+    `authz check-config` on the files as mounted.)"""
+    import tomllib
+
+    config_dir, config_name = PATHS["authz_config"].rsplit("/", 1)
+    pod = authz["spec"]["template"]["spec"]
+    mount = next((m for m in container(authz).get("volumeMounts", []) if m["mountPath"] == config_dir), None)
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    cm_name = volume.get("configMap", {}).get("name")
+    cm = by_kind(docs, "ConfigMap").get(cm_name or "")
+    check(mount is not None and mount.get("readOnly") is True and cm is not None, where,
+          f"authz must mount a ConfigMap of the render read-only at {config_dir}")
+    if cm is None:
+        return
+    check(cm_name.startswith("authz-config-"), where, "the authz ConfigMap must come from the base's configMapGenerator (hashed name, so changes roll the pods)")
+    data = cm.get("data", {})
+    check(config_name in data, where, f"ConfigMap {cm_name} has no {config_name}")
+    if config_name not in data:
+        return
+    cfg = tomllib.loads(data[config_name])
+    cfg_where = f"k8s/base/authz/config/authz.toml, as {where}"
+    server = cfg.get("server", {})
+    check(server.get("grpc_addr") == f"0.0.0.0:{PORTS['authz_grpc']}" and server.get("admin_addr") == f"0.0.0.0:{PORTS['authz_admin']}",
+          cfg_where, "grpc_addr/admin_addr must listen on the contract ports of every interface")
+    redis = by_kind(docs, "Service").get("redis")
+    check(redis is not None and cfg.get("rate_limit", {}).get("redis_url") == f"redis://redis:{PORTS['redis']}", cfg_where,
+          "redis_url must name the base's redis Service")
+    audit = cfg.get("audit", {})
+    check(audit.get("path") == PATHS["authz_audit_dir"] + "/", cfg_where, "[audit] path must be the contract's audit directory (trailing slash)")
+    check(audit.get("stdout") is True, cfg_where,
+          "[audit] stdout must be true: the audit volume is an emptyDir, so the container log is the record that leaves the pod")
+    check(audit.get("file", True) is True, cfg_where, "[audit] file must stay on (the hash-chained file `authz audit verify` reads)")
+    check(set(cfg.get("request", {}).get("public_paths", [])) == set(CONTRACT["public_paths"]), cfg_where,
+          "authz's public paths differ from the gateway's (deploy/contract.json)")
+    demo = tomllib.loads((ROOT / "config/authz.toml").read_text())
+    for table in ("request", "models"):
+        check(cfg.get(table) == demo.get(table), cfg_where, f"[{table}] differs from config/authz.toml")
+    policy = cfg.get("policy", {})
+    for path in [policy.get("schema", "")] + policy.get("files", []):
+        name = path.rsplit("/", 1)[-1]
+        source = ROOT / "config/policies" / name
+        check(source.exists() and data.get(name) == source.read_text(), cfg_where,
+              f"policy file {name} is not in the ConfigMap as a copy of config/policies/{name}")
+    dev_keys = {k["sha256"] for k in demo.get("authn", {}).get("api_keys", [])}
+    shipped = {k.get("sha256") for k in cfg.get("authn", {}).get("api_keys", [])}
+    check(not (dev_keys & shipped), cfg_where, "ships a demo API key (its plaintext is published in config/README.md)")
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicy reachability: which connections the rendered policies admit, mode by mode
+# ---------------------------------------------------------------------------------------------
+
+
+class Peer:
+    """One end of a connection: a pod with its labels in a namespace with its labels."""
+
+    def __init__(self, name: str, namespace: str, labels: dict[str, str]) -> None:
+        self.name, self.namespace, self.labels = name, namespace, labels
+        # Kubernetes sets this label on every namespace; the policies select namespaces by it.
+        self.namespace_labels = {"kubernetes.io/metadata.name": namespace}
+
+    def __repr__(self) -> str:
+        return f"{self.name} ({self.namespace})"
+
+
+def selects(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector: matchLabels and matchExpressions; {} selects everything."""
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        op, key, values = e["operator"], e["key"], e.get("values", [])
+        if not {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+                "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}[op]():
+            return False
+    return True
+
+
+def peer_matches(rule_peer: dict, peer: Peer, policy_ns: str) -> bool:
+    """A NetworkPolicyPeer: podSelector alone means the policy's namespace; ipBlock never matches a
+    pod here (the policies use none for pods)."""
+    if "ipBlock" in rule_peer:
+        return False
+    ns_sel, pod_sel = rule_peer.get("namespaceSelector"), rule_peer.get("podSelector")
+    ns_ok = selects(ns_sel, peer.namespace_labels) if ns_sel is not None else peer.namespace == policy_ns
+    return ns_ok and (pod_sel is None or selects(pod_sel, peer.labels))
+
+
+def port_matches(rule_ports: list[dict] | None, port: int, protocol: str) -> bool:
+    if not rule_ports:
+        return True
+    return any(p.get("protocol", "TCP") == protocol
+               and ("port" not in p or p["port"] == port or (p.get("endPort") and p["port"] <= port <= p["endPort"]))
+               for p in rule_ports)
+
+
+def admitted(policies: list[dict], namespace: str, subject: Peer, other: Peer, port: int, protocol: str, direction: str) -> bool:
+    """Whether `subject`'s policies let it talk to `other` (direction Ingress: other -> subject;
+    Egress: subject -> other). A pod no policy isolates in that direction is open."""
+    if subject.namespace != namespace:
+        return True  # another namespace's policies are its owner's business
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    isolating = [np for np in policies if selects(np["spec"]["podSelector"], subject.labels)
+                 and direction in np["spec"].get("policyTypes", ["Ingress"] + (["Egress"] if "egress" in np["spec"] else []))]
+    if not isolating:
+        return True
+    return any(port_matches(rule.get("ports"), port, protocol)
+               and (not rule.get(peers_key) or any(peer_matches(rp, other, namespace) for rp in rule[peers_key]))
+               for np in isolating for rule in np["spec"].get(key) or [])
+
+
+def reachable(policies: list[dict], namespace: str, src: Peer, dst: Peer, port: int, protocol: str = "TCP") -> bool:
+    """Both ends must admit the connection: the source's egress and the destination's ingress."""
+    return (admitted(policies, namespace, src, dst, port, protocol, "Egress")
+            and admitted(policies, namespace, dst, src, port, protocol, "Ingress"))
+
+
+def check_network_modes(rendered: Path) -> None:
+    """The NetworkPolicies of each mode admit exactly what that mode needs. Plain: the overlay's
+    policies. Mesh: the overlay's plus k8s/istio's (they are applied together), with every pod of
+    the namespace carrying the label Istio's injector adds to pods with a sidecar."""
+    overlay = load_all(rendered / "cpu.yaml")
+    istio = load_all(rendered / "istio.yaml")
+    ns = next(d for d in overlay if d.get("kind") == "Namespace")["metadata"]["name"]
+    sidecar = {"security.istio.io/tlsMode": "istio"}
+
+    def workload(name: str, meshed: bool) -> Peer:
+        return Peer(name, ns, {"app.kubernetes.io/name": name, **(sidecar if meshed else {})})
+
+    istiod = Peer("istiod", "istio-system", {"app": "istiod", "istio.io/rev": "default"})
+    kube_dns = Peer("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
+    prometheus = Peer("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+    mesh_client = Peer("mesh client", "apps", {"app": "client", **sidecar})
+    plain_client = Peer("client without sidecar", "apps", {"app": "client"})
+    metrics = {"authz": PORTS["authz_admin"], "modelserver": PORTS["modelserver_metrics"], "gateway": PORTS["envoy_stats"]}
+    model_ports = (PORTS["modelserver_http"], PORTS["modelserver_grpc"])
+
+    for mode, policies in (("plain", by_kind(overlay, "NetworkPolicy")), ("istio", {**by_kind(overlay, "NetworkPolicy"), **by_kind(istio, "NetworkPolicy")})):
+        where = "k8s/overlays/cpu (rendered)" if mode == "plain" else "k8s/overlays/cpu + k8s/istio (rendered)"
+        nps = list(policies.values())
+        meshed = mode == "istio"
+        w = {n: workload(n, meshed) for n in ("gateway", "authz", "modelserver", "redis")}
+
+        def expect(src: Peer, dst: Peer, port: int, allowed: bool, why: str, protocol: str = "TCP") -> None:
+            check(reachable(nps, ns, src, dst, port, protocol) == allowed, where,
+                  f"{mode} mode: {src} -> {dst}:{port}/{protocol} must be {'allowed' if allowed else 'denied'} ({why})")
+
+        # The architecture's paths, in both modes.
+        expect(w["gateway"], w["authz"], PORTS["authz_grpc"], True, "Envoy asks authz")
+        for port in model_ports:
+            expect(w["gateway"], w["modelserver"], port, True, "Envoy forwards allowed requests")
+        expect(w["authz"], w["redis"], PORTS["redis"], True, "rate-limit counters")
+        for name, port in metrics.items():
+            expect(prometheus, w[name], port, True, "Prometheus scrapes the metrics port")
+        for name in w:
+            for proto in ("UDP", "TCP"):
+                expect(w[name], kube_dns, 53, True, "name resolution", proto)
+        # Never, in either mode.
+        expect(w["gateway"], w["redis"], PORTS["redis"], False, "only authz holds counters")
+        expect(mesh_client, w["authz"], PORTS["authz_grpc"], False, "only the gateway and the model server's sidecar ask authz")
+        expect(mesh_client, w["redis"], PORTS["redis"], False, "only authz holds counters")
+        expect(mesh_client, w["modelserver"], PORTS["modelserver_metrics"], False, "metrics are for the monitoring namespace")
+        for port in model_ports:
+            expect(plain_client, w["modelserver"], port, False, "only the gateway, or a mesh client whose request the sidecar sends to authz")
+        # What differs between the modes.
+        for name in w:
+            expect(w[name], istiod, 15012, meshed, "a sidecar's xDS and certificates; no sidecar, no need")
+            expect(w[name], istiod, 15010, False, "plaintext xDS: sidecars use 15012")
+        for port in model_ports:
+            expect(mesh_client, w["modelserver"], port, meshed, "mesh clients call the model server through its sidecar, which asks authz")
+        expect(w["modelserver"], w["authz"], PORTS["authz_grpc"], meshed, "the model server's sidecar makes the CUSTOM policy's ext_authz call")
+
+    # The mesh paths come from k8s/istio itself, not from the plain base.
+    istio_nps = list(by_kind(istio, "NetworkPolicy").values())
+    check(any(np["spec"]["podSelector"] == {} and reachable(istio_nps, ns, workload("any", True), istiod, 15012)
+              for np in istio_nps), "k8s/istio", "no NetworkPolicy lets every sidecar of the namespace reach istiod:15012")
+
+
 def check_istio(rendered: Path) -> None:
     where = "k8s/istio"
     docs = load_all(rendered / "istio.yaml")
@@ -415,8 +605,36 @@ def check_istio(rendered: Path) -> None:
         check(not_paths == set(CONTRACT["public_paths"]), where, "CUSTOM policy's public paths differ from the contract (and the gateway)")
     for p in pols.values():
         check(p["spec"].get("action") in {"ALLOW", "DENY", "AUDIT", "CUSTOM"}, where, f"policy {p['metadata']['name']}: bad action")
-    for p in by_kind(docs, "PeerAuthentication").values():
-        check(p["spec"]["mtls"]["mode"] == "STRICT", where, "mesh mTLS must be STRICT")
+    check_peer_authentication(rendered, docs)
+
+
+def check_peer_authentication(rendered: Path, docs: list[dict]) -> None:
+    """STRICT mTLS in the namespace, loosened (PERMISSIVE) only on the ports whose callers cannot be
+    in the mesh: the metrics ports (Prometheus) and the gateway's ingress (clients outside the
+    cluster). Each of those must be loosened, or scraping and ingress break in mesh mode."""
+    where = "k8s/istio/peerauthentication.yaml"
+    pas = by_kind(docs, "PeerAuthentication")
+    default = [p for p in pas.values() if not p["spec"].get("selector")]
+    check(len(default) == 1 and default[0]["spec"].get("mtls", {}).get("mode") == "STRICT", where,
+          "one namespace-wide PeerAuthentication with mTLS STRICT expected")
+    deps = by_kind(load_all(rendered / "cpu.yaml"), "Deployment")
+    loosen = {"authz": {PORTS["authz_admin"]}, "modelserver": {PORTS["modelserver_metrics"]},
+              "gateway": {PORTS["envoy_stats"], PORTS["envoy_ingress"]}}
+    for name, dep in deps.items():
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        own = [p for p in pas.values() if p["spec"].get("selector") and selects(p["spec"]["selector"], pod_labels)]
+        check(len(own) <= 1, where, f"{name}: several PeerAuthentications select it (Istio picks the oldest)")
+        spec = own[0]["spec"] if own else {}
+        check(spec.get("mtls", {}).get("mode", "STRICT") in ("STRICT", "UNSET"), where, f"{name}: workload mTLS must stay STRICT")
+        port_modes = {int(k): v.get("mode") for k, v in spec.get("portLevelMtls", {}).items()}
+        for port in named_ports(container(dep)).values():
+            mode = port_modes.get(port, "STRICT")
+            if port in loosen.get(name, set()):
+                check(mode == "PERMISSIVE", where,
+                      f"{name}: port {port} must be PERMISSIVE (its callers are outside the mesh: under STRICT they are refused)")
+            else:
+                check(mode == "STRICT", where, f"{name}: port {port} must stay STRICT (only meshed callers reach it)")
+        check(set(port_modes) <= set(named_ports(container(dep)).values()), where, f"{name}: portLevelMtls names a port the pod does not serve")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,6 +704,7 @@ def main() -> int:
     for overlay in ("cpu", "gpu"):
         check_k8s(rendered, overlay)
     check_istio(rendered)
+    check_network_modes(rendered)
     check_service_defaults()
     check_telemetry_defaults()
     check_runbooks()

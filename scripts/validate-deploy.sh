@@ -7,9 +7,12 @@
 #      and every dashboard query parses;
 #   3. compose: `docker-compose config -q`, with and without the gpu profile;
 #   4. Kubernetes: `kubectl kustomize` of the base, each overlay and the Istio set, `kubernetes-validate --strict`
-#      on the result (custom resources are checked for structure by step 6);
+#      on the result (custom resources are checked for structure by step 6), and `authz check-config`
+#      on the authz ConfigMap laid out as the pod mounts it (scripts/check_k8s_authz_config.py; needs
+#      the authz binary: `make build`, or AUTHZ=path);
 #   5. checkov on the Dockerfiles and the rendered manifests (skips, with reasons: deploy/checkov.yaml);
-#   6. scripts/check_deploy_consistency.py: ports, paths and headers agree everywhere.
+#   6. scripts/check_deploy_consistency.py: ports, paths and headers agree everywhere; each mode's
+#      NetworkPolicies (plain overlays, overlays + Istio set) admit exactly the paths it needs.
 # Runs every step, prints each failure, and exits non-zero if any failed. Tools come from
 # scripts/bootstrap.sh (.tools/); it says what is missing rather than skipping a step.
 set -uo pipefail
@@ -95,6 +98,13 @@ if need kubectl "kubectl with kustomize (the machine image ships it)"; then
     fi
   done
   cp k8s/istio/istio-operator.yaml "$WORK/k8s/istio-operator.yaml"
+  # The config authz reads in the pod: every path in it must be on a volume the container mounts,
+  # and authz must accept it (a missing policy or JWKS file is exit 64 and a crash-looping pod).
+  if "$PY" scripts/check_k8s_authz_config.py "$WORK/k8s/cpu.yaml" "$WORK/k8s/gpu.yaml" >"$WORK/log" 2>&1; then
+    ok "authz check-config on the rendered authz ConfigMap, as mounted: $(tail -n 1 "$WORK/log" | sed 's/.*: ok /ok /')"
+  else
+    fail "authz check-config on the rendered authz ConfigMap (scripts/check_k8s_authz_config.py)"; cat "$WORK/log" >&2
+  fi
   if need kubernetes-validate "PyPI kubernetes-validate; run scripts/bootstrap.sh"; then
     for f in "$WORK"/k8s/base.yaml "$WORK"/k8s/cpu.yaml "$WORK"/k8s/gpu.yaml "$WORK"/k8s/istio.yaml; do
       # Built-in kinds strictly; custom resources (no schema here) are reported as warnings and
