@@ -495,7 +495,16 @@ impl ModelRepository {
                 path: config_path.clone(),
                 source,
             })?;
-            (ModelConfig::parse(name, &text)?, true)
+            let config = ModelConfig::parse(name, &text)?;
+            if !config.ignored.is_empty() {
+                tracing::warn!(
+                    model.name = name,
+                    fields = %config.ignored.join(", "),
+                    "config.pbtxt fields not implemented here are ignored (they tune speed, \
+                     warm-up or reporting, never results)"
+                );
+            }
+            (config, true)
         } else {
             (ModelConfig::empty(name), false)
         };

@@ -45,6 +45,88 @@ pub struct ModelConfig {
     pub default_model_filename: String,
     /// Free-form string parameters.
     pub parameters: BTreeMap<String, String>,
+    /// Triton fields this server does not implement and ignores because they cannot change a
+    /// result ([`IGNORED_FIELDS`]), as `path (line N)`: logged as a warning at load.
+    pub ignored: Vec<String>,
+}
+
+/// Triton `config.pbtxt` fields accepted and ignored, with why ignoring them is safe: each only
+/// tunes speed, warm-up or reporting, never what a request computes. Anything else this server
+/// does not implement is refused ([`REFUSED_FIELDS`], or "unsupported field").
+pub const IGNORED_FIELDS: [(&str, &str); 10] = [
+    (
+        "model_warmup",
+        "warm-up requests only change the first request's latency",
+    ),
+    (
+        "response_cache",
+        "Triton's response cache only skips recomputing the same answer",
+    ),
+    ("model_metrics", "metric customisation"),
+    ("metric_tags", "metric labels"),
+    ("optimization.priority", "a scheduling priority hint"),
+    (
+        "optimization.cuda",
+        "CUDA graph and stream hints for Triton's own backends",
+    ),
+    (
+        "optimization.input_pinned_memory",
+        "a host memory placement hint",
+    ),
+    (
+        "optimization.output_pinned_memory",
+        "a host memory placement hint",
+    ),
+    (
+        "optimization.gather_kernel_buffer_threshold",
+        "a copy strategy hint",
+    ),
+    ("optimization.eager_batching", "a batching latency hint"),
+];
+
+/// Triton `config.pbtxt` fields refused with the reason: ignoring them would change which model
+/// runs, what it sees or what the protocol answers.
+pub const REFUSED_FIELDS: [(&str, &str); 8] = [
+    (
+        "sequence_batching",
+        "stateful sequence batching is not implemented",
+    ),
+    ("ensemble_scheduling", "ensembles are not implemented"),
+    (
+        "batch_input",
+        "batch inputs would change the tensors the model receives",
+    ),
+    (
+        "batch_output",
+        "batch outputs would change the tensors the model returns",
+    ),
+    (
+        "model_repository_agents",
+        "repository agents transform the model files (e.g. decrypt them)",
+    ),
+    (
+        "cc_model_filenames",
+        "per-compute-capability model files would select another model file",
+    ),
+    (
+        "model_operations",
+        "custom operator libraries are not loaded",
+    ),
+    ("runtime", "only the ONNX Runtime backend is available"),
+];
+
+/// `Ok(true)` when `path` (with `f` its field) is ignored, an error naming the reason when it is
+/// refused, `Ok(false)` when it is neither (the caller then reports it unsupported).
+fn ignorable(path: &str, f: &Field, ignored: &mut Vec<String>) -> Result<bool, ConfigError> {
+    let full = join(path, &f.name);
+    if let Some((_, reason)) = REFUSED_FIELDS.iter().find(|(name, _)| *name == full) {
+        return Err(invalid(path, f, format!("not supported: {reason}")));
+    }
+    if IGNORED_FIELDS.iter().any(|(name, _)| *name == full) {
+        ignored.push(format!("{full} (line {})", f.line));
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// A declared input or output.
@@ -253,6 +335,7 @@ impl ModelConfig {
             graph_optimization: None,
             default_model_filename: DEFAULT_MODEL_FILENAME.to_string(),
             parameters: BTreeMap::new(),
+            ignored: Vec::new(),
         }
     }
 
@@ -303,7 +386,7 @@ impl ModelConfig {
                 "instance_group" => config.instance_groups.push(instance_group(f)?),
                 "version_policy" => config.version_policy = version_policy(f)?,
                 "optimization" => {
-                    let (accelerators, graph) = optimization(f)?;
+                    let (accelerators, graph) = optimization(f, &mut config.ignored)?;
                     config.gpu_accelerators = accelerators;
                     config.graph_optimization = graph;
                 }
@@ -311,6 +394,24 @@ impl ModelConfig {
                     let (k, v) = parameter(f)?;
                     config.parameters.insert(k, v);
                 }
+                // What Triton's auto-completed configs say by default; `true` (streamed
+                // answers) is not implemented.
+                "model_transaction_policy" => {
+                    for g in message("", f)? {
+                        match g.name.as_str() {
+                            "decoupled" if !boolean("model_transaction_policy", g)? => {}
+                            "decoupled" => {
+                                return Err(invalid(
+                                    "model_transaction_policy",
+                                    g,
+                                    "decoupled models are not supported",
+                                ));
+                            }
+                            _ => return Err(unsupported("model_transaction_policy", g)),
+                        }
+                    }
+                }
+                _ if ignorable("", f, &mut config.ignored)? => {}
                 _ => return Err(unsupported("", f)),
             }
         }
@@ -558,10 +659,13 @@ fn graph_level_number(level: GraphOptimization) -> Option<i64> {
 /// GPU accelerators and graph optimization level from `optimization { ... }`.
 type Optimization = (Vec<Accelerator>, Option<GraphOptimization>);
 
-fn optimization(f: &Field) -> Result<Optimization, ConfigError> {
+fn optimization(f: &Field, ignored: &mut Vec<String>) -> Result<Optimization, ConfigError> {
     let mut accelerators = Vec::new();
     let mut graph = None;
     for g in message("", f)? {
+        if ignorable("optimization", g, ignored)? {
+            continue;
+        }
         if g.name == "graph" {
             for h in message("optimization", g)? {
                 if h.name != "level" {
@@ -744,11 +848,43 @@ parameters { key: "note" value: { string_value: "hi" } }
     }
 
     #[test]
+    fn triton_fields_that_cannot_change_results_are_ignored_and_named() {
+        let text = "name: \"m\"\n\
+            model_warmup [ { name: \"w\" batch_size: 1 inputs { key: \"x\" value: { data_type: TYPE_FP32 dims: 4 zero_data: true } } } ]\n\
+            response_cache { enable: true }\n\
+            model_transaction_policy { decoupled: false }\n\
+            optimization { priority: PRIORITY_MAX cuda { graphs: true } graph { level: 1 } }\n";
+        let c = ModelConfig::parse("m", text).unwrap();
+        assert_eq!(
+            c.ignored,
+            [
+                "model_warmup (line 2)",
+                "response_cache (line 3)",
+                "optimization.priority (line 5)",
+                "optimization.cuda (line 5)"
+            ]
+        );
+        assert_eq!(c.graph_optimization, Some(GraphOptimization::Extended));
+    }
+
+    #[test]
     fn rejects_unsupported_fields_by_path_and_line() {
         let e = ModelConfig::parse("m", "name: \"m\"\nsequence_batching { }\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "config.pbtxt line 2: unsupported field 'sequence_batching'"
+            "config.pbtxt line 2: field 'sequence_batching': not supported: stateful sequence \
+             batching is not implemented"
+        );
+        let e =
+            ModelConfig::parse("m", "model_transaction_policy { decoupled: true }").unwrap_err();
+        assert!(
+            e.to_string().contains("decoupled models are not supported"),
+            "{e}"
+        );
+        let e = ModelConfig::parse("m", "frobnicate: 1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.pbtxt line 1: unsupported field 'frobnicate'"
         );
         let e =
             ModelConfig::parse("m", "instance_group { count: 1 rate_limiter { } }").unwrap_err();
