@@ -216,6 +216,28 @@ def routes() -> list[dict]:
     return r
 
 
+# Envoy's own answers when the model server cannot answer, in the gateway's error shape (authz's
+# denials and the fixed routes already use it): (response flags, status code, code, message).
+# ext_authz failures are not mapped: their flag (UAEX) is the one authz's own denials carry, and
+# those bodies must pass unchanged.
+UPSTREAM_FAILURES = (
+    (["UH", "UF", "URX", "NC"], "upstream_unavailable", "no model server is available"),
+    (["UT"], "upstream_timeout", "the model server did not answer in time"),
+    (["UC", "UR"], "upstream_reset", "the model server closed the connection"),
+    (["UO"], "overloaded", "too many requests in flight to the model server"),
+)
+
+
+def local_reply_config() -> dict:
+    return {"mappers": [
+        {
+            "filter": {"response_flag_filter": {"flags": flags}},
+            "body_format_override": {"json_format": {"error": {"code": code, "message": message}}},
+        }
+        for flags, code, message in UPSTREAM_FAILURES
+    ]}
+
+
 def access_log() -> list[dict]:
     fmt = {
         "time": "%START_TIME%",
@@ -335,8 +357,20 @@ def ingress_listener(values: dict, tls: dict | None = None) -> dict:
         "access_log": access_log(),
         "route_config": {
             "name": "ingress",
-            "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": routes()}],
+            "virtual_hosts": [{
+                "name": "inference",
+                "domains": ["*"],
+                "routes": routes(),
+                # The caller's evidence: an allowed request's answer names authz's decision id
+                # (the audit record's key), as a denial's does. Absent on routes authz does not
+                # decide (public paths), where the request header is absent too.
+                "response_headers_to_add": [{
+                    "header": {"key": DECISION_ID_HEADER, "value": f"%REQ({DECISION_ID_HEADER})%"},
+                    "append_action": "ADD_IF_ABSENT",
+                }],
+            }],
         },
+        "local_reply_config": local_reply_config(),
         "http_filters": http_filters(),
     }
     if values.get("otlp_addr"):

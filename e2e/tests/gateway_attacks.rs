@@ -492,6 +492,16 @@ fn repeated_or_empty_access_reasons_do_not_satisfy_the_reason_requirement() {
         "reason-control",
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // The answer names the decision the audit holds.
+    let id = r
+        .header("x-authz-decision-id")
+        .expect("the decision id in the answer");
+    let record = stack.audit_record(id).expect("its audit record");
+    assert_eq!(
+        (&record["model"], &record["access_reason"]),
+        (&"mission-summarizer".into(), &REASON.into()),
+        "{record}"
+    );
 }
 
 #[test]

@@ -88,6 +88,13 @@ fn modelserver_stopped_is_503_and_the_audit_still_shows_the_decision() {
             show(&resp),
             stack.diagnostics()
         );
+        // Envoy's own answer, in the gateway's error shape.
+        assert_eq!(
+            resp.error_code().as_deref(),
+            Some("upstream_unavailable"),
+            "{phase}: {}",
+            show(&resp)
+        );
         // The access log carries authz's decision id (a request header Envoy forwarded); the
         // audit record with that id shows the allow that preceded the failed upstream call.
         let entry = stack
