@@ -27,6 +27,13 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# Help needs none of the tools or binaries checked below.
+for arg in "$@"; do
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+    exec python3 "$ROOT/bench/bench.py" --help
+  fi
+done
+
 for tool in envoy redis-server wrk python3; do
   command -v "$tool" >/dev/null || die "$tool is not on PATH: run scripts/bootstrap.sh and \`source .tools/env\` (or \`make bench\`)"
 done
