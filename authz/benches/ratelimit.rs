@@ -25,14 +25,16 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn limiter(config: &RateLimitConfig) -> Arc<RateLimiter> {
-    // Generous enough that every check is admitted: the steady state of a healthy gateway.
+/// Generous enough that every check is admitted: the steady state of a healthy gateway.
+static TABLE: std::sync::LazyLock<LimitTable> = std::sync::LazyLock::new(|| {
     let models: std::collections::BTreeMap<String, ModelRateLimit> =
         toml::from_str("[m]\nrate = 1000000\nperiod = \"1s\"\nburst = 1000000").expect("limits");
-    let table =
-        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
-            .expect("valid limits");
-    Arc::new(RateLimiter::from_config(config, table, &mut Registry::default()).expect("limiter"))
+    LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
+        .expect("valid limits")
+});
+
+fn limiter(config: &RateLimitConfig) -> Arc<RateLimiter> {
+    Arc::new(RateLimiter::from_config(config, &mut Registry::default()).expect("limiter"))
 }
 
 /// Runs `concurrency` clients against `limiter` for `duration`; returns checks per second.
@@ -53,7 +55,9 @@ async fn measure(limiter: &Arc<RateLimiter>, concurrency: usize, duration: Durat
             tokio::spawn(async move {
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
-                    let outcome = limiter.check(&principals[i % PRINCIPALS], "m", &[]).await;
+                    let outcome = limiter
+                        .check(&TABLE, &principals[i % PRINCIPALS], "m", &[])
+                        .await;
                     assert!(
                         matches!(outcome, RateLimitOutcome::Allowed(_)),
                         "{outcome:?}"

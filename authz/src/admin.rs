@@ -1,6 +1,6 @@
-//! The admin HTTP server: `/healthz` (the process is up), `/readyz` (config, policies and signing
-//! keys are loaded and the audit log is being written: send traffic), `/metrics`
-//! (Prometheus/OpenMetrics text).
+//! The admin HTTP server: `/healthz` (the process is up), `/readyz` (the rule of
+//! [`crate::readiness`]: not draining, the audit log is being written, signing keys are loaded:
+//! send traffic), `/metrics` (Prometheus/OpenMetrics text).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,25 +11,16 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::audit::AuditLog;
 use crate::metrics::Metrics;
-use crate::runtime::SharedRuntime;
-
-/// How long a failed audit write keeps `/readyz` at 503 before the replica is offered traffic
-/// again to find out whether writing works (see [`AuditLog::failed_within`]).
-pub const AUDIT_UNREADY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::readiness::Readiness;
 
 /// What the admin handlers read.
 #[derive(Clone, Debug)]
 pub struct AdminState {
-    /// The running configuration.
-    pub runtime: SharedRuntime,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
-    /// The audit log: while its last write failed, every check is denied with
-    /// `audit_unavailable`, so the replica reports itself not ready (a load balancer or
-    /// Kubernetes then sends traffic to replicas that can leave evidence).
-    pub audit: Option<AuditLog>,
+    /// Whether to send this replica traffic (shared with the gRPC health service).
+    pub readiness: Readiness,
 }
 
 /// The admin routes.
@@ -42,18 +33,9 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.audit
-        .as_ref()
-        .is_some_and(|a| a.failed_within(AUDIT_UNREADY_WINDOW))
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the audit log cannot be written\n".to_owned(),
-        );
-    }
-    match s.runtime.load().not_ready_reason() {
-        None => (StatusCode::OK, "ready\n".to_owned()),
-        Some(why) => (
+    match s.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),

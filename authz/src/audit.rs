@@ -32,7 +32,7 @@ pub mod writer;
 
 use std::{io, path::PathBuf, sync::Arc};
 
-pub use config::{AuditConfig, Durability, FieldProblem};
+pub use config::{AuditConfig, Durability};
 pub use metrics::AuditMetrics;
 pub use record::{
     AuditDecision, AuditEvent, AuditPrincipal, AuditRecord, HeaderRecord, RateLimitState,

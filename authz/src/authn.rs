@@ -10,6 +10,7 @@
 //! counts. No credential at all is `unauthenticated`. Identity is never taken from a plain header.
 
 pub mod api_key;
+pub mod config;
 pub mod crypto;
 pub mod jwks;
 pub mod jwt;

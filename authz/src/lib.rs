@@ -17,8 +17,12 @@
 //! 4. rate limit and 5. audit: slots in `decide`, filled by the `ratelimit` and `audit` modules.
 //! 6. [`response`]: the one place a [`decision::Decision`] becomes a `CheckResponse`.
 //!
-//! Around it: [`config`] (the typed, validated TOML file), [`runtime`] (the loaded configuration,
-//! swapped atomically on reload), [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`metrics`], and
+//! Around it: [`config`] (the typed, validated TOML file; each section's types live with their
+//! step, e.g. [`authn::config`]), [`runtime`] (the loaded configuration, swapped atomically on
+//! reload), [`server`] (the listeners, the reload watcher and the bounded drain: what `authz serve`
+//! and the tests run), [`readiness`] (the one rule behind `/readyz` and `grpc.health.v1`),
+//! [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`metrics`], [`policy::cases`] (`authz policy
+//! test`),
 //! [`devkeys`] (the dev issuer key used by `authz dev-init` and `authz token`), and [`trace`]
 //! (each check's spans in the trace Envoy started, exported over OTLP when configured).
 //!
@@ -41,11 +45,12 @@ pub mod decision;
 pub mod devkeys;
 pub mod metrics;
 pub mod policy;
-pub mod policy_test;
 pub mod ratelimit;
+pub mod readiness;
 pub mod request;
 pub mod response;
 pub mod runtime;
+pub mod server;
 pub mod service;
 pub mod trace;
 

@@ -1,5 +1,6 @@
-//! `authz`: CLI glue. Parses arguments, loads config, starts telemetry, serves, drains on
-//! SIGTERM/SIGINT. Everything else lives in the library.
+//! `authz`: CLI glue. Parses arguments, loads config, starts telemetry, and serves through
+//! `authz::server` until SIGTERM/SIGINT starts its bounded drain. Everything else lives in the
+//! library; configuration errors exit with 64.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,15 +13,13 @@ use anyhow::Context as _;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
-use authz::admin::{AdminState, serve_admin};
 use authz::config::{Config, parse_duration};
 use authz::devkeys::{self, DevKey};
 use authz::metrics::Metrics;
-use authz::runtime::{self, Runtime};
-use authz::service::{AuthzService, serve_grpc};
+use authz::runtime::Runtime;
+use authz::server::{Listeners, Server};
 
 /// Exit status for configuration errors: 64 (`EX_USAGE` in sysexits.h), so scripts can tell a
 /// bad config from a crash.
@@ -127,7 +126,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Policy {
             command: PolicyCommand::Test { config, cases },
-        } => policy_test(&config, &cases),
+        } => run_policy_cases(&config, &cases),
         Command::Token {
             sub,
             roles,
@@ -205,72 +204,16 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
         };
-        let server = loaded.config.server.clone();
-        let shared = Arc::new(ArcSwap::from_pointee(loaded));
-        let grpc = tokio::net::TcpListener::bind(server.grpc_addr)
-            .await
-            .with_context(|| format!("binding gRPC listener {}", server.grpc_addr))?;
-        let admin = tokio::net::TcpListener::bind(server.admin_addr)
-            .await
-            .with_context(|| format!("binding admin listener {}", server.admin_addr))?;
-        tracing::info!(grpc = %server.grpc_addr, admin = %server.admin_addr, "authz serving");
-
-        // One shutdown signal, observed by every server and the reload watcher.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
+        let listeners = Listeners::bind(&loaded.config.server).await?;
         let tracer = start_tracer(&metrics)?;
-        let service = match AuthzService::start(Arc::clone(&shared), Arc::clone(&metrics)) {
-            Ok(s) => s.with_tracer(tracer.clone()),
+        let server = match Server::start(path, loaded, metrics, tracer) {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
         };
-        let audit = service.audit().clone();
-        let grpc_task = tokio::spawn(serve_grpc(grpc, service, stopped()));
-        let admin_state = AdminState {
-            runtime: Arc::clone(&shared),
-            metrics: Arc::clone(&metrics),
-            audit: Some(audit.clone()),
-        };
-        let admin_task = tokio::spawn(serve_admin(admin, admin_state, stopped()));
-        let watch_task = tokio::spawn(runtime::watch(
-            path.to_owned(),
-            Arc::clone(&shared),
-            Arc::clone(&metrics),
-            server.reload_poll_interval,
-            stopped(),
-        ));
-
-        wait_for_termination().await;
-        tracing::info!("draining");
-        let _ = stop_tx.send(true);
-        let drain = async {
-            let g = grpc_task.await;
-            let a = admin_task.await;
-            let _ = watch_task.await;
-            (g, a)
-        };
-        match tokio::time::timeout(server.drain_timeout, drain).await {
-            Ok((g, a)) => {
-                g.context("gRPC server task")?.context("gRPC server")?;
-                a.context("admin server task")?.context("admin server")?;
-                tracing::info!("stopped");
-            }
-            Err(_) => tracing::warn!("drain timeout; exiting with checks in flight"),
-        }
-        // Spans of the last checks reach the collector unless it is unreachable.
-        let _ =
-            tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, tracer.flush()).await;
-        // Every acknowledged record is already durable; this lets the writer finish cleanly.
-        tokio::task::spawn_blocking(move || audit.shutdown())
-            .await
-            .ok();
+        server.serve(listeners, wait_for_termination()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -304,7 +247,7 @@ async fn wait_for_termination() {
     }
 }
 
-fn policy_test(config_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
+fn run_policy_cases(config_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -325,8 +268,8 @@ fn policy_test(config_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let cases = authz::policy_test::read_cases(cases_path)?;
-    let results = authz::policy_test::run(&config, &engine, &cases);
+    let cases = authz::policy::cases::read_cases(cases_path)?;
+    let results = authz::policy::cases::run(&config, &engine, &cases);
     let failed: Vec<_> = results.iter().filter(|r| r.mismatch.is_some()).collect();
     for r in &failed {
         println!(

@@ -29,6 +29,7 @@ use cedar_policy::{
     Validator,
 };
 
+pub mod cases;
 mod memo;
 
 use crate::config::{ConfigProblem, ModelConfig};
@@ -94,7 +95,8 @@ pub struct PolicyEngine {
     authorizer: Authorizer,
     /// Load-order position of each policy id.
     order: HashMap<String, usize>,
-    /// Entity stores per principal (see `entities_for`).
+    /// Entity stores per principal (see `entities_for`); written on a miss, never held across an
+    /// await.
     entity_cache: RwLock<HashMap<String, Arc<Entities>>>,
     /// The context attributes the policies read; only those are built and keyed on.
     reads: memo::ContextReads,
@@ -114,13 +116,6 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
-fn problem(location: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem {
-        location: location.into(),
-        message: message.into(),
-    }
-}
-
 /// Whether a custom reason code is well-formed: `[a-z][a-z0-9_]{0,63}`.
 pub fn valid_reason_code(code: &str) -> bool {
     let mut b = code.bytes();
@@ -130,7 +125,8 @@ pub fn valid_reason_code(code: &str) -> bool {
 }
 
 fn type_name(s: &str) -> Result<EntityTypeName, ConfigProblem> {
-    EntityTypeName::from_str(s).map_err(|e| problem("policy", format!("entity type {s}: {e}")))
+    EntityTypeName::from_str(s)
+        .map_err(|e| ConfigProblem::new("policy", format!("entity type {s}: {e}")))
 }
 
 impl PolicyEngine {
@@ -148,13 +144,16 @@ impl PolicyEngine {
         let schema_loc = schema_path.display().to_string();
         let schema = match std::fs::read_to_string(schema_path) {
             Err(e) => {
-                problems.push(problem(&schema_loc, format!("cannot read: {e}")));
+                problems.push(ConfigProblem::new(&schema_loc, format!("cannot read: {e}")));
                 None
             }
             Ok(src) => match Schema::from_cedarschema_str(&src) {
                 Ok((schema, _warnings)) => Some(schema),
                 Err(e) => {
-                    problems.push(problem(&schema_loc, format!("invalid schema: {e}")));
+                    problems.push(ConfigProblem::new(
+                        &schema_loc,
+                        format!("invalid schema: {e}"),
+                    ));
                     None
                 }
             },
@@ -167,7 +166,7 @@ impl PolicyEngine {
             let src = match std::fs::read_to_string(path) {
                 Ok(s) => s,
                 Err(e) => {
-                    problems.push(problem(&loc, format!("cannot read: {e}")));
+                    problems.push(ConfigProblem::new(&loc, format!("cannot read: {e}")));
                     continue;
                 }
             };
@@ -175,13 +174,19 @@ impl PolicyEngine {
                 Ok(s) => s,
                 Err(e) => {
                     for (at, message) in syntax_errors(&src, &e) {
-                        problems.push(problem(format!("{loc}:{at}"), format!("syntax: {message}")));
+                        problems.push(ConfigProblem::new(
+                            format!("{loc}:{at}"),
+                            format!("syntax: {message}"),
+                        ));
                     }
                     continue;
                 }
             };
             if set.templates().next().is_some() {
-                problems.push(problem(&loc, "policy templates are not supported"));
+                problems.push(ConfigProblem::new(
+                    &loc,
+                    "policy templates are not supported",
+                ));
             }
             for p in set.policies() {
                 match Self::adopt(p, &loc) {
@@ -189,7 +194,8 @@ impl PolicyEngine {
                     Ok((policy, m)) => {
                         let id = policy.id().clone();
                         if meta.contains_key(&id) {
-                            problems.push(problem(&loc, format!("duplicate @id(\"{id}\")")));
+                            problems
+                                .push(ConfigProblem::new(&loc, format!("duplicate @id(\"{id}\")")));
                             continue;
                         }
                         if policy.effect() == cedar_policy::Effect::Permit {
@@ -208,7 +214,10 @@ impl PolicyEngine {
         if problems.is_empty() {
             let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
             for e in result.validation_errors() {
-                problems.push(problem("policy", format!("does not match the schema: {e}")));
+                problems.push(ConfigProblem::new(
+                    "policy",
+                    format!("does not match the schema: {e}"),
+                ));
             }
         }
         let engine = Self::with_entities(&schema, policies, permits, meta, models);
@@ -225,7 +234,7 @@ impl PolicyEngine {
     /// Checks a parsed policy's annotations and gives it its `@id`.
     fn adopt(p: &Policy, loc: &str) -> Result<(Policy, PolicyMeta), ConfigProblem> {
         let Some(id) = p.annotation("id").filter(|s| !s.is_empty()) else {
-            return Err(problem(
+            return Err(ConfigProblem::new(
                 loc,
                 format!("every policy needs an @id: {}", first_line(p)),
             ));
@@ -233,7 +242,7 @@ impl PolicyEngine {
         let reason = match p.annotation("reason") {
             None => None,
             Some(_) if p.effect() == cedar_policy::Effect::Permit => {
-                return Err(problem(
+                return Err(ConfigProblem::new(
                     loc,
                     format!("@id(\"{id}\"): @reason is only for forbid policies"),
                 ));
@@ -242,7 +251,7 @@ impl PolicyEngine {
                 Some(ReasonCode::from_code(code))
             }
             Some(code) => {
-                return Err(problem(
+                return Err(ConfigProblem::new(
                     loc,
                     format!(
                         "@id(\"{id}\"): @reason(\"{code}\") must match [a-z][a-z0-9_]{{0,63}} and not be an allow code"
@@ -294,13 +303,14 @@ impl PolicyEngine {
             ]);
             let parents = m.groups.iter().map(|g| uid(&group_type, g)).collect();
             let e = Entity::new(uid(&model_type, name), attrs, parents)
-                .map_err(|e| problem(format!("models.{name}"), e.to_string()))?;
+                .map_err(|e| ConfigProblem::new(format!("models.{name}"), e.to_string()))?;
             entities.push(e);
         }
         entities.extend(roles.iter().map(|r| Entity::with_uid(uid(&role_type, r))));
         entities.extend(groups.iter().map(|g| Entity::with_uid(uid(&group_type, g))));
-        let base = Entities::from_entities(entities, Some(schema))
-            .map_err(|e| problem("models", format!("entities do not match the schema: {e}")))?;
+        let base = Entities::from_entities(entities, Some(schema)).map_err(|e| {
+            ConfigProblem::new("models", format!("entities do not match the schema: {e}"))
+        })?;
         let actions = [
             Action::Infer,
             Action::Ready,
@@ -654,7 +664,7 @@ mod tests {
         };
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
-            problems[0].location.ends_with("p.cedar:5:57"),
+            problems[0].path.ends_with("p.cedar:5:57"),
             "{:?}",
             problems[0]
         );

@@ -3,13 +3,15 @@
 //! # Public API (what the Check pipeline uses)
 //!
 //! ```text
-//! // At start-up (inside the Tokio runtime), from the `[rate_limit]` section and each model's
+//! // At start-up (inside the Tokio runtime), from the `[rate_limit]` section:
+//! let limiter = RateLimiter::from_config(&config.rate_limit, &mut registry)?;
+//! // Per configuration (start and every reload; `Runtime::limits` holds it), from each model's
 //! // `rate_limit` table:
 //! let limits = LimitTable::from_models("models", config.models.iter()
 //!     .map(|(name, m)| (name.as_str(), m.rate_limit.as_ref())))?;        // Err: Vec<ConfigProblem>
-//! let limiter = RateLimiter::from_config(&config.rate_limit, limits, &mut registry)?;
-//! // Per request, after authentication and policy:
-//! match limiter.check(&principal.id, &model, &principal.roles).await {
+//! // Per request, after authentication and policy, with the table of the configuration the
+//! // request was decided with (so policy and limits change at the same instant on reload):
+//! match limiter.check(&limits, &principal.id, &model, &principal.roles).await {
 //!     RateLimitOutcome::Allowed(state) => /* OK + state.headers() as response headers */,
 //!     RateLimitOutcome::Unlimited => /* OK, no headers */,
 //!     RateLimitOutcome::Limited(state) => /* 429 `rate_limited` + state.headers() (Retry-After) */,
@@ -17,8 +19,10 @@
 //!     RateLimitOutcome::StoreFailed { policy: OnStoreError::Deny, .. } => /* 503 */,
 //!     RateLimitOutcome::UnknownModel => /* deny: policy should have rejected it already */,
 //! }
-//! // On config reload: limiter.replace_limits(new_table) (the store section needs a restart).
 //! ```
+//!
+//! The limiter owns only what outlives a reload (the store, its connection, the breaker); the
+//! limits belong to the configuration, so there is one table and it cannot go stale.
 //!
 //! [`RateLimiter::check`] never panics and never blocks longer than the store timeout (50 ms by
 //! default) plus scheduling: every store call runs under a deadline and behind a circuit breaker.
@@ -58,11 +62,12 @@ pub mod scripts;
 pub mod store;
 
 pub use config::{
-    ConfigProblem, Limit, ModelLimits, ModelRateLimit, OnStoreError, RateLimitConfig,
-    RoleRateLimit, validate_model_limit,
+    Limit, ModelLimits, ModelRateLimit, OnStoreError, RateLimitConfig, RoleRateLimit,
+    validate_model_limit,
 };
 pub use store::{Store, StoreError, StoreErrorKind};
 
+use crate::config::ConfigProblem;
 use breaker::{Admission, CircuitBreaker, Transition};
 use clock::{Clock, MonotonicClock};
 use gcra::{Decision, Gcra};
@@ -71,7 +76,7 @@ use metrics::{DegradedDecision, OutcomeLabel, RateLimitMetrics};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The validated limits of every configured model, by model name.
@@ -213,19 +218,11 @@ impl RateLimitOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
     /// The `[rate_limit]` section is invalid.
-    #[error("invalid rate-limit configuration: {}", join(.0))]
+    #[error("invalid rate-limit configuration: {}", crate::config::problem::join(.0))]
     Config(Vec<ConfigProblem>),
     /// The store could not be set up (no I/O happens at set-up, so this is a config issue too).
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn join(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Fault-handling settings of a [`RateLimiter`].
@@ -265,8 +262,6 @@ pub struct RateLimiter {
     store: Arc<dyn Store>,
     breaker: CircuitBreaker,
     options: LimiterOptions,
-    /// Swapped whole on reload; readers clone the `Arc` and never hold the lock across an await.
-    limits: RwLock<Arc<LimitTable>>,
     metrics: RateLimitMetrics,
 }
 
@@ -281,7 +276,6 @@ impl RateLimiter {
     /// [`RateLimitError::Store`] when the client library rejects the store settings.
     pub fn from_config(
         config: &RateLimitConfig,
-        limits: LimitTable,
         registry: &mut Registry,
     ) -> Result<Self, RateLimitError> {
         let problems = config.validate("rate_limit");
@@ -290,10 +284,10 @@ impl RateLimiter {
         }
         let ca = match &config.redis_ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
-                RateLimitError::Config(vec![ConfigProblem {
-                    path: "rate_limit.redis_ca_file".into(),
-                    message: format!("cannot read {}: {e}", path.display()),
-                }])
+                RateLimitError::Config(vec![ConfigProblem::new(
+                    "rate_limit.redis_ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )])
             })?),
             None => None,
         };
@@ -317,19 +311,13 @@ impl RateLimiter {
         };
         Ok(Self::new(
             store,
-            limits,
             LimiterOptions::from_config(config),
             registry,
         ))
     }
 
     /// A limiter over any store (tests use a [`MemoryStore`] with a manual clock).
-    pub fn new(
-        store: Arc<dyn Store>,
-        limits: LimitTable,
-        options: LimiterOptions,
-        registry: &mut Registry,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, options: LimiterOptions, registry: &mut Registry) -> Self {
         Self {
             store,
             breaker: CircuitBreaker::new(
@@ -338,7 +326,6 @@ impl RateLimiter {
                 Arc::new(MonotonicClock::new()),
             ),
             options,
-            limits: RwLock::new(Arc::new(limits)),
             metrics: RateLimitMetrics::register(registry),
         }
     }
@@ -353,29 +340,12 @@ impl RateLimiter {
         self.breaker.is_open()
     }
 
-    /// Replaces the limits (config reload); checks already running finish with the old ones.
-    pub fn replace_limits(&self, limits: LimitTable) {
-        let mut guard = self.limits.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(limits);
-    }
-
-    /// Decides one request of `principal_id` (holding `roles`) on `model`.
+    /// Decides one request of `principal_id` (holding `roles`) on `model`, with the limits of
+    /// `table`: the Check pipeline passes the table of the configuration it decided with, so a
+    /// reload changes policy and limits at the same instant.
     ///
     /// Never panics; takes at most the store timeout (plus scheduling) however the store fails.
     pub async fn check(
-        &self,
-        principal_id: &str,
-        model: &str,
-        roles: &[String],
-    ) -> RateLimitOutcome {
-        let table = Arc::clone(&self.limits.read().unwrap_or_else(|p| p.into_inner()));
-        self.check_in(&table, principal_id, model, roles).await
-    }
-
-    /// As [`RateLimiter::check`], with the limits of `table` instead of the limiter's own: the
-    /// Check pipeline passes the table of the configuration it decided with, so a reload changes
-    /// policy and limits at the same instant.
-    pub async fn check_in(
         &self,
         table: &LimitTable,
         principal_id: &str,
@@ -494,23 +464,23 @@ mod tests {
         let clock = ManualClock::new(1);
         let store = Arc::new(MemoryStore::new(100, Arc::new(clock.clone())));
         let mut registry = Registry::default();
-        let limiter = RateLimiter::new(
-            store,
-            table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 1"),
-            LimiterOptions::default(),
-            &mut registry,
-        );
-        assert!(limiter.check("p", "m", &[]).await.is_allowed());
+        let limiter = RateLimiter::new(store, LimiterOptions::default(), &mut registry);
+        let limits = table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 1");
+        assert!(limiter.check(&limits, "p", "m", &[]).await.is_allowed());
         assert!(matches!(
-            limiter.check("p", "m", &[]).await,
+            limiter.check(&limits, "p", "m", &[]).await,
             RateLimitOutcome::Limited(_)
         ));
         assert_eq!(
-            limiter.check("p", "evil\"label", &[]).await,
+            limiter.check(&limits, "p", "evil\"label", &[]).await,
             RateLimitOutcome::UnknownModel
         );
-        limiter.replace_limits(table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 3"));
-        let state = *limiter.check("p", "m", &[]).await.state().unwrap();
+        let reloaded = table("[m]\nrate = 1\nperiod = \"1h\"\nburst = 3");
+        let state = *limiter
+            .check(&reloaded, "p", "m", &[])
+            .await
+            .state()
+            .unwrap();
         assert_eq!(
             (state.limit, state.remaining),
             (3, 1),

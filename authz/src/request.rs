@@ -1,16 +1,20 @@
-//! Step 1: `CheckRequest` -> [`Facts`].
+//! Step 1: `CheckRequest` -> [`Facts`] (and [`RequestMeta`], the correlation data every decision
+//! carries, even one about a request that is otherwise rejected).
 //!
 //! Extracts exactly what later steps need and refuses to guess. The model a decision is about must
-//! be the model Envoy routes to, so the path parser accepts only the canonical OIP forms
-//! (`/v2/models/{name}[/versions/{version}][/infer|/ready|/config]`) and rejects anything a proxy or
-//! server might read differently: percent-encoding, `\`, `;` parameters, dot segments, empty
-//! segments (`//`, trailing `/`), non-ASCII (look-alike) names, and a non-canonical case of a
-//! keyword. For OIP gRPC the model is read from the first frame of the body Envoy forwards
-//! (`with_request_body`, `pack_as_bytes`): fields 1 (`model_name`) and 2 (`model_version`) of the
-//! request message, which must lie entirely within the received bytes.
+//! be the model Envoy routes to, so [`path`] accepts only the canonical OIP forms and rejects
+//! anything a proxy or server might read differently. For OIP gRPC the model is read from the
+//! first frame of the body Envoy forwards ([`grpc_body`]). This file owns the vocabulary both
+//! share ([`Action`], [`ModelRef`]), header lookup across Envoy's two encodings, and the facts.
 //!
 //! What this module does not do: it never decides who the caller is (see `authn`) and never decides
 //! whether a well-formed request is allowed (see `policy`).
+
+pub mod grpc_body;
+pub mod path;
+
+pub use grpc_body::{GrpcBodyError, parse_grpc_model};
+pub use path::{MAX_PATH_BYTES, PathError, Route, parse_path};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -27,8 +31,6 @@ use crate::decision::ReasonCode;
 pub const MAX_MODEL_NAME: usize = 128;
 /// Longest accepted model version: versions are short (Triton uses integers).
 pub const MAX_MODEL_VERSION: usize = 64;
-/// Longest accepted path: OIP paths are short; anything longer is not one.
-pub const MAX_PATH_BYTES: usize = 2048;
 /// Longest `x-request-id` we carry into logs; longer ones are dropped, not truncated.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -113,310 +115,11 @@ impl ModelRef {
     }
 }
 
-/// What the path addresses, before any gRPC body is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// A configured public path: no credentials needed.
-    Public,
-    /// An OIP REST model path.
-    Model(ModelRef),
-    /// An OIP gRPC method that names its model in the message.
-    GrpcModel(Action),
-    /// Well-formed but not exposed: denied by default.
-    Other,
-}
-
-/// Why a path was rejected. All map to [`ReasonCode::InvalidPath`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    /// The path is empty or does not start with `/`.
-    #[error("path must be absolute")]
-    NotAbsolute,
-    /// Over [`MAX_PATH_BYTES`].
-    #[error("path longer than {MAX_PATH_BYTES} bytes")]
-    TooLong,
-    /// `%` anywhere: encoded `/`, `\` or anything else could be decoded differently upstream.
-    #[error("percent-encoded characters are not accepted in the path")]
-    PercentEncoded,
-    /// A `\`, which some servers treat as `/`.
-    #[error("backslash in path")]
-    Backslash,
-    /// A `;` path parameter.
-    #[error("';' path parameters are not accepted")]
-    Parameter,
-    /// A `.` or `..` segment.
-    #[error("dot segments are not accepted")]
-    DotSegment,
-    /// `//` or a trailing `/`.
-    #[error("empty path segment ('//' or trailing '/')")]
-    EmptySegment,
-    /// A byte outside `[A-Za-z0-9._-/]` (non-ASCII look-alikes included).
-    #[error("character outside [A-Za-z0-9._-/] in path")]
-    InvalidCharacter,
-    /// A keyword (`v2`, `models`, `versions`, an action) in a non-canonical case.
-    #[error("non-canonical case of '{0}'")]
-    NonCanonicalCase(&'static str),
-    /// A model name or version outside the accepted length.
-    #[error("model name or version too long")]
-    NameTooLong,
-}
-
-/// Parses the request path (with or without its query string) into a [`Route`].
-///
-/// `public_paths` are exact paths (no query) served without credentials.
-///
-/// # Errors
-/// [`PathError`] for any ambiguous or non-canonical form.
-pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathError> {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    if path.len() > MAX_PATH_BYTES {
-        return Err(PathError::TooLong);
-    }
-    if !path.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    for b in path.bytes() {
-        match b {
-            b'%' => return Err(PathError::PercentEncoded),
-            b'\\' => return Err(PathError::Backslash),
-            b';' => return Err(PathError::Parameter),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {}
-            _ => return Err(PathError::InvalidCharacter),
-        }
-    }
-    if path == "/" {
-        return Ok(Route::Other);
-    }
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    for s in &segs {
-        if s.is_empty() {
-            return Err(PathError::EmptySegment);
-        }
-        if *s == "." || *s == ".." {
-            return Err(PathError::DotSegment);
-        }
-    }
-    if public_paths.iter().any(|p| p == path) {
-        return Ok(Route::Public);
-    }
-    if keyword(segs[0], GRPC_SERVICE)? {
-        return Ok(match segs.as_slice() {
-            [_, "ModelInfer"] => Route::GrpcModel(Action::Infer),
-            [_, "ModelReady"] => Route::GrpcModel(Action::Ready),
-            [_, "ModelMetadata"] => Route::GrpcModel(Action::Metadata),
-            [_, "ModelConfig"] => Route::GrpcModel(Action::Config),
-            // An empty name (all models) is rejected when the message is read.
-            [_, "ModelStatistics"] => Route::GrpcModel(Action::Statistics),
-            _ => Route::Other,
-        });
-    }
-    if !keyword(segs[0], "v2")? || segs.len() < 3 || !keyword(segs[1], "models")? {
-        return Ok(Route::Other);
-    }
-    let name = segs[2];
-    let rest = &segs[3..];
-    let (version, rest) = match rest {
-        [v, tail @ ..] if keyword(v, "versions")? => match tail {
-            [version, tail @ ..] => (Some(*version), tail),
-            [] => return Ok(Route::Other),
-        },
-        _ => (None, rest),
-    };
-    let action = match rest {
-        [] => Action::Metadata,
-        [a] => {
-            let mut found = None;
-            for act in [
-                Action::Infer,
-                Action::Ready,
-                Action::Config,
-                Action::Statistics,
-            ] {
-                let kw = act.rest_suffix().unwrap_or_default();
-                if keyword(a, kw)? {
-                    found = Some(act);
-                }
-            }
-            match found {
-                Some(act) => act,
-                None => return Ok(Route::Other),
-            }
-        }
-        _ => return Ok(Route::Other),
-    };
-    if name.len() > MAX_MODEL_NAME || version.is_some_and(|v| v.len() > MAX_MODEL_VERSION) {
-        return Err(PathError::NameTooLong);
-    }
-    Ok(Route::Model(ModelRef {
-        name: name.to_owned(),
-        version: version.map(str::to_owned),
-        action,
-    }))
-}
-
-/// `Ok(true)` when `seg` is exactly `kw`; an error when it matches only case-insensitively (a
-/// server that folds case would route it where we did not look).
-fn keyword(seg: &str, kw: &'static str) -> Result<bool, PathError> {
-    if seg == kw {
-        Ok(true)
-    } else if seg.eq_ignore_ascii_case(kw) {
-        Err(PathError::NonCanonicalCase(kw))
-    } else {
-        Ok(false)
-    }
-}
-
-/// Why the model could not be read from a gRPC body. All map to `malformed_request`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GrpcBodyError {
-    /// No body bytes: Envoy must be configured with `with_request_body` for gRPC.
-    #[error("gRPC request body not forwarded to authz (configure with_request_body)")]
-    Missing,
-    /// Fewer than the 5 bytes of the gRPC frame header.
-    #[error("gRPC frame header truncated")]
-    TruncatedFrame,
-    /// The frame is compressed: the model name cannot be read.
-    #[error("compressed gRPC messages are not accepted")]
-    Compressed,
-    /// Malformed protobuf (bad varint, group wire type, field 0, wrong wire type).
-    #[error("malformed gRPC message")]
-    Malformed,
-    /// Field 1 or 2 is not entirely within the bytes received.
-    #[error("model name or version not within the received bytes")]
-    Truncated,
-    /// Field 1 or 2 appears twice: which one the server uses is not ours to guess.
-    #[error("model name or version given more than once")]
-    Duplicate,
-    /// No `model_name`.
-    #[error("gRPC message names no model")]
-    MissingModelName,
-    /// The name or version is not valid UTF-8 or contains characters outside `[A-Za-z0-9._-]`.
-    #[error("model name or version is not [A-Za-z0-9._-]")]
-    InvalidName,
-}
-
 /// Whether an access reason says anything: at least one letter or digit. A reason made only of
 /// separators, punctuation, whitespace or invisible characters (`","` is what Envoy makes of two
 /// blank copies of the header, joined) is no reason.
 fn meaningful_reason(reason: &str) -> bool {
     reason.chars().any(char::is_alphanumeric)
-}
-
-/// Reads `model_name` (field 1) and `model_version` (field 2) from the first gRPC frame in `body`.
-///
-/// # Errors
-/// [`GrpcBodyError`] when the frame is compressed, malformed, or the fields are not fully present.
-pub fn parse_grpc_model(body: &[u8], action: Action) -> Result<ModelRef, GrpcBodyError> {
-    if body.is_empty() {
-        return Err(GrpcBodyError::Missing);
-    }
-    if body.len() < 5 {
-        return Err(GrpcBodyError::TruncatedFrame);
-    }
-    if body[0] != 0 {
-        return Err(GrpcBodyError::Compressed);
-    }
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let avail = &body[5..];
-    let msg = &avail[..len.min(avail.len())];
-    let complete = avail.len() >= len;
-    let mut pos = 0;
-    let mut name: Option<&[u8]> = None;
-    let mut version: Option<&[u8]> = None;
-    while pos < msg.len() {
-        let Some(tag) = read_varint(msg, &mut pos) else {
-            // A cut tag can only happen at the end of a partial body.
-            if complete {
-                return Err(GrpcBodyError::Malformed);
-            }
-            break;
-        };
-        let field = tag >> 3;
-        let wire = tag & 7;
-        if field == 0 {
-            return Err(GrpcBodyError::Malformed);
-        }
-        let ours = field == 1 || field == 2;
-        if ours && wire != 2 {
-            return Err(GrpcBodyError::Malformed);
-        }
-        let skip = match wire {
-            0 => match read_varint(msg, &mut pos) {
-                Some(_) => 0,
-                None if complete => return Err(GrpcBodyError::Malformed),
-                None => break,
-            },
-            1 => 8,
-            5 => 4,
-            2 => match read_varint(msg, &mut pos) {
-                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                None if ours || complete => return Err(GrpcBodyError::Truncated),
-                None => break,
-            },
-            _ => return Err(GrpcBodyError::Malformed),
-        };
-        let end = pos.checked_add(skip).filter(|e| *e <= msg.len());
-        let Some(end) = end else {
-            if ours {
-                return Err(GrpcBodyError::Truncated);
-            }
-            if complete {
-                return Err(GrpcBodyError::Malformed);
-            }
-            break;
-        };
-        let slot = match field {
-            1 => Some(&mut name),
-            2 => Some(&mut version),
-            _ => None,
-        };
-        if let Some(slot) = slot {
-            if slot.is_some() {
-                return Err(GrpcBodyError::Duplicate);
-            }
-            *slot = Some(&msg[pos..end]);
-        }
-        pos = end;
-    }
-    let name = name.ok_or(GrpcBodyError::MissingModelName)?;
-    let name = valid_name(name, MAX_MODEL_NAME)?;
-    let version = match version {
-        Some(v) if !v.is_empty() => Some(valid_name(v, MAX_MODEL_VERSION)?),
-        _ => None,
-    };
-    Ok(ModelRef {
-        name,
-        version,
-        action,
-    })
-}
-
-fn valid_name(bytes: &[u8], max: usize) -> Result<String, GrpcBodyError> {
-    let ok = !bytes.is_empty()
-        && bytes.len() <= max
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && bytes != b"."
-        && bytes != b"..";
-    if !ok {
-        return Err(GrpcBodyError::InvalidName);
-    }
-    // All bytes are ASCII, checked above.
-    Ok(bytes.iter().map(|b| *b as char).collect())
-}
-
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 /// Limits and rules for extracting facts (from `[request]` in the config).
@@ -520,19 +223,16 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Everything later steps need from one `CheckRequest`.
+/// Everything later steps need from one `CheckRequest` (correlation data is separate:
+/// [`request_meta`], extracted once per check even when facts cannot be).
 #[derive(Debug, Clone)]
 pub struct Facts {
-    /// HTTP method (`:method`).
-    pub method: String,
     /// What the request is about.
     pub target: Target,
     /// Presented credentials.
     pub credentials: Credentials,
     /// `x-access-reason`, trimmed; `None` when absent or blank.
     pub access_reason: Option<String>,
-    /// Correlation data.
-    pub meta: RequestMeta,
 }
 
 /// Header lookup across Envoy's two encodings: the `headers` string map, and `header_map` with
@@ -652,7 +352,6 @@ impl Facts {
         req: &CheckRequest,
         rules: &RequestRules,
     ) -> Result<Self, RequestError> {
-        let meta = request_meta(req);
         let http = http_of(req).ok_or(RequestError::MissingAttributes)?;
         let headers = Headers::new(http);
         if headers.total_bytes() > rules.max_header_bytes {
@@ -703,20 +402,10 @@ impl Facts {
                 .map(|s| s.principal.clone())
                 .filter(|p| !p.is_empty()),
         };
-        let method = if http.method.is_empty() {
-            headers
-                .get_lenient(":method")
-                .map(Cow::into_owned)
-                .unwrap_or_default()
-        } else {
-            http.method.clone()
-        };
         Ok(Facts {
-            method,
             target,
             credentials,
             access_reason,
-            meta,
         })
     }
 }
@@ -724,158 +413,6 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn public() -> Vec<String> {
-        vec![
-            "/v2".into(),
-            "/v2/health/live".into(),
-            "/v2/health/ready".into(),
-        ]
-    }
-
-    fn model(name: &str, version: Option<&str>, action: Action) -> Route {
-        Route::Model(ModelRef {
-            name: name.into(),
-            version: version.map(Into::into),
-            action,
-        })
-    }
-
-    #[test]
-    fn canonical_paths_parse() {
-        let p = public();
-        assert_eq!(
-            parse_path("/v2/models/m/infer", &p),
-            Ok(model("m", None, Action::Infer))
-        );
-        assert_eq!(
-            parse_path("/v2/models/m.x_y-1/versions/3/ready?x=1", &p),
-            Ok(model("m.x_y-1", Some("3"), Action::Ready))
-        );
-        assert_eq!(
-            parse_path("/v2/models/m", &p),
-            Ok(model("m", None, Action::Metadata))
-        );
-        assert_eq!(
-            parse_path("/v2/models/m/versions/2", &p),
-            Ok(model("m", Some("2"), Action::Metadata))
-        );
-        assert_eq!(
-            parse_path("/v2/models/m/config", &p),
-            Ok(model("m", None, Action::Config))
-        );
-        assert_eq!(parse_path("/v2/health/live", &p), Ok(Route::Public));
-        assert_eq!(parse_path("/v2", &p), Ok(Route::Public));
-        assert_eq!(parse_path("/v2/repository/index", &p), Ok(Route::Other));
-        assert_eq!(
-            parse_path("/v2/models/m/stats", &p),
-            Ok(model("m", None, Action::Statistics))
-        );
-        assert_eq!(
-            parse_path("/v2/models/m/trace/setting", &p),
-            Ok(Route::Other)
-        );
-        assert_eq!(parse_path("/", &p), Ok(Route::Other));
-        assert_eq!(
-            parse_path("/inference.GRPCInferenceService/ModelInfer", &p),
-            Ok(Route::GrpcModel(Action::Infer))
-        );
-        assert_eq!(
-            parse_path("/inference.GRPCInferenceService/RepositoryModelLoad", &p),
-            Ok(Route::Other)
-        );
-    }
-
-    #[test]
-    fn ambiguous_paths_are_rejected() {
-        let p = public();
-        let cases: &[(&str, PathError)] = &[
-            ("/v2/models/a%2Fb/infer", PathError::PercentEncoded),
-            ("/v2/models/a%2fb/infer", PathError::PercentEncoded),
-            ("/v2/models/a%5Cb/infer", PathError::PercentEncoded),
-            ("/v2/models/a\\b/infer", PathError::Backslash),
-            ("/v2/models/../models/m/infer", PathError::DotSegment),
-            ("/v2/models/./m/infer", PathError::DotSegment),
-            ("/v2//models/m/infer", PathError::EmptySegment),
-            ("/v2/models/m/infer/", PathError::EmptySegment),
-            ("/v2/models/m;v=1/infer", PathError::Parameter),
-            ("/V2/models/m/infer", PathError::NonCanonicalCase("v2")),
-            ("/v2/Models/m/infer", PathError::NonCanonicalCase("models")),
-            ("/v2/models/m/INFER", PathError::NonCanonicalCase("infer")),
-            (
-                "/v2/models/m/Versions/1/infer",
-                PathError::NonCanonicalCase("versions"),
-            ),
-            ("/v2/models/mіssion/infer", PathError::InvalidCharacter),
-            ("/v2/models/m n/infer", PathError::InvalidCharacter),
-            ("v2/models/m/infer", PathError::NotAbsolute),
-            ("", PathError::NotAbsolute),
-        ];
-        for (path, err) in cases {
-            assert_eq!(parse_path(path, &p).as_ref(), Err(err), "{path}");
-        }
-        let long = format!("/v2/models/{}/infer", "a".repeat(129));
-        assert_eq!(parse_path(&long, &p), Err(PathError::NameTooLong));
-    }
-
-    fn frame(fields: &[(u8, &[u8])], compressed: bool, declared_extra: u32) -> Vec<u8> {
-        let mut msg = Vec::new();
-        for (f, v) in fields {
-            msg.push((f << 3) | 2);
-            msg.push(v.len() as u8);
-            msg.extend_from_slice(v);
-        }
-        let mut out = vec![u8::from(compressed)];
-        out.extend_from_slice(&(msg.len() as u32 + declared_extra).to_be_bytes());
-        out.extend_from_slice(&msg);
-        out
-    }
-
-    #[test]
-    fn grpc_frame_yields_model_and_version() {
-        let b = frame(
-            &[(1, b"benchmark-echo"), (2, b"1"), (3, b"req-1")],
-            false,
-            0,
-        );
-        let m = parse_grpc_model(&b, Action::Infer).unwrap();
-        assert_eq!(m.name, "benchmark-echo");
-        assert_eq!(m.version.as_deref(), Some("1"));
-        // A partial body (declared longer than received) is fine when both fields are inside.
-        let b = frame(&[(1, b"m"), (3, b"x")], false, 5000);
-        assert_eq!(parse_grpc_model(&b, Action::Infer).unwrap().name, "m");
-    }
-
-    #[test]
-    fn grpc_frame_problems_are_rejected() {
-        use GrpcBodyError as E;
-        let ok = frame(&[(1, b"m")], false, 0);
-        assert_eq!(parse_grpc_model(&[], Action::Infer), Err(E::Missing));
-        assert_eq!(
-            parse_grpc_model(&ok[..3], Action::Infer),
-            Err(E::TruncatedFrame)
-        );
-        let c = frame(&[(1, b"m")], true, 0);
-        assert_eq!(parse_grpc_model(&c, Action::Infer), Err(E::Compressed));
-        // Name cut by the end of the received bytes.
-        let mut cut = frame(&[(1, b"mission-summarizer")], false, 100);
-        cut.truncate(10);
-        assert_eq!(parse_grpc_model(&cut, Action::Infer), Err(E::Truncated));
-        let dup = frame(&[(1, b"a"), (1, b"b")], false, 0);
-        assert_eq!(parse_grpc_model(&dup, Action::Infer), Err(E::Duplicate));
-        let none = frame(&[(3, b"x")], false, 0);
-        assert_eq!(
-            parse_grpc_model(&none, Action::Infer),
-            Err(E::MissingModelName)
-        );
-        let bad = frame(&[(1, b"a/b")], false, 0);
-        assert_eq!(parse_grpc_model(&bad, Action::Infer), Err(E::InvalidName));
-        let wrong_wire = vec![0, 0, 0, 0, 2, 0x08, 0x01];
-        assert_eq!(
-            parse_grpc_model(&wrong_wire, Action::Infer),
-            Err(E::Malformed)
-        );
-    }
 
     /// A check request carrying `http` as its HTTP attributes.
     fn check_of(http: HttpRequest) -> CheckRequest {

@@ -76,11 +76,8 @@ impl Runtime {
                 .iter()
                 .map(|(name, m)| (name.as_str(), m.rate_limit.as_ref())),
         )
-        .unwrap_or_else(|ps| {
-            problems.extend(ps.into_iter().map(|p| ConfigProblem {
-                location: p.path,
-                message: p.message,
-            }));
+        .unwrap_or_else(|mut ps| {
+            problems.append(&mut ps);
             LimitTable::default()
         });
         let policy =
@@ -97,19 +94,13 @@ impl Runtime {
             let jwks = match Jwks::new(ic, Arc::clone(&metrics)) {
                 Ok(j) => Arc::new(j),
                 Err(e) => {
-                    problems.push(ConfigProblem {
-                        location: at,
-                        message: e.to_string(),
-                    });
+                    problems.push(ConfigProblem::new(at, e.to_string()));
                     continue;
                 }
             };
             if let Err(e) = jwks.refresh().await {
                 if ic.jwks_file.is_some() {
-                    problems.push(ConfigProblem {
-                        location: format!("{at}.jwks_file"),
-                        message: e.to_string(),
-                    });
+                    problems.push(ConfigProblem::new(format!("{at}.jwks_file"), e.to_string()));
                 } else {
                     tracing::warn!(issuer = %ic.issuer, error = %e, "JWKS not loaded yet; retrying in the background");
                 }
@@ -162,10 +153,11 @@ impl Runtime {
 
     /// Ready to decide: config and policies are loaded by construction; keys must be too.
     pub fn ready(&self) -> bool {
-        self.authenticator.jwt.keys_loaded()
+        self.not_ready_reason().is_none()
     }
 
-    /// Why not ready, for `/readyz`.
+    /// Why this configuration is not ready to decide (signing keys missing); the part of the
+    /// rule in `crate::readiness` that belongs to the configuration.
     pub fn not_ready_reason(&self) -> Option<String> {
         let missing: Vec<&str> = self
             .authenticator

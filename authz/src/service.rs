@@ -23,6 +23,7 @@ use crate::decision::{Decision, ReasonCode};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::PolicyInput;
 use crate::ratelimit::{OnStoreError, RateLimitError, RateLimitOutcome, RateLimiter};
+use crate::readiness::Readiness;
 use crate::request::{Facts, Target, request_meta};
 use crate::response::to_check_response;
 use crate::runtime::{Runtime, SharedRuntime};
@@ -57,6 +58,9 @@ pub struct AuthzService {
     limiter: Arc<RateLimiter>,
     /// Step 5. A handle to the single writer thread; cloning shares it.
     audit: AuditLog,
+    /// Whether to send this replica traffic: the runtime's keys, the audit log's health, and
+    /// the drain flag every clone shares (read by `/readyz` and `grpc.health.v1`).
+    readiness: Readiness,
     /// Span export (`crate::trace`); disabled unless configured, then a check records nothing.
     tracer: Tracer,
 }
@@ -94,15 +98,15 @@ impl AuthzService {
         audit: AuditLog,
     ) -> Result<Self, StartError> {
         let rt = runtime.load_full();
-        let limiter = metrics.with_registry(|registry| {
-            RateLimiter::from_config(&rt.config.rate_limit, rt.limits.clone(), registry)
-        })?;
+        let limiter = metrics
+            .with_registry(|registry| RateLimiter::from_config(&rt.config.rate_limit, registry))?;
         tracing::info!(
             ratelimit.store = limiter.store_name(),
             audit.path = %rt.config.audit.path.display(),
             "decision pipeline started"
         );
         Ok(AuthzService {
+            readiness: Readiness::new(Arc::clone(&runtime), Some(audit.clone())),
             runtime,
             metrics,
             limiter: Arc::new(limiter),
@@ -123,9 +127,14 @@ impl AuthzService {
         self
     }
 
-    /// The audit log handle (readiness reporting, shutdown).
+    /// The audit log handle (shutdown).
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// This service's readiness (shared with the admin server; see [`crate::readiness`]).
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// The whole pipeline for one check, in the trace of the request's `traceparent` header.
@@ -190,7 +199,7 @@ impl AuthzService {
         };
         let outcome = self
             .limiter
-            .check_in(&rt.limits, &principal.id, model, &principal.roles)
+            .check(&rt.limits, &principal.id, model, &principal.roles)
             .await;
         if let Some(state) = outcome.state() {
             d.response_headers
@@ -428,7 +437,8 @@ impl Authorization for AuthzService {
 }
 
 /// Serves ext_authz and `grpc.health.v1` on an already-bound listener until `shutdown` completes;
-/// in-flight checks finish first. Health is SERVING only while the runtime is ready.
+/// in-flight checks finish first. Health is SERVING only while the service is ready
+/// ([`crate::readiness`]: NOT_SERVING from the start of a drain).
 ///
 /// # Errors
 /// A transport error from the server.
@@ -438,30 +448,8 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let runtime = Arc::clone(&service.runtime);
-    let audit = service.audit.clone();
-    // Keeps the health status in step with readiness (JWKS loaded, audit log writable: the same
-    // rule as the admin `/readyz`); stops when serving stops.
-    let health_task = tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            let ready =
-                runtime.load().ready() && !audit.failed_within(crate::admin::AUDIT_UNREADY_WINDOW);
-            if last != Some(ready) {
-                let status = if ready {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                reporter.set_service_status("", status).await;
-                reporter
-                    .set_service_status("envoy.service.auth.v3.Authorization", status)
-                    .await;
-                last = Some(ready);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
-    });
+    // Stops when serving stops (aborted below).
+    let health_task = tokio::spawn(service.readiness().report_health(reporter));
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(AuthorizationServer::new(service))

@@ -702,12 +702,7 @@ async fn health_and_readiness() {
     let server = Server::start().await;
     assert_eq!(server.admin_get("/healthz").await.0, 200);
     assert_eq!(server.admin_get("/readyz").await.0, 200);
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = server.health().await;
     let mut serving = false;
     for _ in 0..40 {
         let r = health
@@ -724,6 +719,55 @@ async fn health_and_readiness() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(serving, "grpc.health.v1 never reported SERVING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_grpc_health_say_not_serving_from_the_start_of_a_drain() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    // A Redis that accepts connections and never answers: a check waits out the store timeout
+    // (1 s), long enough to look at the probes while it drains.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", hung.local_addr().unwrap());
+    let mut server = Server::start_editing("", |t| {
+        t.replace(
+            "timeout_ms = 50",
+            &format!("redis_url = \"{url}\"\ntimeout_ms = 1000"),
+        )
+    })
+    .await;
+    assert_eq!(server.admin_get("/readyz").await.0, 200);
+    let mut health = server
+        .health()
+        .await
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next_status = async || health.message().await.unwrap().unwrap().status;
+    assert_eq!(next_status().await, ServingStatus::Serving as i32);
+
+    let mut client = server.client().await;
+    let in_flight = tokio::spawn(async move {
+        client
+            .check(req(BE).bearer(&analyst()).build())
+            .await
+            .map(|r| Outcome::from(r.into_inner()))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let serving = server.start_drain().expect("serving");
+    assert_eq!(next_status().await, ServingStatus::NotServing as i32);
+    let (status, body) = server.admin_get("/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: draining: shutting down\n")
+    );
+    drop(health);
+    // The check in flight when the drain began still gets its answer (the store timed out).
+    let out = in_flight.await.unwrap().expect("answered during the drain");
+    assert_eq!(out.code, "rate_limit_unavailable");
+    serving.await.unwrap().expect("a clean drain");
 }
 
 #[tokio::test]

@@ -161,14 +161,13 @@ async fn an_unwritable_audit_log_denies_with_503_audit_unavailable_never_allows(
     assert!(body.contains("audit log cannot be written"), "{body}");
 }
 
-/// GET /readyz from the admin router of `svc`'s runtime and audit log.
+/// GET /readyz from the admin router of `svc`'s readiness.
 async fn readyz(svc: &AuthzService) -> (u16, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = authz::admin::AdminState {
-        runtime: svc.runtime(),
         metrics: Arc::new(Metrics::new()),
-        audit: Some(svc.audit().clone()),
+        readiness: svc.readiness(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(authz::admin::serve_admin(listener, state, async {

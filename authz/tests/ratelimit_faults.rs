@@ -49,23 +49,29 @@ struct Record {
     outcome: RateLimitOutcome,
 }
 
+/// The limits of [`MODELS`], as the pipeline gets them from `Runtime::limits`.
+fn table() -> Arc<LimitTable> {
+    let models: std::collections::BTreeMap<String, ModelRateLimit> =
+        toml::from_str(MODELS).unwrap();
+    Arc::new(
+        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_a_second() {
     let mut redis = e2e::RedisServer::start();
-    let models: std::collections::BTreeMap<String, ModelRateLimit> =
-        toml::from_str(MODELS).unwrap();
-    let table =
-        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
-            .unwrap();
+    let table = table();
     let config = RateLimitConfig {
         redis_url: Some(redis.url()),
         timeout_ms: TIMEOUT_MS,
         ..RateLimitConfig::default()
     };
     let mut registry = Registry::default();
-    let limiter = Arc::new(RateLimiter::from_config(&config, table, &mut registry).unwrap());
+    let limiter = Arc::new(RateLimiter::from_config(&config, &mut registry).unwrap());
     for model in ["closed", "open"] {
-        let warm = limiter.check("warm", model, &[]).await;
+        let warm = limiter.check(&table, "warm", model, &[]).await;
         assert!(matches!(warm, RateLimitOutcome::Allowed(_)), "{warm:?}");
     }
 
@@ -74,7 +80,12 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
     let records = Arc::new(Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..4)
         .map(|c| {
-            let (limiter, stop, records) = (limiter.clone(), stop.clone(), records.clone());
+            let (limiter, table, stop, records) = (
+                limiter.clone(),
+                table.clone(),
+                stop.clone(),
+                records.clone(),
+            );
             tokio::spawn(async move {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -84,7 +95,9 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
                         "open"
                     };
                     let started = Instant::now();
-                    let outcome = limiter.check(&format!("client-{c}"), model, &[]).await;
+                    let outcome = limiter
+                        .check(&table, &format!("client-{c}"), model, &[])
+                        .await;
                     let took = started.elapsed();
                     records.lock().unwrap().push(Record {
                         started,
@@ -115,7 +128,7 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
 
     // Limiting resumes within a second of Redis answering again.
     let recovered_at = loop {
-        let outcome = limiter.check("probe", "closed", &[]).await;
+        let outcome = limiter.check(&table, "probe", "closed", &[]).await;
         if matches!(outcome, RateLimitOutcome::Allowed(_)) {
             break Instant::now();
         }
@@ -139,7 +152,7 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
         for _ in 0..4 {
             v.push(
                 limiter
-                    .check("after-restart", "tight", &[])
+                    .check(&table, "after-restart", "tight", &[])
                     .await
                     .is_allowed(),
             );
@@ -220,11 +233,7 @@ async fn killing_redis_under_load_fails_fast_follows_policy_and_recovers_within_
 async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once() {
     use authz::ratelimit::StoreErrorKind;
     let mut redis = e2e::RedisServer::start();
-    let models: std::collections::BTreeMap<String, ModelRateLimit> =
-        toml::from_str(MODELS).unwrap();
-    let table =
-        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
-            .unwrap();
+    let table = table();
     let config = RateLimitConfig {
         redis_url: Some(redis.url()),
         timeout_ms: TIMEOUT_MS,
@@ -232,9 +241,9 @@ async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once
         breaker_cooldown_ms: 250,
         ..RateLimitConfig::default()
     };
-    let limiter = RateLimiter::from_config(&config, table, &mut Registry::default()).unwrap();
+    let limiter = RateLimiter::from_config(&config, &mut Registry::default()).unwrap();
     assert!(matches!(
-        limiter.check("u", "closed", &[]).await,
+        limiter.check(&table, "u", "closed", &[]).await,
         RateLimitOutcome::Allowed(_)
     ));
 
@@ -242,7 +251,7 @@ async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once
     let mut seen = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
-        let outcome = limiter.check("u", "closed", &[]).await;
+        let outcome = limiter.check(&table, "u", "closed", &[]).await;
         let took = started.elapsed();
         assert!(
             took <= Duration::from_millis(TIMEOUT_MS) + MARGIN,
@@ -258,7 +267,7 @@ async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once
         seen.push((error, took));
     }
     assert_eq!(
-        serde_json::to_string(&limiter.check("u", "closed", &[]).await).unwrap(),
+        serde_json::to_string(&limiter.check(&table, "u", "closed", &[]).await).unwrap(),
         r#"{"result":"store_failed","policy":"deny","error":"circuit_open"}"#,
         "the audit form of a degraded decision"
     );
@@ -285,7 +294,7 @@ async fn a_hung_redis_costs_at_most_the_timeout_then_the_breaker_answers_at_once
     let resumed = Instant::now();
     loop {
         if matches!(
-            limiter.check("u", "closed", &[]).await,
+            limiter.check(&table, "u", "closed", &[]).await,
             RateLimitOutcome::Allowed(_)
         ) {
             break;

@@ -31,14 +31,15 @@ const LIMITS: &str = r#"
     unlimited = true
 "#;
 
-fn limits() -> LimitTable {
+/// The limits of [`LIMITS`], as the pipeline gets them from `Runtime::limits`.
+static TABLE: std::sync::LazyLock<LimitTable> = std::sync::LazyLock::new(|| {
     let models: std::collections::BTreeMap<String, ModelRateLimit> =
         toml::from_str(LIMITS).unwrap();
     LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m)))).unwrap()
-}
+});
 
 fn limiter(config: &RateLimitConfig) -> RateLimiter {
-    RateLimiter::from_config(config, limits(), &mut Registry::default()).unwrap()
+    RateLimiter::from_config(config, &mut Registry::default()).unwrap()
 }
 
 fn roles(r: &[&str]) -> Vec<String> {
@@ -64,7 +65,7 @@ async fn transcript(limiter: &RateLimiter) -> Vec<String> {
     let mut check = async |principal: &str, model: &str, r: &[&str]| {
         t.push(format!(
             "{principal} {model} {r:?}: {}",
-            seen(limiter.check(principal, model, &roles(r)).await)
+            seen(limiter.check(&TABLE, principal, model, &roles(r)).await)
         ));
     };
     // Burst of 5, then 429s with an exact Retry-After (one hour, rounded up).
@@ -88,7 +89,7 @@ async fn transcript(limiter: &RateLimiter) -> Vec<String> {
     check("frank", "fast", &[]).await;
     check("frank", "fast", &[]).await;
     tokio::time::sleep(Duration::from_millis(550)).await;
-    let after = limiter.check("frank", "fast", &[]).await;
+    let after = limiter.check(&TABLE, "frank", "fast", &[]).await;
     t.push(format!(
         "frank fast after refill admitted: {}",
         after.is_allowed()
@@ -190,7 +191,12 @@ async fn cluster_keys_live_on_the_slot_of_their_hash_tag_and_spread_over_masters
     let mut keys_per_node = vec![0usize; conns.len()];
     for i in 0..60 {
         let principal = format!("user-{i}");
-        assert!(limiter.check(&principal, "slow", &[]).await.is_allowed());
+        assert!(
+            limiter
+                .check(&TABLE, &principal, "slow", &[])
+                .await
+                .is_allowed()
+        );
         let key = rate_limit_key(&config.key_prefix, "slow", &principal);
         let tag = hash_tag(&key).unwrap();
         let key_slot: i64 = redis::cmd("CLUSTER")
@@ -240,20 +246,17 @@ async fn cluster_keys_live_on_the_slot_of_their_hash_tag_and_spread_over_masters
 async fn exactly_burst_admitted(config: RateLimitConfig) {
     let models: std::collections::BTreeMap<String, ModelRateLimit> =
         toml::from_str("[m]\nrate = 1\nperiod = \"1h\"\nburst = 100").unwrap();
+    let table = Arc::new(
+        LimitTable::from_models("models", models.iter().map(|(n, m)| (n.as_str(), Some(m))))
+            .unwrap(),
+    );
     let instances: Vec<Arc<RateLimiter>> = (0..4)
-        .map(|_| {
-            let table = LimitTable::from_models(
-                "models",
-                models.iter().map(|(n, m)| (n.as_str(), Some(m))),
-            )
-            .unwrap();
-            Arc::new(RateLimiter::from_config(&config, table, &mut Registry::default()).unwrap())
-        })
+        .map(|_| Arc::new(RateLimiter::from_config(&config, &mut Registry::default()).unwrap()))
         .collect();
     let tasks: Vec<_> = (0..500)
         .map(|i| {
-            let limiter = Arc::clone(&instances[i % 4]);
-            tokio::spawn(async move { limiter.check("mallory", "m", &[]).await })
+            let (limiter, table) = (Arc::clone(&instances[i % 4]), Arc::clone(&table));
+            tokio::spawn(async move { limiter.check(&table, "mallory", "m", &[]).await })
         })
         .collect();
     let mut admitted = 0;
@@ -272,7 +275,7 @@ async fn exactly_burst_admitted(config: RateLimitConfig) {
         }
     }
     assert_eq!((admitted, limited), (100, 400));
-    let again = instances[0].check("mallory", "m", &[]).await;
+    let again = instances[0].check(&table, "mallory", "m", &[]).await;
     assert_eq!(
         serde_json::to_value(again).unwrap(),
         serde_json::json!({"result": "limited", "limit": 100, "remaining": 0, "reset_secs": 360000, "retry_after_secs": 3600}),
@@ -310,7 +313,7 @@ async fn a_redis_that_is_down_at_start_up_degrades_instead_of_failing_start_up()
         ..RateLimitConfig::default()
     };
     let limiter = limiter(&config);
-    let outcome = limiter.check("alice", "slow", &[]).await;
+    let outcome = limiter.check(&TABLE, "alice", "slow", &[]).await;
     assert!(
         matches!(
             outcome,
@@ -423,7 +426,9 @@ async fn rediss_verifies_the_server_certificate_and_limits_over_tls() {
     let mut seen_tls = Vec::new();
     for _ in 0..2 {
         seen_tls.push(seen(
-            trusted.check("dave", "slow", &roles(&["trial"])).await,
+            trusted
+                .check(&TABLE, "dave", "slow", &roles(&["trial"]))
+                .await,
         ));
     }
     let expected: Vec<String> = expected_transcript()
@@ -438,7 +443,7 @@ async fn rediss_verifies_the_server_certificate_and_limits_over_tls() {
         timeout_ms: 1000,
         ..RateLimitConfig::default()
     });
-    let outcome = untrusted.check("dave", "slow", &[]).await;
+    let outcome = untrusted.check(&TABLE, "dave", "slow", &[]).await;
     assert!(
         matches!(
             outcome,

@@ -7,7 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use authz::service::{AuthzService, serve_grpc};
+use authz::runtime::Runtime;
+use authz::server::Listeners;
+use authz::service::AuthzService;
 use common::*;
 use e2e::otlp::{OtlpReceiver, ReceivedSpan};
 use telemetry::{ExportConfig, ExportMetrics, Tracer};
@@ -35,12 +37,23 @@ async fn traced(server: &Server, receiver: &OtlpReceiver) -> (AuthzService, Trac
     let mut config = ExportConfig::new(receiver.traces_url(), "authz");
     config.schedule_delay = Duration::from_millis(20);
     let tracer = Tracer::start(config, ExportMetrics::default()).unwrap();
-    let svc = AuthzService::start(Arc::clone(&server.runtime), Arc::clone(&server.metrics))
-        .unwrap()
-        .with_tracer(tracer.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve_grpc(listener, svc.clone(), std::future::pending()));
+    let rt = Runtime::load(&server.config, Arc::clone(&server.metrics))
+        .await
+        .unwrap();
+    let traced = authz::server::Server::start(
+        &server.config,
+        rt,
+        Arc::clone(&server.metrics),
+        tracer.clone(),
+    )
+    .unwrap();
+    let svc = traced.service().clone();
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+    tokio::spawn(traced.serve(listeners, std::future::pending()));
     (svc, tracer, url)
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::config::ConfigProblem;
+
 /// Default audit location: a directory, so rotated files sit beside the active one.
 pub const DEFAULT_PATH: &str = "audit/";
 /// 64 MiB per file keeps one file quick to verify and to ship, yet rotates rarely (a record is
@@ -78,29 +80,16 @@ impl Default for AuditConfig {
     }
 }
 
-/// One problem found by [`AuditConfig::validate`], with the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldProblem {
-    /// The dotted field path, e.g. `audit.max_file_bytes`.
-    pub field: String,
-    /// What is wrong and what is accepted.
-    pub message: String,
-}
-
 impl AuditConfig {
     /// Checks every field and returns every problem at once, each with its field path under
     /// `prefix` (normally `"audit"`).
     ///
     /// # Errors
     /// The list of problems when any field is out of range.
-    pub fn validate(&self, prefix: &str) -> Result<(), Vec<FieldProblem>> {
+    pub fn validate(&self, prefix: &str) -> Result<(), Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let mut problem = |field: &str, message: String| {
-            problems.push(FieldProblem {
-                field: format!("{prefix}.{field}"),
-                message,
-            })
+            problems.push(ConfigProblem::new(format!("{prefix}.{field}"), message))
         };
         if self.file && self.path.as_os_str().is_empty() {
             problem("path", "must not be empty when the file sink is on".into());
@@ -219,7 +208,7 @@ max_reason_bytes = 100
             ..AuditConfig::default()
         };
         let problems = config.validate("audit").unwrap_err();
-        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        let fields: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             fields,
             [

@@ -33,6 +33,7 @@ const WRITER_NAME: &str = concat!("authz/", env!("CARGO_PKG_VERSION"));
 /// One queued record and where its answer goes.
 struct Job {
     event: AuditEvent,
+    /// Answers the waiting check once the record's batch is written (and synced, per durability).
     reply: oneshot::Sender<Result<AuditRecord, AuditError>>,
 }
 
@@ -91,8 +92,7 @@ impl AuditLog {
         let mut check = config.clone();
         check.stdout = stream.is_some();
         if let Err(problems) = check.validate("audit") {
-            let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(AuditError::Config(messages.join("; ")));
+            return Err(AuditError::Config(crate::config::problem::join(&problems)));
         }
         let file = config.file.then(|| {
             FileSink::new(

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::config::ApiKeyEntry;
+use super::config::ApiKeyEntry;
 use crate::decision::{AuthMethod, Principal};
 
 /// Longest accepted key: real keys are tens of bytes; this bounds hashing work.

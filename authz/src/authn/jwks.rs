@@ -14,7 +14,7 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use crate::config::IssuerConfig;
+use super::config::IssuerConfig;
 use crate::metrics::Metrics;
 
 /// Largest JWKS or discovery document accepted: real ones are a few KiB.

@@ -18,8 +18,8 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 use super::AuthnError;
+use super::config::IssuerConfig;
 use super::jwks::{Jwks, KeyLookup};
-use crate::config::IssuerConfig;
 use crate::decision::{AuthMethod, Principal};
 use crate::metrics::Metrics;
 
@@ -93,6 +93,7 @@ struct Cached {
 /// dropped, and if it is still full it is cleared (a cheap, allocation-free bound).
 struct TokenCache {
     capacity: usize,
+    /// Read by every token check, written on a miss; never held across an await.
     entries: RwLock<HashMap<Box<str>, Cached>>,
 }
 
@@ -171,11 +172,6 @@ impl JwtVerifier {
     /// The configured issuers.
     pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
         self.issuers.values()
-    }
-
-    /// Whether every issuer's keys are loaded.
-    pub fn keys_loaded(&self) -> bool {
-        self.issuers.values().all(|i| i.jwks.is_loaded())
     }
 
     /// Verifies one token and returns its principal.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::MtlsEntry;
+use super::config::MtlsEntry;
 use crate::decision::{AuthMethod, Principal};
 
 /// Longest SPIFFE id accepted (the SPIFFE spec's limit for the URI).

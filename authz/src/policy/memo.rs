@@ -86,6 +86,7 @@ fn is_context(v: Option<&Value>) -> bool {
 /// Cedar answers for one policy set: decision and deciding policy ids.
 #[derive(Default)]
 pub(crate) struct DecisionMemo {
+    /// Read by every check, written on a miss; never held across an await.
     entries: RwLock<HashMap<String, (CedarDecision, Vec<String>)>>,
 }
 

@@ -44,6 +44,7 @@ impl Clock for MonotonicClock {
 /// A clock that only moves when told to; clones share the same time.
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
+    /// The current reading in microseconds, shared by every clone (the test moves it).
     now_us: Arc<AtomicU64>,
 }
 

@@ -39,6 +39,8 @@
 
 use super::gcra::{Gcra, GcraError};
 use super::keys::DEFAULT_KEY_PREFIX;
+use crate::config::ConfigProblem;
+use crate::config::duration::parse_duration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,30 +63,6 @@ pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
 pub const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 250;
 /// Default key bound of the in-process store: ~100 bytes per key, so about 10 MiB.
 pub const DEFAULT_MEMORY_MAX_KEYS: usize = 100_000;
-
-/// One problem found by validation, with the dotted path of the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted field path, e.g. `models.resnet50.rate_limit.period`.
-    pub path: String,
-    /// What is wrong and, where useful, how to fix it.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
 
 /// The `[rate_limit]` section: where counters live and how store faults are handled.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -373,31 +351,6 @@ impl Limit {
     }
 }
 
-/// Parses `<n>ms`, `<n>s`, `<n>m`, `<n>h` or `<n>d` (n a positive integer).
-///
-/// # Errors
-/// A message saying what form is expected.
-pub fn parse_period(text: &str) -> Result<Duration, String> {
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let expected =
-        || format!("`{text}` is not a period like \"500ms\", \"60s\", \"5m\", \"1h\" or \"1d\"");
-    let n: u64 = number.parse().map_err(|_| expected())?;
-    let unit_secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(expected()),
-    };
-    n.checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long"))
-}
-
 /// Validates one (rate, period, burst, unlimited) set found at `path`.
 fn build_limit(
     path: &str,
@@ -425,7 +378,7 @@ fn build_limit(
         ));
         ok = false;
     }
-    let period = match period.map(parse_period) {
+    let period = match period.map(parse_duration) {
         None => {
             problems.push(ConfigProblem::new(
                 format!("{path}.period"),
@@ -717,24 +670,5 @@ mod tests {
             limits.for_roles(&roles(&["premium", "ops"])),
             Limit::Unlimited
         );
-    }
-
-    #[test]
-    fn periods_parse_strictly() {
-        assert_eq!(parse_period("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_period("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_period("2h"), Ok(Duration::from_secs(7200)));
-        for bad in [
-            "",
-            "s",
-            "1",
-            "1.5s",
-            "-1s",
-            "1 s",
-            "1sec",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_period(bad).is_err(), "{bad}");
-        }
     }
 }

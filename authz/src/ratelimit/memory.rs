@@ -29,7 +29,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// In-process GCRA store with bounded memory.
 #[derive(Debug)]
 pub struct MemoryStore {
-    /// Shards chosen by key hash; each maps key -> TAT in microseconds.
+    /// Shards chosen by key hash; each maps key -> TAT in microseconds. Sharded so concurrent
+    /// checks rarely contend; a lock is held only for one key's arithmetic, never across an await.
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     max_per_shard: usize,

@@ -8,12 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
-use authz::admin::{AdminState, serve_admin};
 use authz::devkeys::DevKey;
 use authz::metrics::Metrics;
 use authz::runtime::{Runtime, SharedRuntime};
-use authz::service::{AuthzService, serve_grpc};
+use authz::server::Listeners;
 use base64::Engine as _;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
@@ -143,15 +141,10 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(true);
-        }
-    }
+    /// Completing it starts the drain; dropped with the server, which also starts it.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The `serve` task.
+    serving: Option<tokio::task::JoinHandle<Result<(), authz::server::ServeError>>>,
 }
 
 impl Server {
@@ -159,38 +152,40 @@ impl Server {
         Self::start_with("").await
     }
 
+    /// Starts the production wiring (`authz::server::Server::serve`) on loopback listeners,
+    /// with `extra` appended to the demo config.
     pub async fn start_with(extra: &str) -> Server {
+        Self::start_editing(extra, |text| text).await
+    }
+
+    /// As [`Server::start_with`], with `edit` applied to the config text first.
+    pub async fn start_editing(extra: &str, edit: impl FnOnce(String) -> String) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), extra);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, edit(text)).unwrap();
         let metrics = Arc::new(Metrics::new());
         let rt = Runtime::load(&config, Arc::clone(&metrics))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(rt));
-        let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = grpc_l.local_addr().unwrap();
-        let admin = admin_l.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
+        let listeners = Listeners {
+            grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
-        let svc = AuthzService::start(Arc::clone(&runtime), Arc::clone(&metrics))
-            .expect("the decision pipeline starts");
-        let audit = svc.audit().clone();
-        tokio::spawn(serve_grpc(grpc_l, svc, stopped()));
-        tokio::spawn(serve_admin(
-            admin_l,
-            AdminState {
-                runtime: Arc::clone(&runtime),
-                metrics: Arc::clone(&metrics),
-                audit: Some(audit),
-            },
-            stopped(),
-        ));
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let server = authz::server::Server::start(
+            &config,
+            rt,
+            Arc::clone(&metrics),
+            telemetry::Tracer::disabled(),
+        )
+        .expect("the decision pipeline starts");
+        let runtime = server.runtime();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(listeners, async {
+            let _ = rx.await;
+        }));
         Server {
             grpc,
             admin,
@@ -199,13 +194,36 @@ impl Server {
             config,
             dir,
             stop: Some(tx),
+            serving: Some(serving),
         }
+    }
+
+    /// Starts the drain (as SIGTERM does); the returned task ends when `serve` returns.
+    pub fn start_drain(
+        &mut self,
+    ) -> Option<tokio::task::JoinHandle<Result<(), authz::server::ServeError>>> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.serving.take()
     }
 
     pub async fn client(&self) -> AuthorizationClient<tonic::transport::Channel> {
         AuthorizationClient::connect(format!("http://{}", self.grpc))
             .await
             .unwrap()
+    }
+
+    /// A `grpc.health.v1` client on the gRPC listener.
+    pub async fn health(
+        &self,
+    ) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        tonic_health::pb::health_client::HealthClient::new(channel)
     }
 
     pub async fn check(&self, req: CheckRequest) -> Outcome {

@@ -22,9 +22,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{PolicyEngine, PolicyInput};
 use crate::config::Config;
 use crate::decision::{AuthMethod, Principal};
-use crate::policy::{PolicyEngine, PolicyInput};
 use crate::request::Action;
 
 /// A cases file.
