@@ -106,8 +106,12 @@ def is_ip(host: str) -> bool:
 
 def cluster(name: str, addr: str, what: str, values: dict, *, http2: bool, lb: str = "ROUND_ROBIN",
             health_check: dict | None = None, extra: dict | None = None) -> dict:
-    """A cluster with one address: STATIC for an IP literal, STRICT_DNS (every A record) otherwise."""
-    host, port = split_addr(addr, what)
+    """A cluster of `addr`, one `host:port` or several comma-separated (a local stack with a
+    replica): STATIC for IP literals, STRICT_DNS (every A record) otherwise."""
+    hosts = [split_addr(a, what) for a in addr.split(",")]
+    host = hosts[0][0]
+    if any(is_ip(h) != is_ip(host) for h, _ in hosts):
+        raise RenderError(f"{what}: mixes IP literals and names: {addr!r}")
     c: dict = {
         "name": name,
         "type": "STATIC" if is_ip(host) else "STRICT_DNS",
@@ -116,7 +120,7 @@ def cluster(name: str, addr: str, what: str, values: dict, *, http2: bool, lb: s
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": host, "port_value": port}}}}]}],
+                "socket_address": {"address": h, "port_value": port}}}} for h, port in hosts]}],
         },
     }
     if not is_ip(host):
@@ -596,8 +600,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--listen-port", type=int)
     p.add_argument("--admin-port", type=int)
     p.add_argument("--authz-addr", help="host:port of authz gRPC")
-    p.add_argument("--modelserver-http", help="host:port of the model server's OIP REST port")
-    p.add_argument("--modelserver-grpc", help="host:port of the model server's OIP gRPC port")
+    p.add_argument("--modelserver-http", help="host:port of the model server's OIP REST port (several: comma-separated)")
+    p.add_argument("--modelserver-grpc", help="host:port of the model server's OIP gRPC port (several: comma-separated)")
     p.add_argument("--otlp-addr", help="host:port of an OTLP/gRPC collector (enables tracing)")
     p.add_argument("--health-check-interval", help="e.g. 1s")
     p.add_argument("--tls-port", type=int, help="add an HTTPS listener on this port (needs the three files below)")

@@ -8,8 +8,11 @@
 //!    ports, the Redis URL (`[rate_limit] redis_url`, only with [`StackBuilder::redis`]), the audit
 //!    directory (`[audit] path`, only with [`StackBuilder::audit`], or whenever the demo config
 //!    has an `[audit]` section), and any [`StackBuilder::authz_setting`];
-//! 2. starts redis-server, authz, `modelserver serve` on the committed `models/`, and Envoy on
-//!    `envoy/render.py --target local` rendered with the same ports — all at once;
+//! 2. starts redis-server, authz, `modelserver serve` on the committed `models/` (with
+//!    [`StackBuilder::modelserver_setting`]s as its `--config`; a second one, the replica, with
+//!    [`StackBuilder::modelserver_replica`]), and Envoy on `envoy/render.py --target local`
+//!    rendered with the same ports (the replica as a second host of the model server clusters) —
+//!    all at once;
 //! 3. waits until each is ready: Redis answers PING, authz `/readyz` and modelserver
 //!    `/v2/health/ready` answer 200, Envoy's `/ready` answers 200 and its active health checks
 //!    report the `authz`, `modelserver_http` and `modelserver_grpc` clusters healthy.
@@ -101,6 +104,8 @@ pub struct StackBuilder {
     audit: bool,
     settings: Vec<(String, toml::Value)>,
     otlp: Option<String>,
+    modelserver_settings: Vec<(String, toml::Value)>,
+    replica: bool,
 }
 
 impl StackBuilder {
@@ -124,6 +129,21 @@ impl StackBuilder {
     /// Model names may contain `-`; a path segment is split only at `.`.
     pub fn authz_setting(mut self, dotted_path: &str, value: impl Into<toml::Value>) -> Self {
         self.settings.push((dotted_path.to_string(), value.into()));
+        self
+    }
+
+    /// Sets one value of a model server config (`serve --config`) by dotted path, e.g.
+    /// `("shutdown.readiness_grace_ms", 30_000.into())`; without any the server runs on defaults.
+    pub fn modelserver_setting(mut self, dotted_path: &str, value: impl Into<toml::Value>) -> Self {
+        self.modelserver_settings
+            .push((dotted_path.to_string(), value.into()));
+        self
+    }
+
+    /// Whether to start a second model server (the replica, same repository and config) on its
+    /// own ports, behind the same Envoy clusters as the first, as a scaled-out deployment runs.
+    pub fn modelserver_replica(mut self, on: bool) -> Self {
+        self.replica = on;
         self
     }
 
@@ -263,9 +283,14 @@ pub struct Stack {
     envoy: Option<Process>,
     authz: Option<Process>,
     modelserver: Option<Process>,
+    replica: Option<Process>,
     redis: Option<Process>,
     authz_bin: PathBuf,
     modelserver_bin: PathBuf,
+    /// The replica's REST, gRPC and metrics ports, with [`StackBuilder::modelserver_replica`].
+    replica_ports: Option<[u16; 3]>,
+    /// The model server config, with [`StackBuilder::modelserver_setting`].
+    modelserver_config: Option<PathBuf>,
     config_path: PathBuf,
     key_path: PathBuf,
     audit_dir: Option<PathBuf>,
@@ -288,6 +313,8 @@ impl Stack {
             audit: true,
             settings: Vec::new(),
             otlp: None,
+            modelserver_settings: Vec::new(),
+            replica: false,
         }
     }
 
@@ -318,15 +345,27 @@ impl Stack {
         let config_path = dir.path().join("authz.toml");
         let key_path = dir.path().join("issuer-key.pem");
         let audit_dir = configure_authz(&config_path, dir.path(), &ports, &b);
+        let modelserver_config = (!b.modelserver_settings.is_empty()).then(|| {
+            let mut doc = toml::Table::new();
+            for (path, value) in &b.modelserver_settings {
+                set(&mut doc, path, value.clone());
+            }
+            let path = dir.path().join("modelserver.toml");
+            fs::write(&path, doc.to_string()).expect("the model server config can be written");
+            path
+        });
 
         let mut stack = Stack {
             ports,
             envoy: None,
             authz: None,
             modelserver: None,
+            replica: None,
             redis: None,
             authz_bin,
             modelserver_bin,
+            replica_ports: b.replica.then(|| [free_port(), free_port(), free_port()]),
+            modelserver_config,
             config_path,
             key_path,
             audit_dir,
@@ -339,6 +378,9 @@ impl Stack {
         }
         stack.authz = Some(stack.spawn_authz());
         stack.modelserver = Some(stack.spawn_modelserver());
+        if let Some(ports) = stack.replica_ports {
+            stack.replica = Some(stack.spawn_modelserver_on("modelserver-replica", ports));
+        }
         stack.envoy = Some(stack.spawn_envoy());
 
         if stack.redis.is_some() {
@@ -346,6 +388,14 @@ impl Stack {
         }
         stack.wait_authz();
         stack.wait_modelserver();
+        if let Some([http, ..]) = stack.replica_ports {
+            wait_for_http(
+                loopback(http),
+                "/v2/health/ready",
+                READY_TIMEOUT,
+                stack.replica.as_mut(),
+            );
+        }
         stack.wait_envoy();
         eprintln!(
             "e2e stack ready in {:.1}s: envoy 127.0.0.1:{} ({:?})",
@@ -379,17 +429,40 @@ impl Stack {
 
     fn spawn_modelserver(&self) -> Process {
         let p = &self.ports;
+        let ports = [
+            p.modelserver_http,
+            p.modelserver_grpc,
+            p.modelserver_metrics,
+        ];
+        self.spawn_modelserver_on("modelserver", ports)
+    }
+
+    /// `modelserver serve` on REST, gRPC and metrics `ports`.
+    fn spawn_modelserver_on(&self, name: &str, [http, grpc, metrics]: [u16; 3]) -> Process {
         let mut cmd = Command::new(&self.modelserver_bin);
         cmd.arg("serve")
             .arg("--model-repository")
             .arg(repo_root().join("models"))
             .args(["--address", "127.0.0.1"])
-            .args(["--http-port", &p.modelserver_http.to_string()])
-            .args(["--grpc-port", &p.modelserver_grpc.to_string()])
-            .args(["--metrics-port", &p.modelserver_metrics.to_string()])
+            .args(["--http-port", &http.to_string()])
+            .args(["--grpc-port", &grpc.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
             .env("ORT_DYLIB_PATH", crate::ort_dylib());
+        if let Some(config) = &self.modelserver_config {
+            cmd.arg("--config").arg(config);
+        }
         self.export_spans(&mut cmd);
-        Process::spawn("modelserver", die_with_parent(cmd))
+        Process::spawn(name, die_with_parent(cmd))
+    }
+
+    /// The `--modelserver-http` or `--modelserver-grpc` of `envoy/render.py`: the first model
+    /// server's `port`, then the replica's (`index` 0 REST, 1 gRPC), comma-separated.
+    fn modelserver_addrs(&self, port: u16, index: usize) -> String {
+        std::iter::once(port)
+            .chain(self.replica_ports.map(|r| r[index]))
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// With tracing on, the standard OpenTelemetry variables that make a service export spans.
@@ -411,11 +484,11 @@ impl Stack {
             .args(["--authz-addr", &format!("127.0.0.1:{}", p.authz_grpc)])
             .args([
                 "--modelserver-http",
-                &format!("127.0.0.1:{}", p.modelserver_http),
+                &self.modelserver_addrs(p.modelserver_http, 0),
             ])
             .args([
                 "--modelserver-grpc",
-                &format!("127.0.0.1:{}", p.modelserver_grpc),
+                &self.modelserver_addrs(p.modelserver_grpc, 1),
             ])
             .args(self.otlp.iter().flat_map(|_| {
                 [
@@ -543,6 +616,13 @@ impl Stack {
         self.authz = Some(self.spawn_authz());
         self.wait_authz();
         self.wait_clusters_healthy(&["authz"]);
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`, which starts a drain) to the first model server.
+    pub fn signal_modelserver(&self, signal: i32) {
+        if let Some(p) = self.modelserver.as_ref() {
+            p.signal(signal);
+        }
     }
 
     /// Kills the model server (SIGKILL).
@@ -776,6 +856,64 @@ impl Stack {
         sum_metric(&self.modelserver_metrics(), name, model)
     }
 
+    /// As [`Stack::modelserver_metric`], from the replica ([`StackBuilder::modelserver_replica`]).
+    ///
+    /// # Panics
+    /// Without a replica, or when it does not answer.
+    pub fn replica_metric(&self, name: &str, model: Option<&str>) -> f64 {
+        let [_, _, metrics] = self.replica_ports.expect("a stack with a replica");
+        let (status, body) =
+            http_get(loopback(metrics), "/metrics").expect("the replica's metrics port answers");
+        assert_eq!(status, 200, "replica /metrics: {body}");
+        sum_metric(&body, name, model)
+    }
+
+    /// Runs `e2e/tests/oip_grpc_client.py` (the unmodified `tritonclient`, from the bootstrap
+    /// venv) with `cases` (see the script's docs) against Envoy's ingress over gRPC; returns its
+    /// answers by case name.
+    ///
+    /// # Panics
+    /// When the client cannot run or fails, with its output and the stack's logs.
+    pub fn tritonclient_grpc(
+        &self,
+        cases: serde_json::Value,
+    ) -> std::collections::HashMap<String, serde_json::Value> {
+        let python = tool("python3");
+        let script = repo_root().join("e2e/tests/oip_grpc_client.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 can be started");
+        let input =
+            serde_json::json!({"url": format!("127.0.0.1:{}", self.ports.envoy), "cases": cases});
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.to_string().as_bytes())
+            .expect("the client reads its cases");
+        let out = child.wait_with_output().expect("the client runs");
+        assert!(
+            out.status.success(),
+            "{} {} failed (it needs tritonclient[grpc] from the bootstrap venv: `source .tools/env`):\n{}{}\n{}",
+            python.display(),
+            script.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.diagnostics()
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("the client prints JSON lines")
+            })
+            .map(|v| (v["name"].as_str().unwrap_or_default().to_string(), v))
+            .collect()
+    }
+
     /// Requests the model server has seen (`nv_inference_request_success` +
     /// `nv_inference_request_failure`) over all models.
     pub fn modelserver_requests_seen(&self) -> f64 {
@@ -811,6 +949,7 @@ impl Stack {
             ("envoy", &self.envoy),
             ("authz", &self.authz),
             ("modelserver", &self.modelserver),
+            ("modelserver-replica", &self.replica),
             ("redis-server", &self.redis),
         ] {
             let Some(p) = p else { continue };
@@ -942,9 +1081,9 @@ fn set(doc: &mut toml::Table, dotted_path: &str, value: toml::Value) {
         let entry = table
             .entry(part.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().unwrap_or_else(|| {
-            panic!("{dotted_path}: `{part}` is not a table in the authz config")
-        });
+        table = entry
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{dotted_path}: `{part}` is not a table in the config"));
     }
     table.insert(last.to_string(), value);
 }

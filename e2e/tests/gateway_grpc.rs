@@ -3,50 +3,11 @@
 //! the body), so an allowed model works and a forbidden one is PERMISSION_DENIED, and nothing
 //! denied reaches the model server.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use e2e::repo_root;
 use e2e::stack::Stack;
 use serde_json::{Value, json};
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const REASON: &str = "triage of the overnight field reports";
-
-/// Runs e2e/tests/oip_grpc_client.py with `cases` against the stack; returns its answers by name.
-fn tritonclient(stack: &Stack, cases: Value) -> std::collections::HashMap<String, Value> {
-    let python = e2e::tool("python3");
-    let script = repo_root().join("e2e/tests/oip_grpc_client.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 can be started");
-    let input = json!({"url": format!("127.0.0.1:{}", stack.ports().envoy), "cases": cases});
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.to_string().as_bytes())
-        .expect("the client reads its cases");
-    let out = child.wait_with_output().expect("the client runs");
-    assert!(
-        out.status.success(),
-        "{} {} failed (it needs tritonclient[grpc] from the bootstrap venv: `source .tools/env`):\n{}{}\n{}",
-        python.display(),
-        script.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        stack.diagnostics()
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("the client prints JSON lines"))
-        .map(|v| (v["name"].as_str().unwrap_or_default().to_string(), v))
-        .collect()
-}
 
 #[test]
 fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
@@ -54,35 +15,32 @@ fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
     let analyst = stack.token("grpc-analyst", ANALYST);
     let triage_before = stack.modelserver_metric("nv_inference_count", Some("threat-triage"));
     let summary_before = stack.modelserver_metric("nv_inference_count", Some("mission-summarizer"));
-    let results = tritonclient(
-        &stack,
-        json!([
-            {"name": "live", "call": "server_live"},
-            {"name": "allowed", "model": "mission-summarizer", "token": analyst, "reason": REASON},
-            {"name": "allowed-large", "model": "mission-summarizer", "token": analyst,
-             "reason": REASON, "repeat": 40},
-            {"name": "echo", "model": "benchmark-echo", "token": analyst},
-            {"name": "forbidden", "model": "threat-triage", "token": analyst, "reason": REASON},
-            {"name": "no-reason", "model": "mission-summarizer", "token": analyst},
-            {"name": "unknown", "model": "no-such-model", "token": analyst, "reason": REASON},
-            {"name": "anonymous", "model": "benchmark-echo"},
-            // Metadata naming another model or principal changes nothing: the decision is on
-            // the model in the message, the identity from the token.
-            {"name": "spoofed-metadata", "model": "threat-triage", "token": analyst, "reason": REASON,
-             "headers": {"x-authz-model": "mission-summarizer", "x-authz-principal": "admin-1",
-                         "x-envoy-auth-partial-body": "true"}},
-            // ModelMetadata is decided on the model in its message too (no reason needed).
-            {"name": "metadata-allowed", "call": "metadata", "model": "mission-summarizer",
-             "token": analyst},
-            {"name": "metadata-forbidden", "call": "metadata", "model": "threat-triage",
-             "token": analyst},
-            // A compressed message hides the model name from authz, so it is refused even for
-            // a model the caller may use (large enough that gRPC really compresses it: a
-            // message that does not shrink is sent uncompressed despite `grpc-encoding`).
-            {"name": "compressed", "model": "mission-summarizer", "token": analyst, "reason": REASON,
-             "compression": "gzip", "repeat": 40},
-        ]),
-    );
+    let results = stack.tritonclient_grpc(json!([
+        {"name": "live", "call": "server_live"},
+        {"name": "allowed", "model": "mission-summarizer", "token": analyst, "reason": REASON},
+        {"name": "allowed-large", "model": "mission-summarizer", "token": analyst,
+         "reason": REASON, "repeat": 40},
+        {"name": "echo", "model": "benchmark-echo", "token": analyst},
+        {"name": "forbidden", "model": "threat-triage", "token": analyst, "reason": REASON},
+        {"name": "no-reason", "model": "mission-summarizer", "token": analyst},
+        {"name": "unknown", "model": "no-such-model", "token": analyst, "reason": REASON},
+        {"name": "anonymous", "model": "benchmark-echo"},
+        // Metadata naming another model or principal changes nothing: the decision is on
+        // the model in the message, the identity from the token.
+        {"name": "spoofed-metadata", "model": "threat-triage", "token": analyst, "reason": REASON,
+         "headers": {"x-authz-model": "mission-summarizer", "x-authz-principal": "admin-1",
+                     "x-envoy-auth-partial-body": "true"}},
+        // ModelMetadata is decided on the model in its message too (no reason needed).
+        {"name": "metadata-allowed", "call": "metadata", "model": "mission-summarizer",
+         "token": analyst},
+        {"name": "metadata-forbidden", "call": "metadata", "model": "threat-triage",
+         "token": analyst},
+        // A compressed message hides the model name from authz, so it is refused even for
+        // a model the caller may use (large enough that gRPC really compresses it: a
+        // message that does not shrink is sent uncompressed despite `grpc-encoding`).
+        {"name": "compressed", "model": "mission-summarizer", "token": analyst, "reason": REASON,
+         "compression": "gzip", "repeat": 40},
+    ]));
     let get = |name: &str| {
         results
             .get(name)

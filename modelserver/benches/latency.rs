@@ -85,14 +85,17 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
-    rt.spawn(modelserver::http::serve(
+    let metrics = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let listeners = modelserver::Listeners {
         http,
-        server.clone(),
-        std::future::pending(),
-    ));
-    rt.spawn(modelserver::grpc::serve(
         grpc,
+        metrics,
+    };
+    rt.spawn(modelserver::serve(
         server.clone(),
+        listeners,
         std::future::pending(),
     ));
 

@@ -559,14 +559,15 @@ fn main() {
             format!("http://{}", h.local_addr().unwrap()),
             format!("http://{}", g.local_addr().unwrap()),
         );
-        tokio::spawn(modelserver::http::serve(
-            h,
+        let m = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listeners = modelserver::Listeners {
+            http: h,
+            grpc: g,
+            metrics: m,
+        };
+        tokio::spawn(modelserver::serve(
             server.clone(),
-            std::future::pending(),
-        ));
-        tokio::spawn(modelserver::grpc::serve(
-            g,
-            server.clone(),
+            listeners,
             std::future::pending(),
         ));
         urls

@@ -18,103 +18,29 @@
 //! If a merged run fails, each request is re-run alone so one bad request cannot fail its
 //! neighbours.
 //!
-//! Callers only see [`Scheduler::submit`].
+//! Callers only see [`Scheduler::submit`]. [`policy`] turns a model's `config.pbtxt` into the
+//! queue and batch policies; [`merge`] concatenates inputs and splits outputs along the batch
+//! dimension; this file owns admission, the per-request state machine and dispatch (alone, or
+//! through the batching thread).
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
 use crate::repository::LoadedModel;
-use crate::repository::config::ModelConfig;
 use crate::runtime::Reservation;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::Tensor;
 
-/// How long requests may wait, and how many.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueuePolicy {
-    /// Most requests admitted and not started.
-    pub max_queue_size: u32,
-    /// Deadline of a request that sets no `timeout` (`default_timeout_microseconds`).
-    pub default_timeout: Option<Duration>,
-    /// Whether a request's `timeout` may shorten the default (Triton never lets it lengthen it).
-    pub allow_timeout_override: bool,
-}
+mod merge;
+mod policy;
 
-impl QueuePolicy {
-    /// The time a request may stay queued, given its own `timeout` parameter (zero = none).
-    ///
-    /// Without a default the request's timeout applies; with one, the request may only shorten it
-    /// and only when `allow_timeout_override` is set, as in Triton.
-    pub fn timeout(&self, requested: Option<Duration>) -> Option<Duration> {
-        let requested = requested.filter(|d| !d.is_zero());
-        match (self.default_timeout, requested) {
-            (None, r) => r,
-            (Some(d), Some(r)) if self.allow_timeout_override => Some(r.min(d)),
-            (Some(d), _) => Some(d),
-        }
-    }
-}
-
-/// When a batch is complete.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchPolicy {
-    /// Largest batch (sum of the requests' batch dimensions).
-    pub max_batch_size: usize,
-    /// Sizes worth dispatching at once, ascending.
-    pub preferred: Vec<usize>,
-    /// Longest wait for more requests after the oldest one arrived.
-    pub max_queue_delay: Duration,
-}
-
-impl BatchPolicy {
-    /// The batch size at which a batch is dispatched without waiting: the largest preferred size,
-    /// else `max_batch_size`.
-    fn target(&self) -> usize {
-        self.preferred
-            .last()
-            .copied()
-            .unwrap_or(self.max_batch_size)
-            .min(self.max_batch_size)
-    }
-}
-
-/// Builds the queue and batch policies for a model configuration; `default_queue` applies when
-/// the configuration sets no `max_queue_size`.
-pub fn policies(config: &ModelConfig, default_queue: u32) -> (QueuePolicy, Option<BatchPolicy>) {
-    let d = config.dynamic_batching.as_ref();
-    let micros = |us: u64| (us > 0).then(|| Duration::from_micros(us));
-    let queue = QueuePolicy {
-        max_queue_size: d
-            .and_then(|d| d.max_queue_size)
-            .filter(|&q| q > 0)
-            .unwrap_or(default_queue),
-        default_timeout: d.and_then(|d| micros(d.default_timeout_microseconds)),
-        allow_timeout_override: d.is_some_and(|d| d.allow_timeout_override),
-    };
-    let batch = d.filter(|_| config.max_batch_size > 0).map(|d| {
-        let max = config.max_batch_size as usize;
-        let mut preferred: Vec<usize> = d
-            .preferred_batch_size
-            .iter()
-            .map(|&p| p as usize)
-            .filter(|&p| p > 0 && p <= max)
-            .collect();
-        preferred.sort_unstable();
-        preferred.dedup();
-        BatchPolicy {
-            max_batch_size: max,
-            preferred,
-            max_queue_delay: Duration::from_micros(d.max_queue_delay_microseconds),
-        }
-    });
-    (queue, batch)
-}
+use merge::{merge, split};
+pub use policy::{BatchPolicy, QueuePolicy, policies};
 
 /// A request's place in the line, as seen by both the caller and the batching thread; whoever
 /// moves it out of `QUEUED` first decides its fate.
@@ -612,113 +538,11 @@ fn execute_batch(
     }
 }
 
-/// Concatenates each input of `requests` along dimension 0 (inputs line up by position: the
-/// batcher sorted them by name and checked their other dimensions).
-fn merge(requests: &[Vec<Tensor>], size: usize) -> Result<Vec<Tensor>, ServerError> {
-    let Some(first) = requests.first() else {
-        return Ok(Vec::new());
-    };
-    let mut merged = Vec::with_capacity(first.len());
-    for (i, template) in first.iter().enumerate() {
-        let parts = requests.iter().filter_map(|r| r.get(i));
-        let data = match &template.data {
-            TensorData::Raw(_) => {
-                let mut out = BytesMut::new();
-                for t in parts {
-                    match &t.data {
-                        TensorData::Raw(b) => out.extend_from_slice(b),
-                        TensorData::Strings(_) => return Err(mixed(&t.name)),
-                    }
-                }
-                TensorData::Raw(out.freeze())
-            }
-            TensorData::Strings(_) => {
-                let mut out = Vec::new();
-                for t in parts {
-                    match &t.data {
-                        TensorData::Strings(s) => out.extend(s.iter().cloned()),
-                        TensorData::Raw(_) => return Err(mixed(&t.name)),
-                    }
-                }
-                TensorData::Strings(out)
-            }
-        };
-        let mut shape = template.shape.clone();
-        if let Some(d) = shape.first_mut() {
-            *d = i64::try_from(size).unwrap_or(i64::MAX);
-        }
-        merged.push(Tensor {
-            name: template.name.clone(),
-            datatype: template.datatype,
-            shape,
-            data,
-        });
-    }
-    Ok(merged)
-}
-
-fn mixed(name: &str) -> ServerError {
-    ServerError::Internal(format!("input '{name}': mixed BYTES and fixed-width data"))
-}
-
-/// Splits each output along dimension 0 into `batches` rows per member.
-fn split(
-    outputs: Vec<Tensor>,
-    batches: &[usize],
-    size: usize,
-) -> Result<Vec<Vec<Tensor>>, ServerError> {
-    let mut parts: Vec<Vec<Tensor>> = batches
-        .iter()
-        .map(|_| Vec::with_capacity(outputs.len()))
-        .collect();
-    for t in outputs {
-        let rows = t.shape.first().and_then(|&d| usize::try_from(d).ok());
-        let elements = match &t.data {
-            TensorData::Raw(b) => b.len(),
-            TensorData::Strings(s) => s.len(),
-        };
-        if rows != Some(size) || size == 0 || elements % size != 0 {
-            return Err(ServerError::Internal(format!(
-                "output '{}' has shape {:?}, which cannot be split into a batch of {size}",
-                t.name, t.shape
-            )));
-        }
-        let per_row = elements / size;
-        let mut start = 0;
-        for (part, &b) in parts.iter_mut().zip(batches) {
-            let end = start + b * per_row;
-            let data = match &t.data {
-                TensorData::Raw(bytes) => TensorData::Raw(bytes.slice(start..end)),
-                TensorData::Strings(s) => TensorData::Strings(s[start..end].to_vec()),
-            };
-            let mut shape = t.shape.clone();
-            shape[0] = i64::try_from(b).unwrap_or(i64::MAX);
-            part.push(Tensor {
-                name: t.name.clone(),
-                datatype: t.datatype,
-                shape,
-                data,
-            });
-            start = end;
-        }
-    }
-    Ok(parts)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::merge::tests::raw;
     use super::*;
     use crate::tensor::DataType;
-    use bytes::Bytes;
-
-    fn raw(name: &str, shape: &[i64], values: &[f32]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            datatype: DataType::Fp32,
-            shape: shape.to_vec(),
-            data: TensorData::Raw(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        }
-    }
 
     #[test]
     fn admission_is_bounded_and_released_on_drop() {
@@ -733,29 +557,6 @@ mod tests {
         let _third = s.admit("m").unwrap();
         drop(second);
         assert_eq!(s.queued(), 1);
-    }
-
-    #[test]
-    fn merge_and_split_round_trip_fixed_and_bytes() {
-        let a = vec![raw("x", &[1, 2], &[1.0, 2.0])];
-        let b = vec![raw("x", &[2, 2], &[3.0, 4.0, 5.0, 6.0])];
-        let merged = merge(&[a, b], 3).unwrap();
-        assert_eq!(merged[0].shape, vec![3, 2]);
-        let parts = split(merged, &[1, 2], 3).unwrap();
-        assert_eq!(parts[0][0], raw("x", &[1, 2], &[1.0, 2.0]));
-        assert_eq!(parts[1][0], raw("x", &[2, 2], &[3.0, 4.0, 5.0, 6.0]));
-
-        let s = |v: &[&'static str], n: i64| Tensor {
-            name: "t".into(),
-            datatype: DataType::Bytes,
-            shape: vec![n, 1],
-            data: TensorData::Strings(v.iter().map(|e| Bytes::from_static(e.as_bytes())).collect()),
-        };
-        let merged = merge(&[vec![s(&["a", "b"], 2)], vec![s(&["c"], 1)]], 3).unwrap();
-        assert_eq!(merged[0], s(&["a", "b", "c"], 3));
-        let parts = split(merged, &[2, 1], 3).unwrap();
-        assert_eq!(parts[0][0], s(&["a", "b"], 2));
-        assert_eq!(parts[1][0], s(&["c"], 1));
     }
 
     #[test]
@@ -785,33 +586,5 @@ mod tests {
         let mut bytes = pending(&[1, 3]);
         bytes.inputs[0].datatype = DataType::Bytes;
         assert!(!batch.fits(&bytes, 4), "other datatype");
-    }
-
-    #[test]
-    fn split_rejects_an_output_without_the_batch_dimension() {
-        let e = split(vec![raw("y", &[1], &[1.0])], &[1, 1], 2).unwrap_err();
-        assert!(
-            e.to_string().contains("cannot be split into a batch of 2"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn timeout_policy_follows_triton() {
-        let mut q = QueuePolicy {
-            max_queue_size: 1,
-            default_timeout: None,
-            allow_timeout_override: false,
-        };
-        let ms = Duration::from_millis;
-        assert_eq!(q.timeout(None), None);
-        assert_eq!(q.timeout(Some(ms(5))), Some(ms(5)));
-        assert_eq!(q.timeout(Some(ms(0))), None);
-        q.default_timeout = Some(ms(10));
-        assert_eq!(q.timeout(None), Some(ms(10)));
-        assert_eq!(q.timeout(Some(ms(5))), Some(ms(10)));
-        q.allow_timeout_override = true;
-        assert_eq!(q.timeout(Some(ms(5))), Some(ms(5)));
-        assert_eq!(q.timeout(Some(ms(50))), Some(ms(10)));
     }
 }

@@ -2,6 +2,7 @@
 //! model repository, which are command-line flags named like Triton's.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -23,6 +24,19 @@ pub const DEFAULT_INTRA_OP_SPINNING: bool = false;
 /// otherwise: every graph rewrite, the fastest steady state for the price of a slower load.
 pub const DEFAULT_GRAPH_OPTIMIZATION: GraphOptimization = GraphOptimization::All;
 
+/// How long readiness reports "not serving" before the listeners stop accepting (see
+/// [`ShutdownConfig::readiness_grace_ms`]). 500 ms: a client that watches `grpc.health.v1` (gRPC's
+/// client-side health checking) or a balancer already told of the shutdown hears the flip within
+/// a round trip, and a stop stays quick under `docker compose stop` (10 s before SIGKILL) and in
+/// tests. A balancer that polls needs its probe interval times its unhealthy threshold: set it
+/// for that balancer (the shipped local Envoy: 1 s x 2, so 2 s and more).
+pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_millis(500);
+/// How long in-flight requests may take to finish once the listeners stop accepting; after it,
+/// they are abandoned and the process exits. 30 s: a full queue of a slow model drains well
+/// within it, and grace plus deadline fit the Kubernetes manifest's 60 s
+/// `terminationGracePeriodSeconds`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Top-level configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,6 +47,44 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Whether model calls must carry the gateway's decision.
     pub authorization: AuthorizationConfig,
+    /// How the server stops: readiness grace and drain deadline.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[shutdown]`: the drain that [`crate::serve`] runs when its shutdown future completes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Milliseconds between readiness turning false (REST `/v2/health/ready` 503, gRPC health
+    /// `NOT_SERVING`) and the listeners closing, while requests are still served, so load
+    /// balancers stop routing here before connections are refused (see
+    /// [`DEFAULT_READINESS_GRACE`]).
+    pub readiness_grace_ms: u64,
+    /// Milliseconds in-flight requests may take once the listeners close (see
+    /// [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub drain_timeout_ms: u64,
+}
+
+impl ShutdownConfig {
+    /// [`ShutdownConfig::readiness_grace_ms`] as a duration.
+    pub fn readiness_grace(&self) -> Duration {
+        Duration::from_millis(self.readiness_grace_ms)
+    }
+
+    /// [`ShutdownConfig::drain_timeout_ms`] as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        // Both constants are far below u64::MAX milliseconds.
+        ShutdownConfig {
+            readiness_grace_ms: DEFAULT_READINESS_GRACE.as_millis() as u64,
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
+        }
+    }
 }
 
 /// `[authorization]`: how this server treats the decision authz states in `x-authz-*` headers
@@ -258,6 +310,9 @@ impl Config {
         if self.limits.max_queue_size == 0 {
             problems.push("limits.max_queue_size must be at least 1".to_string());
         }
+        if self.shutdown.drain_timeout_ms == 0 {
+            problems.push("shutdown.drain_timeout_ms must be at least 1".to_string());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -285,6 +340,8 @@ mod tests {
         assert!(e.to_string().contains("unknown field `threads`"), "{e}");
         assert_eq!(c.runtime.graph_optimization_level, GraphOptimization::All);
         assert!(!c.runtime.intra_op_spinning);
+        assert_eq!(c.shutdown.readiness_grace(), DEFAULT_READINESS_GRACE);
+        assert_eq!(c.shutdown.drain_timeout(), DEFAULT_DRAIN_TIMEOUT);
         let c = Config::from_toml(
             "x".as_ref(),
             "[runtime]\ngraph_optimization_level = \"basic\"\n",

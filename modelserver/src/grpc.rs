@@ -17,6 +17,8 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
 
 use crate::access::{self, ModelAction, ModelCall};
 use crate::error::ServerError;
@@ -32,19 +34,18 @@ pub mod pb {
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
-/// Serves the gRPC protocol and health on `listener` until `shutdown`, then drains.
+/// Serves the gRPC protocol and `health` on `listener` until `shutdown`, then finishes the calls
+/// in flight. [`crate::serve`] calls it: it owns the order of a drain (health first, see
+/// [`crate::health`]), and so the health service is built there, not here.
 ///
 /// # Errors
 /// Transport errors.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<ModelServer>,
+    health: HealthServer<HealthService>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<GrpcInferenceServiceServer<OipService>>()
-        .await;
     let limit = server.config.limits.grpc_max_message_bytes;
     let service = GrpcInferenceServiceServer::new(OipService { server })
         .max_decoding_message_size(limit)
@@ -66,17 +67,6 @@ pub async fn serve(
             }
         })
     });
-    // Draining: health turns NOT_SERVING before in-flight calls finish, so Envoy's gRPC health
-    // check, which may still reach this server over an open connection, stops routing here.
-    let shutdown = async move {
-        shutdown.await;
-        reporter
-            .set_not_serving::<GrpcInferenceServiceServer<OipService>>()
-            .await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-    };
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service)

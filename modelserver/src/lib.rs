@@ -12,6 +12,12 @@
 //! [`trace`] records each request's spans (queue, batch, compute) in the caller's trace when
 //! OTLP export is configured.
 //!
+//! [`serve`] ([`lifecycle`]) is the one way to start and stop the three servers (REST, gRPC,
+//! metrics): given bound listeners and a shutdown future, it serves, then drains in order:
+//! readiness off first (REST and [`health`]'s gRPC statuses, from the one function
+//! [`ModelServer::ready`]), listeners closed after a grace, in-flight work abandoned after a
+//! deadline.
+//!
 //! What it does not guarantee: a request's `timeout` bounds only its time in the queue, not its
 //! execution (a started run is never interrupted); BYTES tensors must be UTF-8 (ONNX Runtime string tensors are); one ONNX Runtime environment serves the whole process, so the library
 //! path chosen first wins.
@@ -22,7 +28,9 @@ pub mod config;
 pub mod error;
 pub mod gpu;
 pub mod grpc;
+pub mod health;
 pub mod http;
+pub mod lifecycle;
 pub mod repository;
 pub mod runtime;
 pub mod server;
@@ -32,4 +40,5 @@ pub mod trace;
 
 pub use config::Config;
 pub use error::ServerError;
+pub use lifecycle::{Listeners, ServeError, Stopped, serve};
 pub use server::ModelServer;

@@ -1,5 +1,6 @@
-//! `modelserver serve`: CLI glue. Parses flags named like Triton's, loads the TOML config, starts
-//! the REST, gRPC and metrics servers, and drains on SIGTERM/SIGINT.
+//! `modelserver serve`: CLI glue. Parses flags named like Triton's, loads the TOML config, binds
+//! the REST, gRPC and metrics listeners and hands them to [`modelserver::serve`], which drains on
+//! SIGTERM/SIGINT.
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +10,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use modelserver::{Config, ModelServer};
-use tokio::sync::watch;
 
 /// mimalloc: every request allocates its decoded tensors, ONNX Runtime values and response buffers
 /// on whichever worker thread serves it, the pattern glibc's allocator handles worst.
@@ -159,45 +159,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.port = args.metrics_port,
         "modelserver listening"
     );
-
-    // Flips to true once on SIGTERM/SIGINT; every server drains when it sees it.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|&s| s).await;
-    };
-    let http_task = tokio::spawn(modelserver::http::serve(
+    let listeners = modelserver::Listeners {
         http,
-        server.clone(),
-        stopped(stop_rx.clone()),
-    ));
-    let grpc_task = tokio::spawn(modelserver::grpc::serve(
         grpc,
-        server.clone(),
-        stopped(stop_rx.clone()),
-    ));
-    let metrics_task = tokio::spawn(modelserver::http::serve_metrics(
         metrics,
-        server.clone(),
-        stopped(stop_rx),
-    ));
-
-    shutdown_signal().await?;
-    tracing::info!("shutdown requested: draining");
-    server.begin_drain();
-    let _ = stop_tx.send(true);
-    http_task.await?.context("HTTP server")?;
-    grpc_task.await?.context("gRPC server")?;
-    metrics_task.await?.context("metrics server")?;
+    };
+    // Registered before serving, so a server that could not be stopped gracefully never starts.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let signal = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            // An error here (no SIGINT handler) also ends the wait: the drain is the safe side.
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    modelserver::serve(server, listeners, signal).await?;
     let _ = tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, tracer.flush()).await;
-    tracing::info!("drained");
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r?,
-    }
     Ok(())
 }

@@ -81,7 +81,8 @@ impl ModelServer {
         }))
     }
 
-    /// Marks the server as draining: readiness becomes false.
+    /// Marks the server as draining: readiness becomes false. [`crate::serve`] calls it first
+    /// thing in a drain.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -91,7 +92,9 @@ impl ModelServer {
         true
     }
 
-    /// Readiness: not draining and, with `strict_readiness`, every model ready.
+    /// Readiness: not draining and, with `strict_readiness`, every model ready. The one readiness
+    /// function: REST `/v2/health/ready` and gRPC `ServerReady` ask it, and `grpc.health.v1`
+    /// reports it ([`crate::health`]).
     pub fn ready(&self) -> bool {
         !self.draining.load(Ordering::Acquire)
             && (!self.config.limits.strict_readiness || self.repository.all_ready())

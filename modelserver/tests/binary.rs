@@ -71,7 +71,7 @@ fn serve_with_triton_flags_then_drain_on_sigterm() {
     assert!(logs.contains("drained"), "{logs}");
     // The failed models were reported in the log with their reasons.
     assert!(
-        logs.contains("unsupported field 'sequence_batching'"),
+        logs.contains("field 'sequence_batching': not supported"),
         "{logs}"
     );
 }

@@ -496,7 +496,7 @@ async fn repository_and_statistics() {
         (e.code(), e.message()),
         (
             Code::InvalidArgument,
-            "failed to load model 'bad_config': config.pbtxt line 2: unsupported field 'sequence_batching'"
+            "failed to load model 'bad_config': config.pbtxt line 2: field 'sequence_batching': not supported: stateful sequence batching is not implemented"
         )
     );
 }

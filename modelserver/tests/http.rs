@@ -354,7 +354,7 @@ async fn failed_loads_are_reported_and_others_serve() {
     );
     assert_eq!(
         entry("bad_config")["reason"],
-        "config.pbtxt line 2: unsupported field 'sequence_batching'"
+        "config.pbtxt line 2: field 'sequence_batching': not supported: stateful sequence batching is not implemented"
     );
     let gpu_reason = entry("gpu_add")["reason"].as_str().unwrap().to_string();
     assert!(

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use modelserver::{Config, ModelServer};
+use modelserver::{Config, Listeners, ModelServer, ServeError, Stopped};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The test model repository, generated once per test process by `fixtures/gen_test_models.py`.
 pub fn repository() -> &'static Path {
@@ -43,7 +44,8 @@ pub fn repository() -> &'static Path {
     })
 }
 
-/// A server running on 127.0.0.1 ephemeral ports; stops when dropped.
+/// A server running on 127.0.0.1 ephemeral ports through [`modelserver::serve`], the
+/// production start and stop path; stops when dropped.
 pub struct Running {
     /// `http://127.0.0.1:PORT` of the REST server.
     pub http: String,
@@ -53,7 +55,24 @@ pub struct Running {
     pub metrics: String,
     /// The core.
     pub server: Arc<ModelServer>,
+    /// Sends the shutdown [`modelserver::serve`] waits for.
     stop: watch::Sender<bool>,
+    /// The running [`modelserver::serve`].
+    task: Option<JoinHandle<Result<Stopped, ServeError>>>,
+}
+
+impl Running {
+    /// Starts the drain without waiting for it.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Starts the drain and waits until [`modelserver::serve`] returns.
+    pub async fn shutdown(mut self) -> Result<Stopped, ServeError> {
+        self.begin_shutdown();
+        let task = self.task.take().expect("serve runs until shutdown");
+        task.await.expect("serve does not panic")
+    }
 }
 
 impl Drop for Running {
@@ -82,34 +101,29 @@ pub async fn start_traced(repo: &Path, config: Config, tracer: telemetry::Tracer
             .await
             .expect("bind")
     };
-    let (h, g, m) = (bind().await, bind().await, bind().await);
+    let listeners = Listeners {
+        http: bind().await,
+        grpc: bind().await,
+        metrics: bind().await,
+    };
     let url = |l: &tokio::net::TcpListener| format!("http://{}", l.local_addr().expect("addr"));
-    let (http, grpc, metrics) = (url(&h), url(&g), format!("{}/metrics", url(&m)));
-    let (stop, rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
+    let (http, grpc, metrics) = (
+        url(&listeners.http),
+        url(&listeners.grpc),
+        format!("{}/metrics", url(&listeners.metrics)),
+    );
+    let (stop, mut rx) = watch::channel(false);
+    let stopped = async move {
         let _ = rx.wait_for(|&s| s).await;
     };
-    tokio::spawn(modelserver::http::serve(
-        h,
-        server.clone(),
-        stopped(rx.clone()),
-    ));
-    tokio::spawn(modelserver::grpc::serve(
-        g,
-        server.clone(),
-        stopped(rx.clone()),
-    ));
-    tokio::spawn(modelserver::http::serve_metrics(
-        m,
-        server.clone(),
-        stopped(rx),
-    ));
+    let task = tokio::spawn(modelserver::serve(server.clone(), listeners, stopped));
     Running {
         http,
         grpc,
         metrics,
         server,
         stop,
+        task: Some(task),
     }
 }
 
