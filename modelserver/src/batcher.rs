@@ -9,11 +9,14 @@
 //! client went away (its future dropped) before it started is skipped, never computed.
 //!
 //! Models without `dynamic_batching` run each request by itself on a free session. Models with it
-//! get a batching thread (started on first use) with Triton's semantics: it waits for a free session,
-//! takes the oldest queued request, and adds the requests behind it whose inputs have the same
-//! non-batch dimensions until the batch reaches the largest `preferred_batch_size` (or
-//! `max_batch_size`), a smaller preferred size with nothing else waiting, or
-//! `max_queue_delay_microseconds` since the oldest request arrived. The merged inputs (concatenated
+//! get a batching thread (started on first use): it waits for a free session, takes the oldest
+//! queued request, and adds the requests behind it whose inputs have the same non-batch
+//! dimensions until the batch reaches the largest `preferred_batch_size` (or `max_batch_size`), or
+//! nothing else is queued. What happens then depends on [`BatchWait`]: with `busy` (the default)
+//! the batch runs at once — a request that finds an instance free never waits, and requests that
+//! arrive while every instance is busy are batched when one frees; with `always` (Triton's
+//! semantics) it waits for more until a smaller preferred size is reached or
+//! `max_queue_delay_microseconds` has passed since the oldest request arrived. The merged inputs (concatenated
 //! along dimension 0; BYTES too) run once and the outputs are split back to each request in order.
 //! If a merged run fails, each request is re-run alone so one bad request cannot fail its
 //! neighbours.
@@ -40,7 +43,7 @@ mod merge;
 mod policy;
 
 use merge::{merge, split};
-pub use policy::{BatchPolicy, QueuePolicy, policies};
+pub use policy::{BATCH_WAIT_PARAMETER, BatchPolicy, BatchWait, QueuePolicy, policies};
 
 /// A request's place in the line, as seen by both the caller and the batching thread; whoever
 /// moves it out of `QUEUED` first decides its fate.
@@ -432,8 +435,14 @@ fn batch_loop(
                 Ok(p) => p,
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
+                    // Nothing else is waiting and this batch holds a free instance: with
+                    // `BatchWait::Busy` it runs now; requests arriving meanwhile form the next
+                    // batch while this one runs.
                     let now = Instant::now();
-                    if policy.preferred.contains(&batch.size) || now >= window_end {
+                    if policy.wait == BatchWait::Busy
+                        || policy.preferred.contains(&batch.size)
+                        || now >= window_end
+                    {
                         break;
                     }
                     match queue.recv_timeout(window_end - now) {

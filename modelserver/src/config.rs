@@ -126,6 +126,9 @@ pub struct RuntimeConfig {
     /// a repository whose configs say `KIND_CPU`, as the demo's do); `cpu` runs every one on CPU.
     /// The reported model config shows the kind actually used.
     pub instance_kind: InstanceKindPolicy,
+    /// When batching models wait for a fuller batch: `busy` (default; only while every instance
+    /// is busy) or `always` (Triton's behaviour). A model's `batch_wait` parameter overrides it.
+    pub batch_wait: crate::batcher::BatchWait,
     /// `max_batch_size` given to models without config whose inputs and outputs all have a dynamic
     /// first dimension.
     pub default_max_batch_size: u32,
@@ -151,6 +154,7 @@ impl Default for RuntimeConfig {
             default_instance_kind: DefaultInstanceKind::Cpu,
             default_gpu: 0,
             instance_kind: InstanceKindPolicy::Config,
+            batch_wait: crate::batcher::BatchWait::Busy,
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             graph_optimization_level: DEFAULT_GRAPH_OPTIMIZATION,
             nvml_library: None,

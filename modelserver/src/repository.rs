@@ -80,6 +80,16 @@ impl LoadedModel {
             "graph_optimization_level".to_string(),
             self.graph_optimization.as_str().to_string(),
         );
+        if let Some(b) = self.scheduler.batch_policy() {
+            let wait = match b.wait {
+                crate::batcher::BatchWait::Busy => "busy",
+                crate::batcher::BatchWait::Always => "always",
+            };
+            p.insert(
+                crate::batcher::BATCH_WAIT_PARAMETER.to_string(),
+                wait.to_string(),
+            );
+        }
         p
     }
 }
@@ -592,8 +602,11 @@ impl ModelRepository {
                     shape,
                 }
             };
-            let (queue, batching) =
-                crate::batcher::policies(&completed, self.config.limits.max_queue_size);
+            let (queue, batching) = crate::batcher::policies(
+                &completed,
+                self.config.limits.max_queue_size,
+                self.config.runtime.batch_wait,
+            );
             let model = LoadedModel {
                 name: name.to_string(),
                 version,

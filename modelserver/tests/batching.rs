@@ -441,3 +441,68 @@ async fn a_request_whose_client_went_away_is_not_computed() {
         1
     );
 }
+
+/// One request to `model`, answered 200; how long it took.
+async fn one_add(s: &common::Running, model: &str) -> Duration {
+    let started = std::time::Instant::now();
+    let (status, _, body) = post(
+        &format!("{}/v2/models/{model}/infer", s.http),
+        add_body(&[1.0; 4], &[2.0; 4], json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{model}: {body}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_an_instance_free_runs_without_waiting_for_company() {
+    // eager_add's queue delay is 2 s: with the default batch_wait ("busy") a lone request does not
+    // wait for it. patient_add keeps Triton's wait (300 ms) for those who ask for it.
+    let s = start(common::direct()).await;
+    for _ in 0..3 {
+        let took = one_add(&s, "eager_add").await;
+        assert!(took < Duration::from_secs(1), "eager_add took {took:?}");
+    }
+    let took = one_add(&s, "patient_add").await;
+    assert!(
+        took >= Duration::from_millis(300),
+        "patient_add took {took:?}"
+    );
+    let cfg: Value = reqwest::get(format!("{}/v2/models/eager_add/config", s.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cfg["parameters"]["batch_wait"]["string_value"], "busy",
+        "{cfg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_arrive_while_every_instance_is_busy_run_as_one_batch() {
+    let s = start(common::direct()).await;
+    let model = s.server.repository.get("eager_add", None).unwrap();
+    // The only instance is busy...
+    let hold = model.pool.reserve().await.unwrap();
+    let url = format!("{}/v2/models/eager_add/infer", s.http);
+    let waiting: Vec<_> = (0..4)
+        .map(|i| {
+            let body = add_body(&[i as f32; 4], &[1.0; 4], json!({}));
+            let url = url.clone();
+            tokio::spawn(async move { post(&url, body).await })
+        })
+        .collect();
+    // ...while four requests queue up; when it frees they run together, each with its own answer.
+    wait_queued(&s, "eager_add", 4).await;
+    drop(hold);
+    for (i, w) in waiting.into_iter().enumerate() {
+        let (status, _, body) = w.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(output(&body, "sum")["data"], json!(vec![i as f32 + 1.0; 4]));
+    }
+    let st = stats(&s.http, "eager_add").await;
+    assert_eq!(st["inference_count"], 4, "{st}");
+    assert_eq!(st["execution_count"], 1, "{st}");
+}

@@ -3,7 +3,40 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::repository::config::ModelConfig;
+
+/// The `config.pbtxt` parameter that overrides the server's [`BatchWait`] for one model.
+pub const BATCH_WAIT_PARAMETER: &str = "batch_wait";
+
+/// When a batching model waits `max_queue_delay` for more requests (`[runtime] batch_wait`, or a
+/// model's `parameters { key: "batch_wait" ... }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchWait {
+    /// Only while every instance is busy (the default): a request that finds an instance free runs
+    /// at once, alone or with whatever is already queued; requests that arrive while every instance
+    /// is busy queue up and run together when one frees. No idle wait, and batches still form
+    /// under load, which is when they pay.
+    #[default]
+    Busy,
+    /// Always, as Triton does: the batch that holds a free instance still waits up to
+    /// `max_queue_delay` for company (for clients whose throughput depends on full batches
+    /// even at low concurrency).
+    Always,
+}
+
+impl BatchWait {
+    /// Parses the model parameter's value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "busy" => Some(BatchWait::Busy),
+            "always" => Some(BatchWait::Always),
+            _ => None,
+        }
+    }
+}
 
 /// How long requests may wait, and how many.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +73,8 @@ pub struct BatchPolicy {
     pub preferred: Vec<usize>,
     /// Longest wait for more requests after the oldest one arrived.
     pub max_queue_delay: Duration,
+    /// Whether that wait applies when an instance is free.
+    pub wait: BatchWait,
 }
 
 impl BatchPolicy {
@@ -55,8 +90,13 @@ impl BatchPolicy {
 }
 
 /// Builds the queue and batch policies for a model configuration; `default_queue` applies when
-/// the configuration sets no `max_queue_size`.
-pub fn policies(config: &ModelConfig, default_queue: u32) -> (QueuePolicy, Option<BatchPolicy>) {
+/// the configuration sets no `max_queue_size`, `default_wait` when it sets no `batch_wait`
+/// parameter (validated when the config was parsed).
+pub fn policies(
+    config: &ModelConfig,
+    default_queue: u32,
+    default_wait: BatchWait,
+) -> (QueuePolicy, Option<BatchPolicy>) {
     let d = config.dynamic_batching.as_ref();
     let micros = |us: u64| (us > 0).then(|| Duration::from_micros(us));
     let queue = QueuePolicy {
@@ -81,6 +121,11 @@ pub fn policies(config: &ModelConfig, default_queue: u32) -> (QueuePolicy, Optio
             max_batch_size: max,
             preferred,
             max_queue_delay: Duration::from_micros(d.max_queue_delay_microseconds),
+            wait: config
+                .parameters
+                .get(BATCH_WAIT_PARAMETER)
+                .and_then(|v| BatchWait::parse(v))
+                .unwrap_or(default_wait),
         }
     });
     (queue, batch)

@@ -392,6 +392,15 @@ impl ModelConfig {
                 }
                 "parameters" => {
                     let (k, v) = parameter(f)?;
+                    if k == crate::batcher::BATCH_WAIT_PARAMETER
+                        && crate::batcher::BatchWait::parse(&v).is_none()
+                    {
+                        return Err(invalid(
+                            "",
+                            f,
+                            format!("batch_wait '{v}' is not 'busy' or 'always'"),
+                        ));
+                    }
                     config.parameters.insert(k, v);
                 }
                 // What Triton's auto-completed configs say by default; `true` (streamed
