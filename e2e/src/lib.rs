@@ -14,6 +14,8 @@
 //! - [`workspace_binary`] locates `authz` / `modelserver` as built by cargo in this workspace.
 //! - [`otlp::OtlpReceiver`] stands in for a trace collector: it keeps the spans our services
 //!   export over OTLP/HTTP JSON so tests can assert on them.
+//! - [`raw_grpc`] writes OIP gRPC messages by hand and sends them over raw HTTP/2, trailers
+//!   included, for the attack tests.
 //! - [`stack::Stack`] runs the whole request path (redis-server, authz, modelserver, Envoy) for
 //!   the end-to-end tests.
 //!
@@ -22,6 +24,7 @@
 //! should be given an already-bound listener in-process instead; this is for external programs.
 
 pub mod otlp;
+pub mod raw_grpc;
 pub mod stack;
 
 use std::fs::{self, File};

@@ -13,14 +13,12 @@
 
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use e2e::raw_grpc::{self, GrpcAnswer, field, fields, infer_inputs, padding, string_field};
 use e2e::stack::Stack;
-use http::{HeaderMap, HeaderValue, Request};
 
 const SVC: &str = "/inference.GRPCInferenceService";
 const REASON: &str = "triage of the overnight field reports";
-/// Longer than the 1 KiB of body Envoy hands authz.
-const PAST_THE_PREFIX: usize = 1500;
 const MODELS: [&str; 4] = [
     "mission-summarizer",
     "threat-triage",
@@ -84,53 +82,6 @@ impl Case {
     }
 }
 
-// ---- protobuf by hand --------------------------------------------------------------------------
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    varint(number << 3 | 2, out);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
-fn padding(out: &mut Vec<u8>) {
-    field(out, 1000, &vec![b'p'; PAST_THE_PREFIX]);
-}
-
-/// Inputs (field 5) and raw contents (field 7) of `model`'s demo request.
-fn infer_inputs(model: &str, out: &mut Vec<u8>) {
-    let mut input = Vec::new();
-    let raw: Vec<u8> = match model {
-        "threat-triage" => {
-            field(&mut input, 1, b"FEATURES");
-            field(&mut input, 2, b"FP32");
-            field(&mut input, 3, &[1, 8]);
-            [0.0f32, 0.0, 0.0, 1.0, 1.0, 0.5, 1.0, 0.0]
-                .iter()
-                .flat_map(|f| f.to_le_bytes())
-                .collect()
-        }
-        _ => {
-            field(&mut input, 1, b"TEXT");
-            field(&mut input, 2, b"BYTES");
-            field(&mut input, 3, &[1, 1]);
-            let text = b"urgent medevac";
-            let mut raw = (text.len() as u32).to_le_bytes().to_vec();
-            raw.extend_from_slice(text);
-            raw
-        }
-    };
-    field(out, 5, &input);
-    field(out, 7, &raw);
-}
-
 fn message(case: &Case) -> Bytes {
     let mut m = Vec::new();
     match case.layout {
@@ -162,58 +113,32 @@ fn message(case: &Case) -> Bytes {
     if case.method == "ModelInfer" {
         infer_inputs(case.decoded(), &mut m);
     }
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-    out.extend_from_slice(&m);
-    Bytes::from(out)
+    raw_grpc::frame(&m)
 }
 
-/// Every length-delimited field of a protobuf message, as (number, bytes).
-fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
-    fn read_varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+/// One case on the shared connection, as `caller`, with forged trailers when the case says so.
+async fn send(
+    client: &mut h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+    caller: &Caller,
+    case: &Case,
+) -> GrpcAnswer {
+    let mut headers = vec![
+        ("user-agent", case.agent.as_str()),
+        (caller.credential.0, caller.credential.1.as_str()),
+    ];
+    if case.reason {
+        headers.push(("x-access-reason", REASON));
     }
-    let mut out = Vec::new();
-    while let Some(tag) = read_varint(&mut b) {
-        let skip = match tag & 7 {
-            0 => {
-                read_varint(&mut b);
-                continue;
-            }
-            1 => 8,
-            5 => 4,
-            2 => match read_varint(&mut b) {
-                Some(n) => n as usize,
-                None => break,
-            },
-            _ => break,
-        };
-        if skip > b.len() {
-            break;
-        }
-        if tag & 7 == 2 {
-            out.push((tag >> 3, &b[..skip]));
-        }
-        b = &b[skip..];
-    }
-    out
-}
-
-fn string_field(b: &[u8], number: u64) -> Vec<String> {
-    fields(b)
-        .into_iter()
-        .filter(|(n, _)| *n == number)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .collect()
+    let forged = [
+        ("x-authz-model", "threat-triage"),
+        ("x-authz-model-version", ""),
+        ("x-authz-action", case.action),
+        ("x-authz-principal", "admin-1"),
+    ];
+    let trailers: &[(&str, &str)] = if case.forged_trailers { &forged } else { &[] };
+    let path = format!("{SVC}/{}", case.method);
+    raw_grpc::call(client, addr, &path, &headers, message(case), trailers).await
 }
 
 /// The model names an OK answer of `method` mentions.
@@ -292,69 +217,6 @@ fn permitted(
 }
 
 // ---- the run -------------------------------------------------------------------------------------
-
-struct Answer {
-    grpc_status: Option<u32>,
-    body: Bytes,
-}
-
-async fn send(
-    client: &mut h2::client::SendRequest<Bytes>,
-    addr: std::net::SocketAddr,
-    caller: &Caller,
-    case: &Case,
-) -> Answer {
-    let mut request = Request::post(format!("http://{addr}{SVC}/{}", case.method))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("user-agent", case.agent.as_str())
-        .header(caller.credential.0, caller.credential.1.as_str());
-    if case.reason {
-        request = request.header("x-access-reason", REASON);
-    }
-    let ready = client.clone().ready().await.expect("h2 connection ready");
-    *client = ready;
-    let (response, mut stream) = client
-        .send_request(request.body(()).expect("a request"), false)
-        .expect("the request is sent");
-    let body = message(case);
-    if case.forged_trailers {
-        stream.send_data(body, false).expect("the body is sent");
-        let mut t = HeaderMap::new();
-        t.insert("x-authz-model", HeaderValue::from_static("threat-triage"));
-        t.insert("x-authz-model-version", HeaderValue::from_static(""));
-        t.insert(
-            "x-authz-action",
-            HeaderValue::from_str(case.action).unwrap(),
-        );
-        t.insert("x-authz-principal", HeaderValue::from_static("admin-1"));
-        stream.send_trailers(t).expect("the trailers are sent");
-    } else {
-        stream.send_data(body, true).expect("the body is sent");
-    }
-    let response = response.await.expect("an HTTP/2 response");
-    let head = response.headers().clone();
-    let mut recv = response.into_body();
-    let mut data = BytesMut::new();
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.expect("body data");
-        let _ = recv.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    let trailers = recv.trailers().await.ok().flatten().unwrap_or_default();
-    let grpc_status = trailers
-        .get("grpc-status")
-        .or_else(|| head.get("grpc-status"))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok());
-    // The message of a one-frame answer, without its 5-byte frame header.
-    let body = if data.len() >= 5 {
-        data.freeze().slice(5..)
-    } else {
-        Bytes::new()
-    };
-    Answer { grpc_status, body }
-}
 
 fn cases(callers: &[Caller]) -> Vec<Case> {
     let mut out = Vec::new();
@@ -495,14 +357,8 @@ fn hundreds_of_grpc_attack_cases_allow_nothing_unexpected() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let answers: Vec<Answer> = rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("Envoy accepts");
-        let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+    let answers: Vec<GrpcAnswer> = rt.block_on(async {
+        let mut client = raw_grpc::connect(addr).await;
         let mut out = Vec::with_capacity(cases.len());
         for case in &cases {
             out.push(send(&mut client, addr, &callers[case.caller], case).await);
@@ -544,12 +400,12 @@ fn hundreds_of_grpc_attack_cases_allow_nothing_unexpected() {
                 case.second,
                 case.reason,
                 case.forged_trailers,
-                answer.grpc_status
+                answer.status
             )
         };
         let should_pass = matches!(case.layout, Layout::Plain)
             && permitted(&policies, caller, case.first, case.action, case.reason);
-        if answer.grpc_status != Some(0) {
+        if answer.status != Some(0) {
             if should_pass {
                 plain_refused.push(describe());
             }

@@ -9,73 +9,15 @@
 //! refusal metric and log name the decision, and a control request of the same shape that names
 //! one model throughout runs, with its audit record naming the model that ran.
 
-use std::time::Duration;
-
 use bytes::Bytes;
+use e2e::raw_grpc::{self, GrpcAnswer, field, frame, infer_inputs, padding};
 use e2e::stack::{SharedStack, Stack};
-use http::{HeaderMap, HeaderValue, Request};
 
 static STACK: SharedStack = SharedStack::new(|| Stack::builder().redis(false));
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const REASON: &str = "triage of the overnight field reports";
-/// Longer than the 1 KiB of body Envoy hands authz (`max_request_bytes`).
-const PAST_THE_PREFIX: usize = 1500;
 const SVC: &str = "/inference.GRPCInferenceService";
-
-// ---- protobuf, by hand: an attacker writes bytes, not messages --------------------------------
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    varint(number << 3 | 2, out);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
-/// A field number no OIP message defines: decoders skip it, and it pushes what follows past the
-/// bytes authz sees.
-fn padding(out: &mut Vec<u8>) {
-    field(out, 1000, &vec![b'p'; PAST_THE_PREFIX]);
-}
-
-/// The gRPC length-prefixed frame of an uncompressed message.
-fn frame(message: &[u8]) -> Bytes {
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(message);
-    Bytes::from(out)
-}
-
-/// `ModelInferRequest` fields 5 (inputs) and 7 (raw_input_contents) for `model`'s demo input.
-fn infer_inputs(model: &str, out: &mut Vec<u8>) {
-    let mut input = Vec::new();
-    let raw: Vec<u8> = if model == "threat-triage" {
-        field(&mut input, 1, b"FEATURES");
-        field(&mut input, 2, b"FP32");
-        field(&mut input, 3, &[1, 8]); // packed int64 shape [1, 8]
-        [0.0f32, 0.0, 0.0, 1.0, 1.0, 0.5, 1.0, 0.0]
-            .iter()
-            .flat_map(|f| f.to_le_bytes())
-            .collect()
-    } else {
-        field(&mut input, 1, b"TEXT");
-        field(&mut input, 2, b"BYTES");
-        field(&mut input, 3, &[1, 1]);
-        let text = b"hello, gateway";
-        let mut raw = (text.len() as u32).to_le_bytes().to_vec();
-        raw.extend_from_slice(text);
-        raw
-    };
-    field(out, 5, &input);
-    field(out, 7, &raw);
-}
 
 /// A `ModelInferRequest` naming `first` in its first bytes and `then` (when given) again past the
 /// inspected prefix, with inputs for the model the server will decode.
@@ -102,22 +44,14 @@ fn name_message(first: &str, then: Option<(u64, &str)>) -> Vec<u8> {
     m
 }
 
-// ---- a raw HTTP/2 call -----------------------------------------------------------------------
-
-struct GrpcAnswer {
-    /// `grpc-status` from the trailers (or the headers of a trailers-only answer).
-    status: Option<u32>,
-    message: String,
-}
-
-/// One gRPC call over h2c to Envoy: `path`, extra `headers`, the framed `body`, and request
-/// `trailers` when given (which no gRPC library sends, and an attacker can).
+/// One gRPC call over its own h2c connection to Envoy: `path`, extra `headers`, the framed
+/// `body`, and request `trailers` when given (which no gRPC library sends, and an attacker can).
 fn call(
     stack: &Stack,
     path: &str,
     headers: &[(&str, &str)],
     body: Bytes,
-    trailers: &[(&'static str, &str)],
+    trailers: &[(&str, &str)],
 ) -> GrpcAnswer {
     let addr = stack.envoy_addr();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,56 +59,8 @@ fn call(
         .build()
         .expect("a tokio runtime");
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("Envoy accepts");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut client = client.ready().await.expect("h2 client ready");
-        let mut request = Request::post(format!("http://{addr}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(()).expect("a request");
-        let (response, mut stream) = client
-            .send_request(request, false)
-            .expect("the request is sent");
-        let end_with_data = trailers.is_empty();
-        stream
-            .send_data(body, end_with_data)
-            .expect("the body is sent");
-        if !end_with_data {
-            let mut map = HeaderMap::new();
-            for (name, value) in trailers {
-                map.append(*name, HeaderValue::from_str(value).expect("a header value"));
-            }
-            stream.send_trailers(map).expect("the trailers are sent");
-        }
-        let response = tokio::time::timeout(Duration::from_secs(20), response)
-            .await
-            .expect("an answer within 20 s")
-            .expect("an HTTP/2 response");
-        let head = response.headers().clone();
-        let mut body = response.into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.expect("body data");
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        let tail = body.trailers().await.ok().flatten().unwrap_or_default();
-        let get = |name: &str| {
-            tail.get(name)
-                .or_else(|| head.get(name))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        GrpcAnswer {
-            status: get("grpc-status").and_then(|s| s.parse().ok()),
-            message: get("grpc-message").unwrap_or_default(),
-        }
+        let mut client = raw_grpc::connect(addr).await;
+        raw_grpc::call(&mut client, addr, path, headers, body, trailers).await
     })
 }
 

@@ -383,13 +383,12 @@ pub fn intercept(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, 
     Ok(request)
 }
 
-/// The decision the interceptor stored; a request that did not pass through it has none (and is
-/// refused in gateway mode).
-pub fn decision_of<T>(request: &tonic::Request<T>) -> GatewayDecision {
+/// Takes the decision the interceptor stored (no copy: each request has one reader); a request
+/// that did not pass through it has none (and is refused in gateway mode).
+pub fn decision_of<T>(request: &mut tonic::Request<T>) -> GatewayDecision {
     request
-        .extensions()
-        .get::<GatewayDecision>()
-        .cloned()
+        .extensions_mut()
+        .remove::<GatewayDecision>()
         .unwrap_or_default()
 }
 

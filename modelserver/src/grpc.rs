@@ -109,9 +109,9 @@ impl GrpcInferenceService for OipService {
 
     async fn model_ready(
         &self,
-        r: Request<pb::ModelReadyRequest>,
+        mut r: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let decision = access::decision_of(&r);
+        let decision = access::decision_of(&mut r);
         let r = r.into_inner();
         let call = ModelCall {
             name: &r.name,
@@ -142,9 +142,9 @@ impl GrpcInferenceService for OipService {
 
     async fn model_metadata(
         &self,
-        r: Request<pb::ModelMetadataRequest>,
+        mut r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let decision = access::decision_of(&r);
+        let decision = access::decision_of(&mut r);
         let r = r.into_inner();
         let call = ModelCall {
             name: &r.name,
@@ -175,10 +175,10 @@ impl GrpcInferenceService for OipService {
 
     async fn model_infer(
         &self,
-        r: Request<pb::ModelInferRequest>,
+        mut r: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
-        let decision = access::decision_of(&r);
+        let decision = access::decision_of(&mut r);
         let traceparent = r
             .metadata()
             .get("traceparent")
@@ -239,9 +239,9 @@ impl GrpcInferenceService for OipService {
 
     async fn model_config(
         &self,
-        r: Request<pb::ModelConfigRequest>,
+        mut r: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        let decision = access::decision_of(&r);
+        let decision = access::decision_of(&mut r);
         let r = r.into_inner();
         let call = ModelCall {
             name: &r.name,
@@ -256,9 +256,9 @@ impl GrpcInferenceService for OipService {
 
     async fn model_statistics(
         &self,
-        r: Request<pb::ModelStatisticsRequest>,
+        mut r: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        let decision = access::decision_of(&r);
+        let decision = access::decision_of(&mut r);
         let r = r.into_inner();
         // An empty name asks for every model: an unscoped call, refused behind the gateway.
         let call = (!r.name.is_empty()).then(|| ModelCall {
@@ -275,10 +275,10 @@ impl GrpcInferenceService for OipService {
 
     async fn repository_index(
         &self,
-        r: Request<pb::RepositoryIndexRequest>,
+        mut r: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
         self.server
-            .unscoped(&access::decision_of(&r), "the repository index")
+            .unscoped(&access::decision_of(&mut r), "the repository index")
             .map_err(status)?;
         let r = r.into_inner();
         let models = self
@@ -298,10 +298,10 @@ impl GrpcInferenceService for OipService {
 
     async fn repository_model_load(
         &self,
-        r: Request<pb::RepositoryModelLoadRequest>,
+        mut r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         self.server
-            .unscoped(&access::decision_of(&r), "the repository API")
+            .unscoped(&access::decision_of(&mut r), "the repository API")
             .map_err(status)?;
         let r = r.into_inner();
         crate::http::check_repository_parameters(r.parameters.keys().map(String::as_str))
@@ -316,10 +316,10 @@ impl GrpcInferenceService for OipService {
 
     async fn repository_model_unload(
         &self,
-        r: Request<pb::RepositoryModelUnloadRequest>,
+        mut r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         self.server
-            .unscoped(&access::decision_of(&r), "the repository API")
+            .unscoped(&access::decision_of(&mut r), "the repository API")
             .map_err(status)?;
         let r = r.into_inner();
         crate::http::check_repository_parameters(r.parameters.keys().map(String::as_str))

@@ -81,13 +81,9 @@ impl LoadedModel {
             self.graph_optimization.as_str().to_string(),
         );
         if let Some(b) = self.scheduler.batch_policy() {
-            let wait = match b.wait {
-                crate::batcher::BatchWait::Busy => "busy",
-                crate::batcher::BatchWait::Always => "always",
-            };
             p.insert(
                 crate::batcher::BATCH_WAIT_PARAMETER.to_string(),
-                wait.to_string(),
+                b.wait.as_str().to_string(),
             );
         }
         p

@@ -28,13 +28,19 @@ pub enum BatchWait {
 }
 
 impl BatchWait {
+    /// The name in the TOML file, the model parameter and the reported config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchWait::Busy => "busy",
+            BatchWait::Always => "always",
+        }
+    }
+
     /// Parses the model parameter's value.
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "busy" => Some(BatchWait::Busy),
-            "always" => Some(BatchWait::Always),
-            _ => None,
-        }
+        [BatchWait::Busy, BatchWait::Always]
+            .into_iter()
+            .find(|w| w.as_str() == value)
     }
 }
 
