@@ -106,6 +106,7 @@ pub struct StackBuilder {
     otlp: Option<String>,
     modelserver_settings: Vec<(String, toml::Value)>,
     replica: bool,
+    authz_unix_socket: bool,
 }
 
 impl StackBuilder {
@@ -144,6 +145,14 @@ impl StackBuilder {
     /// own ports, behind the same Envoy clusters as the first, as a scaled-out deployment runs.
     pub fn modelserver_replica(mut self, on: bool) -> Self {
         self.replica = on;
+        self
+    }
+
+    /// Whether Envoy calls authz on a Unix domain socket (`[server] grpc_unix_socket` in the
+    /// stack's directory, `--authz-addr unix:PATH` for Envoy) instead of its TCP port, as a
+    /// gateway with authz on the same host can. authz keeps its TCP listener either way.
+    pub fn authz_unix_socket(mut self, on: bool) -> Self {
+        self.authz_unix_socket = on;
         self
     }
 
@@ -296,6 +305,8 @@ pub struct Stack {
     audit_dir: Option<PathBuf>,
     /// OTLP/HTTP base URL the services export spans to, when tracing is on.
     otlp: Option<String>,
+    /// The Unix socket Envoy calls authz on, with [`StackBuilder::authz_unix_socket`].
+    authz_unix_socket: Option<PathBuf>,
     // Holds the dev key, the generated configs and the audit files while the stack runs.
     dir: tempfile::TempDir,
 }
@@ -315,6 +326,7 @@ impl Stack {
             otlp: None,
             modelserver_settings: Vec::new(),
             replica: false,
+            authz_unix_socket: false,
         }
     }
 
@@ -370,6 +382,7 @@ impl Stack {
             key_path,
             audit_dir,
             otlp: b.otlp.clone(),
+            authz_unix_socket: b.authz_unix_socket.then(|| dir.path().join("authz.sock")),
             dir,
         };
         // Everything starts at once; the waits below then overlap their start-up times.
@@ -481,7 +494,13 @@ impl Stack {
             .args(["--target", "local"])
             .args(["--listen-port", &p.envoy.to_string()])
             .args(["--admin-port", &p.envoy_admin.to_string()])
-            .args(["--authz-addr", &format!("127.0.0.1:{}", p.authz_grpc)])
+            .args([
+                "--authz-addr",
+                &match &self.authz_unix_socket {
+                    Some(path) => format!("unix:{}", path.display()),
+                    None => format!("127.0.0.1:{}", p.authz_grpc),
+                },
+            ])
             .args([
                 "--modelserver-http",
                 &self.modelserver_addrs(p.modelserver_http, 0),
@@ -1050,6 +1069,14 @@ fn configure_authz(path: &Path, dir: &Path, ports: &Ports, b: &StackBuilder) -> 
                 rl.remove("redis_cluster_nodes");
             }
         }
+    }
+    if b.authz_unix_socket {
+        let socket = dir.join("authz.sock");
+        set(
+            &mut doc,
+            "server.grpc_unix_socket",
+            socket.display().to_string().into(),
+        );
     }
     let audit_dir = if b.audit || doc.contains_key("audit") {
         let audit = dir.join("audit");
