@@ -501,7 +501,9 @@ async fn a_witness_that_is_down_never_stops_decisions_and_catches_up() {
         while Instant::now() < until {
             let started = Instant::now();
             log.append(event(n)).await.expect("decisions go on");
-            assert!(started.elapsed() < Duration::from_millis(200));
+            // Generous for a loaded 2-core machine; a write that waited for the dead witness
+            // would also show as failures of the appends themselves.
+            assert!(started.elapsed() < Duration::from_secs(1));
             n += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -540,4 +542,76 @@ async fn a_witness_that_is_down_never_stops_decisions_and_catches_up() {
         "{delivered} checkpoints delivered after the outage"
     );
     assert_intact(&s, &[dump], std::slice::from_ref(&s.keys.public));
+}
+
+#[tokio::test]
+async fn several_replicas_verify_together_and_a_missing_one_is_named() {
+    let s = setup();
+    let root = s.audit.clone();
+    for replica in ["authz-0", "authz-1"] {
+        let mut config = config(&s, 10, None);
+        config.path = root.join(replica);
+        std::fs::create_dir_all(&config.path).unwrap();
+        config.replica = replica.into();
+        write_log(&config, 25).await;
+    }
+    let public = [s.keys.public.clone()];
+    let keys = PublicKeys::read(&public).unwrap();
+    let sources = std::slice::from_ref(&s.witness);
+    let reports =
+        verify::verify_replicas(std::slice::from_ref(&root), sources, Some(&keys)).unwrap();
+    let names: Vec<_> = reports.iter().map(|r| r.replica.as_deref()).collect();
+    assert_eq!(names, [Some("authz-0"), Some("authz-1")]);
+    for report in &reports {
+        assert_eq!(report.result.as_ref().unwrap().records, 25, "{report:?}");
+        assert_eq!(report.witness.as_ref().unwrap().matched, 3, "{report:?}");
+    }
+    assert_intact(&s, sources, &public);
+
+    // One replica's files are gone: the witness still knows it existed.
+    std::fs::remove_dir_all(root.join("authz-1")).unwrap();
+    let reports =
+        verify::verify_replicas(std::slice::from_ref(&root), sources, Some(&keys)).unwrap();
+    match &reports[1].result {
+        Err(VerifyError::Tampered { at, problem }) => {
+            assert_eq!(at.path, s.witness);
+            assert!(problem.starts_with("missing: replica authz-1"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        verify::run_verify_with(std::slice::from_ref(&root), sources, &public),
+        ExitCode::from(1)
+    );
+}
+
+#[tokio::test]
+async fn version_1_files_without_replica_ids_still_verify() {
+    let s = setup();
+    let mut config = config(&s, 10, None);
+    config.checkpoint = None;
+    write_log(&config, 30).await;
+    let files = audit_files(&s.audit);
+    // Make the lines what version 1 wrote: no `replica`, `v` 1, hashes recomputed.
+    let mut prev: Option<String> = None;
+    for file in &files {
+        let mut out = Vec::new();
+        for line in read_lines(file) {
+            let mut value: Value = serde_json::from_str(&line).unwrap();
+            let object = value.as_object_mut().unwrap();
+            object.remove("replica");
+            object.insert("v".into(), 1.into());
+            if let Some(prev) = &prev {
+                object.insert("prev_hash".into(), prev.clone().into());
+            }
+            let hash = chain::line_hash(&value);
+            value["hash"] = hash.clone().into();
+            prev = Some(hash);
+            out.push(value.to_string());
+        }
+        write_lines(file, &out);
+    }
+    let summary = verify::verify_files(std::slice::from_ref(&s.audit)).unwrap();
+    assert_eq!((summary.records, summary.replica), (30, None));
+    assert_intact(&s, &[], &[]);
 }
