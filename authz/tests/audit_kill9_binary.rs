@@ -119,8 +119,7 @@ async fn load_then_kill_9(
     for t in tasks {
         t.await.unwrap();
     }
-    let answered = answered.lock().unwrap().clone();
-    answered
+    answered.lock().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
