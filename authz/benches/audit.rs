@@ -1,5 +1,6 @@
 //! Audit appends per second at a fixed concurrency, with `fsync` durability, `write`
-//! durability, and a discarding sink (the same stamping and hashing, no I/O), side by side in
+//! durability, and a discarding sink (the same stamping and hashing, no I/O), each also with
+//! signed checkpoints every 1000 records or 1 s and a file witness (`+ckpt`), side by side in
 //! one run, interleaved over several rounds; prints the median of each and the ratios.
 //!
 //! `cargo bench -p authz --bench audit` (release). For a quick run that reuses the dev build of
@@ -15,8 +16,8 @@ use std::{
 };
 
 use authz::audit::{
-    AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal, Durability,
-    RateLimitState,
+    AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal,
+    CheckpointConfig, Durability, RateLimitState,
 };
 use prometheus_client::registry::Registry;
 
@@ -25,6 +26,20 @@ enum Mode {
     Discard,
     Write,
     Fsync,
+}
+
+/// Checkpoints as the goal states them: every 1000 records or 1 s, signed, with a file
+/// witness on another directory.
+fn checkpoints(dir: &std::path::Path) -> CheckpointConfig {
+    let key = dir.join("checkpoint-key.pem");
+    std::fs::write(&key, authz::devkeys::DevKey::generate().to_pem()).expect("write the key");
+    CheckpointConfig {
+        signing_key: Some(key),
+        every_records: 1000,
+        every: Duration::from_secs(1),
+        witness_file: Some(dir.join("witness.jsonl")),
+        ..CheckpointConfig::default()
+    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -72,14 +87,25 @@ fn sample(registry: &Registry, name: &str) -> f64 {
 }
 
 /// Appends/s and mean batch size for one mode.
-async fn measure(mode: Mode, concurrency: usize, seconds: f64, base: &PathBuf) -> (f64, f64) {
+async fn measure(
+    (mode, checkpointed): (Mode, bool),
+    concurrency: usize,
+    seconds: f64,
+    base: &PathBuf,
+) -> (f64, f64) {
     let dir = tempfile::tempdir_in(base).expect("a temp dir for the bench");
+    let other = tempfile::tempdir_in(base).expect("a temp dir for the key and witness");
+    let checkpoint = checkpointed.then(|| checkpoints(other.path()));
     let mut registry = Registry::default();
     let metrics = AuditMetrics::new(&mut registry);
-    let log = match mode {
-        Mode::Discard => AuditLog::start_discarding_for_benchmarks(8192, metrics),
-        Mode::Write | Mode::Fsync => {
+    let log = match (mode, &checkpoint) {
+        (Mode::Discard, None) => AuditLog::start_discarding_for_benchmarks(8192, metrics),
+        (Mode::Discard, Some(checkpoint)) => {
+            AuditLog::start_discarding_with_checkpoints_for_benchmarks(8192, metrics, checkpoint)
+        }
+        (Mode::Write | Mode::Fsync, _) => {
             let config = AuditConfig {
+                checkpoint,
                 path: dir.path().to_owned(),
                 durability: if mode == Mode::Fsync {
                     Durability::Fsync
@@ -140,7 +166,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let modes = [Mode::Discard, Mode::Write, Mode::Fsync];
+    let modes = [
+        (Mode::Discard, false),
+        (Mode::Discard, true),
+        (Mode::Write, false),
+        (Mode::Write, true),
+        (Mode::Fsync, false),
+        (Mode::Fsync, true),
+    ];
     let mut rates = vec![Vec::new(); modes.len()];
     let mut batch = vec![Vec::new(); modes.len()];
     println!(
@@ -150,23 +183,45 @@ fn main() {
     for round in 0..rounds {
         for (index, mode) in modes.iter().enumerate() {
             let (rate, mean_batch) = runtime.block_on(measure(*mode, concurrency, seconds, &base));
-            println!("  round {round} {mode:?}: {rate:.0}/s, mean batch {mean_batch:.1}");
+            println!(
+                "  round {round} {}: {rate:.0}/s, mean batch {mean_batch:.1}",
+                name(*mode)
+            );
             rates[index].push(rate);
             batch[index].push(mean_batch);
         }
     }
     let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
     println!(
-        "{:<8} {:>12} {:>11} {:>10}",
-        "mode", "appends/s", "mean batch", "vs discard"
+        "{:<14} {:>12} {:>11} {:>10} {:>14}",
+        "mode", "appends/s", "mean batch", "vs discard", "ckpt cost"
     );
     for (index, mode) in modes.iter().enumerate() {
+        // The cost of checkpoints: this mode against the same mode without them.
+        let cost = if mode.1 {
+            format!(
+                "{:+.2}%",
+                (1.0 - medians[index] / medians[index - 1]) * 100.0
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<8} {:>12.0} {:>11.1} {:>9.2}x",
-            format!("{mode:?}").to_lowercase(),
+            "{:<14} {:>12.0} {:>11.1} {:>9.2}x {:>14}",
+            name(*mode),
             medians[index],
             median(&mut batch[index]),
-            medians[index] / medians[0]
+            medians[index] / medians[0],
+            cost
         );
+    }
+}
+
+fn name((mode, checkpointed): (Mode, bool)) -> String {
+    let mode = format!("{mode:?}").to_lowercase();
+    if checkpointed {
+        format!("{mode}+ckpt")
+    } else {
+        mode
     }
 }

@@ -32,14 +32,21 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// The first line says ready or not (and why); the lines after it are detail that does not
+/// decide readiness (audit witnesses).
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    match s.readiness.check() {
+    let (status, mut body) = match s.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
+    };
+    for line in s.readiness.detail() {
+        body.push_str(&line);
+        body.push('\n');
     }
+    (status, body)
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

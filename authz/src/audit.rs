@@ -22,17 +22,20 @@
 //! the reverse: an `Ok` from `append` always means the record is in every enabled sink.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod config;
 mod files;
 pub mod metrics;
 pub mod record;
 pub mod sink;
 pub mod verify;
+pub mod witness;
 pub mod writer;
 
 use std::{io, path::PathBuf, sync::Arc};
 
-pub use config::{AuditConfig, Durability};
+pub use checkpoint::CheckpointRecord;
+pub use config::{AuditConfig, CheckpointConfig, Durability};
 pub use metrics::AuditMetrics;
 pub use record::{
     AuditDecision, AuditEvent, AuditPrincipal, AuditRecord, HeaderRecord, RateLimitState,

@@ -294,6 +294,10 @@ impl Config {
             }
         }
         abs(&mut self.audit.path);
+        if let Some(checkpoint) = &mut self.audit.checkpoint {
+            checkpoint.signing_key.iter_mut().for_each(abs);
+            checkpoint.witness_file.iter_mut().for_each(abs);
+        }
         if let Some(ca) = &mut self.rate_limit.redis_ca_file {
             abs(ca);
         }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 /// `iss` of dev tokens (and of the issuer in the demo config).
 pub const DEV_ISSUER: &str = "https://issuer.authz.dev";
@@ -22,6 +21,39 @@ pub const DEFAULT_KEY_PATH: &str = ".dev/issuer-key.pem";
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
+
+/// SubjectPublicKeyInfo DER prefix of an Ed25519 public key (RFC 8410 §4); the 32-byte key
+/// follows.
+const SPKI_ED25519_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Name of the audit checkpoint signing key `dev-init` writes beside the issuer key.
+pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint-key.pem";
+/// Name of its public key (for `authz audit verify --public-key`).
+pub const CHECKPOINT_PUBLIC_KEY_FILE: &str = "audit-checkpoint-key.pub.pem";
+
+/// The DER body of a PEM (the base64 between the `-----` lines), if it decodes.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+}
+
+fn strip_key(der: &[u8], prefix: &[u8]) -> Option<[u8; 32]> {
+    der.strip_prefix(prefix)?.try_into().ok()
+}
+
+/// The 32-byte seed of an Ed25519 PKCS#8 private key PEM.
+pub fn ed25519_seed_from_pem(pem: &str) -> Option<[u8; 32]> {
+    strip_key(&pem_der(pem)?, &PKCS8_ED25519_PREFIX)
+}
+
+/// The 32-byte key of an Ed25519 SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).
+pub fn ed25519_public_from_pem(pem: &str) -> Option<[u8; 32]> {
+    strip_key(&pem_der(pem)?, &SPKI_ED25519_PREFIX)
+}
 
 /// Problems with dev keys.
 #[derive(Debug, thiserror::Error)]
@@ -88,18 +120,17 @@ impl DevKey {
     /// I/O errors or [`DevKeyError::BadKey`].
     pub fn read(path: &Path) -> Result<Self, DevKeyError> {
         let pem = std::fs::read_to_string(path).map_err(io(path))?;
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| DevKeyError::BadKey(path.to_owned()))?;
-        match der.strip_prefix(&PKCS8_ED25519_PREFIX[..]) {
-            Some(seed) if seed.len() == 32 => {
-                let mut s = [0u8; 32];
-                s.copy_from_slice(seed);
-                Ok(Self::from_seed(s))
-            }
-            _ => Err(DevKeyError::BadKey(path.to_owned())),
-        }
+        ed25519_seed_from_pem(&pem)
+            .map(Self::from_seed)
+            .ok_or_else(|| DevKeyError::BadKey(path.to_owned()))
+    }
+
+    /// SubjectPublicKeyInfo PEM of the public key.
+    pub fn to_public_pem(&self) -> String {
+        let mut der = SPKI_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(&self.public);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
     }
 
     /// PKCS#8 PEM of the private key.
@@ -112,7 +143,7 @@ impl DevKey {
 
     /// Key id: the first 16 hex digits of SHA-256 of the public key.
     pub fn kid(&self) -> String {
-        hex::encode(&Sha256::digest(self.public)[..8])
+        crate::audit::checkpoint::key_id(&self.public)
     }
 
     /// The public JWKS document.
@@ -168,6 +199,8 @@ pub struct DevInit {
     pub jwks: PathBuf,
     /// The ready-to-run config.
     pub config: PathBuf,
+    /// The audit checkpoint signing key (kept when it exists) and its public key.
+    pub checkpoint_keys: (PathBuf, PathBuf),
     /// Whether a new key was generated (`false`: an existing key was kept).
     pub new_key: bool,
 }
@@ -238,6 +271,20 @@ pub fn dev_init(out: &Path, template: &Path, force: bool) -> Result<DevInit, Dev
             "no [[authn.issuers]] with issuer = \"{DEV_ISSUER}\""
         )));
     }
+    let checkpoint_keys = write_checkpoint_keys(&out, force)?;
+    if let Some(checkpoint) = doc
+        .get_mut("audit")
+        .and_then(|a| a.get_mut("checkpoint"))
+        .and_then(toml::Value::as_table_mut)
+    {
+        checkpoint.insert(
+            "signing_key".into(),
+            toml::Value::String(checkpoint_keys.0.display().to_string()),
+        );
+        if let Some(v) = checkpoint.get_mut("witness_file") {
+            abs(v);
+        }
+    }
     let rendered = toml::to_string(&doc).map_err(|e| bad(e.to_string()))?;
     let key_path = out.join("issuer-key.pem");
     let existing = if force {
@@ -265,8 +312,31 @@ pub fn dev_init(out: &Path, template: &Path, force: bool) -> Result<DevInit, Dev
         key: key_path,
         jwks: jwks_path,
         config: config_path,
+        checkpoint_keys,
         new_key,
     })
+}
+
+/// Writes the audit checkpoint key pair into `out` (the private key kept when it is valid and
+/// not `force`d, so earlier checkpoints stay verifiable with the same public key).
+fn write_checkpoint_keys(out: &Path, force: bool) -> Result<(PathBuf, PathBuf), DevKeyError> {
+    let private = out.join(CHECKPOINT_KEY_FILE);
+    let public = out.join(CHECKPOINT_PUBLIC_KEY_FILE);
+    let existing = if force {
+        None
+    } else {
+        DevKey::read(&private).ok()
+    };
+    let key = match existing {
+        Some(key) => key,
+        None => {
+            let key = DevKey::generate();
+            write_private(&private, key.to_pem().as_bytes())?;
+            key
+        }
+    };
+    std::fs::write(&public, key.to_public_pem()).map_err(io(&public))?;
+    Ok((private, public))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DevKeyError> {

@@ -100,10 +100,23 @@ enum AuditCommand {
     /// Check the hash chain of audit files (in rotation order; a directory's files may be given
     /// with a glob). Exit 0 intact (a torn final line from a crash is reported, not tampering),
     /// 1 tampered (names the first bad line), 2 unreadable.
+    ///
+    /// With `--checkpoints` (a witness file, a `redis-cli --raw XRANGE` dump, or shipped stdout
+    /// lines) and `--public-key`, also proves that every witnessed checkpoint is in the chain
+    /// with a valid signature: records cut after a checkpoint (truncated), a chain that does
+    /// not contain a checkpoint's hash (rewritten), or checkpoints the witness lacks (gap) are
+    /// tampering (exit 1). A directory may hold several replicas' files (in subdirectories):
+    /// one summary line per replica.
     Verify {
-        /// Audit files, oldest first.
+        /// Audit files or directories (one subdirectory per replica), in any order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Witnessed checkpoints to check the chains against (repeatable).
+        #[arg(long = "checkpoints", value_name = "SOURCE")]
+        checkpoints: Vec<PathBuf>,
+        /// Public key (PEM) of a checkpoint signing key; repeat for rotated keys.
+        #[arg(long = "public-key", value_name = "PEM")]
+        public_keys: Vec<PathBuf>,
     },
 }
 
@@ -141,8 +154,17 @@ fn main() -> ExitCode {
             force,
         } => dev_init(&out, &template, force),
         Command::Audit {
-            command: AuditCommand::Verify { files },
-        } => Ok(authz::audit::verify::run_verify(&files)),
+            command:
+                AuditCommand::Verify {
+                    files,
+                    checkpoints,
+                    public_keys,
+                },
+        } => Ok(authz::audit::verify::run_verify_with(
+            &files,
+            &checkpoints,
+            &public_keys,
+        )),
     };
     match result {
         Ok(code) => code,
@@ -314,6 +336,8 @@ fn dev_init(out: &Path, template: &Path, force: bool) -> anyhow::Result<ExitCode
     let verb = if written.new_key { "wrote" } else { "kept" };
     println!("{verb} {}", written.key.display());
     println!("wrote {}", written.jwks.display());
+    println!("wrote {}", written.checkpoint_keys.0.display());
+    println!("wrote {}", written.checkpoint_keys.1.display());
     println!("wrote {}", written.config.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -68,6 +68,21 @@ impl Readiness {
         }
     }
 
+    /// Lines of detail for `/readyz` that do not decide readiness: the state of each audit
+    /// witness (a witness that is down never blocks decisions, but an operator should see it).
+    pub fn detail(&self) -> Vec<String> {
+        self.audit
+            .as_ref()
+            .map(|audit| {
+                audit
+                    .witness_status()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Marks the start of a drain: from now on both probes say not ready.
     pub fn start_draining(&self) {
         self.draining.send_replace(true);

@@ -131,6 +131,7 @@ async fn every_decision_becomes_one_durable_hashed_line_with_the_documented_fiel
         "kind",
         "seq",
         "time",
+        "replica",
         "decision_id",
         "request_id",
         "trace_id",
@@ -155,7 +156,7 @@ async fn every_decision_becomes_one_durable_hashed_line_with_the_documented_fiel
     expected.sort();
     assert_eq!(sorted_keys, expected);
     assert!(
-        lines[2].starts_with(r#"{"v":1,"kind":"decision","seq":2,"time":""#),
+        lines[2].starts_with(r#"{"v":2,"kind":"decision","seq":2,"time":""#),
         "{}",
         lines[2]
     );

@@ -18,16 +18,17 @@ use sha2::{Digest, Sha256};
 
 /// Writes the canonical encoding of `value` (see the module docs) into `out`.
 pub fn canonical_encode(value: &Value, out: &mut Vec<u8>) {
-    encode_skipping(value, None, out);
+    encode_skipping(value, &[], out);
 }
 
-/// Canonical encoding of `value`, leaving out the top-level member `skip` if it is an object.
-fn encode_skipping(value: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
+/// Canonical encoding of `value`, leaving out the top-level members in `skip` if it is an
+/// object.
+pub(crate) fn encode_skipping(value: &Value, skip: &[&str], out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut members: Vec<(&String, &Value)> = map
                 .iter()
-                .filter(|(key, _)| Some(key.as_str()) != skip)
+                .filter(|(key, _)| !skip.contains(&key.as_str()))
                 .collect();
             members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             out.push(b'{');
@@ -70,7 +71,7 @@ fn encode_scalar(value: &Value, out: &mut Vec<u8>) {
 /// object without its `hash` member, as lowercase hex.
 pub fn line_hash(line: &Value) -> String {
     let mut canonical = Vec::with_capacity(1024);
-    encode_skipping(line, Some("hash"), &mut canonical);
+    encode_skipping(line, &["hash"], &mut canonical);
     hex::encode(Sha256::digest(&canonical))
 }
 
@@ -86,7 +87,7 @@ pub trait ChainLine: serde::Serialize {
     /// When the line cannot be represented as JSON.
     fn canonical(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::with_capacity(1024);
-        encode_skipping(&serde_json::to_value(self)?, Some("hash"), &mut out);
+        encode_skipping(&serde_json::to_value(self)?, &["hash"], &mut out);
         Ok(out)
     }
 }
@@ -105,7 +106,7 @@ impl ChainLine for crate::audit::AuditRecord {
         #[cfg(debug_assertions)]
         {
             let mut slow = Vec::new();
-            encode_skipping(&serde_json::to_value(self)?, Some("hash"), &mut slow);
+            encode_skipping(&serde_json::to_value(self)?, &["hash"], &mut slow);
             debug_assert_eq!(
                 String::from_utf8_lossy(&out),
                 String::from_utf8_lossy(&slow),
@@ -134,6 +135,8 @@ struct CanonicalRecord<'a> {
     principal: Option<CanonicalPrincipal<'a>>,
     rate_limit: Option<CanonicalRateLimit<'a>>,
     reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: &'a Option<String>,
     request_id: &'a Option<String>,
     seq: u64,
     source_ip: &'a Option<std::net::IpAddr>,
@@ -167,6 +170,7 @@ impl<'a> From<&'a crate::audit::AuditRecord> for CanonicalRecord<'a> {
             kind,
             seq,
             time,
+            replica,
             decision_id,
             request_id,
             trace_id,
@@ -209,6 +213,7 @@ impl<'a> From<&'a crate::audit::AuditRecord> for CanonicalRecord<'a> {
                 retry_after_ms: l.retry_after_ms,
             }),
             reason,
+            replica,
             request_id,
             seq: *seq,
             source_ip,
@@ -222,6 +227,12 @@ impl<'a> From<&'a crate::audit::AuditRecord> for CanonicalRecord<'a> {
 }
 
 impl ChainLine for crate::audit::HeaderRecord {
+    fn set_hash(&mut self, hash: String) {
+        self.hash = hash;
+    }
+}
+
+impl ChainLine for crate::audit::CheckpointRecord {
     fn set_hash(&mut self, hash: String) {
         self.hash = hash;
     }
@@ -289,10 +300,11 @@ mod tests {
         use crate::audit::{AuditDecision, AuditPrincipal, AuditRecord, RateLimitState};
         let some = |t: &str| full.then(|| t.to_owned());
         AuditRecord {
-            v: 1,
+            v: 2,
             kind: "decision".into(),
             seq: n,
             time: "2026-11-28T07:34:41.123456789Z".into(),
+            replica: full.then(|| "authz-0".to_owned()),
             decision_id: uuid::Uuid::from_u128(u128::from(n) << 64 | 7),
             request_id: some(&text),
             trace_id: some("4bf92f3577b34da6a3ce929d0e0e4736"),
@@ -339,7 +351,7 @@ mod tests {
             let written = serde_json::to_vec(&record).unwrap();
             let read_back: Value = serde_json::from_slice(&written).unwrap();
             let mut slow = Vec::new();
-            encode_skipping(&read_back, Some("hash"), &mut slow);
+            encode_skipping(&read_back, &["hash"], &mut slow);
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
         }
     }

@@ -1,6 +1,6 @@
 //! The `[audit]` configuration section and its validation.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -26,6 +26,25 @@ pub const MIN_MAX_FILE_BYTES: u64 = 4096;
 pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
 /// Largest accepted access-reason cap.
 pub const MAX_REASON_BYTES_LIMIT: usize = 64 * 1024;
+
+/// A checkpoint every 1000 decision records: at ~600 bytes a record, a checkpoint per ~600 KB of
+/// log, so a truncation can hide at most that much, while signing (tens of microseconds) stays
+/// far below 0.1% of the writer's time.
+pub const DEFAULT_CHECKPOINT_EVERY_RECORDS: u64 = 1000;
+/// ...or every second when fewer records come: an attacker who cuts the tail can hide at most
+/// about a second of decisions from a verifier holding the witness.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Bounds of `every_records`: one checkpoint per record at most (tests), one per million at
+/// least (beyond that a truncation could hide too much).
+pub const CHECKPOINT_EVERY_RECORDS_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+/// Bounds of `every`.
+pub const CHECKPOINT_EVERY_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(3600);
+/// Redis stream holding the checkpoints of every replica.
+pub const DEFAULT_REDIS_STREAM: &str = "authz:audit:checkpoints";
+/// Approximate length the Redis stream is trimmed to (`XADD ... MAXLEN ~ n`): a day of one
+/// checkpoint per second from one replica is 86 400 entries of ~400 bytes.
+pub const DEFAULT_REDIS_MAXLEN: u64 = 1_000_000;
 
 /// When [`crate::audit::AuditLog::append`] may return `Ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -63,6 +82,53 @@ pub struct AuditConfig {
     /// Longest access reason kept, in bytes; longer reasons are cut at a character boundary and
     /// marked `access_reason_truncated`.
     pub max_reason_bytes: usize,
+    /// This replica's id, written into every line (`replica`) so that the chains of several
+    /// replicas can be told apart and verified together. Empty: `$HOSTNAME`, else the host name
+    /// (the pod name in Kubernetes).
+    pub replica: String,
+    /// `[audit.checkpoint]`: signed checkpoints and their witnesses; off when absent.
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// The `[audit.checkpoint]` section: a signed statement of the chain's state (replica, file,
+/// seq, head hash, time, key id) written into the chain every `every_records` records or
+/// `every`, and sent to every configured witness.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// The Ed25519 signing key (PKCS#8 PEM, as `authz dev-init` writes it). Must not be inside
+    /// the audit directory: whoever can rewrite the log must not find the key beside it.
+    pub signing_key: Option<PathBuf>,
+    /// Name of an environment variable holding the PEM instead (a Kubernetes secret).
+    pub signing_key_env: Option<String>,
+    /// A checkpoint after at most this many decision records.
+    pub every_records: u64,
+    /// A checkpoint at most this long after the first record it does not cover yet.
+    #[serde(deserialize_with = "crate::config::duration::deserialize")]
+    pub every: Duration,
+    /// Witness: an append-only file on another path (another volume), one checkpoint line each.
+    pub witness_file: Option<PathBuf>,
+    /// Witness: a Redis server whose stream `redis_stream` gets every checkpoint.
+    pub redis_url: Option<String>,
+    /// The Redis stream key.
+    pub redis_stream: String,
+    /// `MAXLEN ~` of the Redis stream.
+    pub redis_maxlen: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            signing_key: None,
+            signing_key_env: None,
+            every_records: DEFAULT_CHECKPOINT_EVERY_RECORDS,
+            every: DEFAULT_CHECKPOINT_EVERY,
+            witness_file: None,
+            redis_url: None,
+            redis_stream: DEFAULT_REDIS_STREAM.to_owned(),
+            redis_maxlen: DEFAULT_REDIS_MAXLEN,
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -76,6 +142,8 @@ impl Default for AuditConfig {
             stdout: false,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_reason_bytes: DEFAULT_MAX_REASON_BYTES,
+            replica: String::new(),
+            checkpoint: None,
         }
     }
 }
@@ -130,11 +198,127 @@ impl AuditConfig {
                 ),
             );
         }
+        if self.replica.len() > 253
+            || !self
+                .replica
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            problem(
+                "replica",
+                "must match [A-Za-z0-9._-]{0,253} (empty: the host name)".into(),
+            );
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            self.validate_checkpoint(checkpoint, &mut problem);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+
+    fn validate_checkpoint(&self, c: &CheckpointConfig, problem: &mut impl FnMut(&str, String)) {
+        match (&c.signing_key, &c.signing_key_env) {
+            (None, None) => problem(
+                "checkpoint.signing_key",
+                "a signing key is required (`signing_key` or `signing_key_env`)".into(),
+            ),
+            (Some(_), Some(_)) => problem(
+                "checkpoint.signing_key_env",
+                "give `signing_key` or `signing_key_env`, not both".into(),
+            ),
+            _ => {}
+        }
+        let audit_dir = self
+            .directory()
+            .unwrap_or_else(|| super::files::parent_dir(&self.path).to_owned());
+        let inside = |path: &PathBuf| {
+            let dir = audit_dir
+                .canonicalize()
+                .unwrap_or_else(|_| audit_dir.clone());
+            let parent = super::files::parent_dir(path);
+            let parent = parent.canonicalize().unwrap_or_else(|_| parent.to_owned());
+            self.file && parent.starts_with(&dir)
+        };
+        for (field, path) in [
+            ("checkpoint.signing_key", &c.signing_key),
+            ("checkpoint.witness_file", &c.witness_file),
+        ] {
+            if let Some(path) = path
+                && inside(path)
+            {
+                problem(
+                    field,
+                    format!(
+                        "{} is inside the audit directory {}: whoever can rewrite the log \
+                         could reach it too; use another path (another volume)",
+                        path.display(),
+                        audit_dir.display()
+                    ),
+                );
+            }
+        }
+        if !CHECKPOINT_EVERY_RECORDS_RANGE.contains(&c.every_records) {
+            problem(
+                "checkpoint.every_records",
+                format!(
+                    "must be between {} and {}, got {}",
+                    CHECKPOINT_EVERY_RECORDS_RANGE.start(),
+                    CHECKPOINT_EVERY_RECORDS_RANGE.end(),
+                    c.every_records
+                ),
+            );
+        }
+        if !CHECKPOINT_EVERY_RANGE.contains(&c.every) {
+            problem(
+                "checkpoint.every",
+                format!("must be between 10ms and 1h, got {:?}", c.every),
+            );
+        }
+        if c.redis_stream.is_empty() {
+            problem("checkpoint.redis_stream", "must not be empty".into());
+        }
+        if c.redis_maxlen == 0 {
+            problem("checkpoint.redis_maxlen", "must be at least 1".into());
+        }
+        if let Some(url) = &c.redis_url
+            && let Err(error) = redis::Client::open(url.as_str())
+        {
+            problem("checkpoint.redis_url", format!("not a Redis URL: {error}"));
+        }
+    }
+
+    /// The replica id written into every line: `replica`, else `$HOSTNAME`, else the host name,
+    /// else `authz`.
+    pub fn replica_id(&self) -> String {
+        if !self.replica.is_empty() {
+            return self.replica.clone();
+        }
+        let valid = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 253
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if let Ok(host) = std::env::var("HOSTNAME")
+            && valid(&host)
+        {
+            return host;
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into a buffer we own.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            if let Ok(host) = std::str::from_utf8(&buf[..end])
+                && valid(host)
+            {
+                return host.to_owned();
+            }
+        }
+        "authz".to_owned()
     }
 
     /// The active file: `path` itself, or `path/audit.jsonl` when `path` is a directory.

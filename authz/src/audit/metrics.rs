@@ -20,6 +20,13 @@ pub struct FailureLabels {
     pub kind: FailureKind,
 }
 
+/// Label set of the `authz_audit_witness_*` metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WitnessLabels {
+    /// `file` or `redis` (a bounded set: one per witness kind).
+    pub witness: &'static str,
+}
+
 /// Handles to the audit metrics; cheap to clone (every field is a shared handle).
 #[derive(Debug, Clone)]
 pub struct AuditMetrics {
@@ -38,6 +45,18 @@ pub struct AuditMetrics {
     pub failures: Family<FailureLabels, Counter>,
     /// `authz_audit_rotations_total`: files rotated.
     pub rotations: Counter,
+    /// `authz_audit_checkpoints_total`: signed checkpoints written into the chain.
+    pub checkpoints: Counter,
+    /// `authz_audit_witness_delivered_total{witness}`: checkpoints a witness accepted.
+    pub witness_delivered: Family<WitnessLabels, Counter>,
+    /// `authz_audit_witness_failures_total{witness}`: failed attempts to reach a witness (each
+    /// is retried).
+    pub witness_failures: Family<WitnessLabels, Counter>,
+    /// `authz_audit_witness_dropped_total{witness}`: checkpoints given up on because the
+    /// witness's backlog was full (the next delivered checkpoint still covers their records).
+    pub witness_dropped: Family<WitnessLabels, Counter>,
+    /// `authz_audit_witness_pending{witness}`: checkpoints waiting for a witness.
+    pub witness_pending: Family<WitnessLabels, Gauge>,
 }
 
 impl AuditMetrics {
@@ -79,6 +98,31 @@ impl AuditMetrics {
             "Audit files rotated",
             metrics.rotations.clone(),
         );
+        registry.register(
+            "authz_audit_checkpoints",
+            "Signed audit checkpoints written into the chain",
+            metrics.checkpoints.clone(),
+        );
+        registry.register(
+            "authz_audit_witness_delivered",
+            "Audit checkpoints a witness accepted, by witness",
+            metrics.witness_delivered.clone(),
+        );
+        registry.register(
+            "authz_audit_witness_failures",
+            "Failed attempts to deliver audit checkpoints to a witness (retried), by witness",
+            metrics.witness_failures.clone(),
+        );
+        registry.register(
+            "authz_audit_witness_dropped",
+            "Audit checkpoints dropped from a full witness backlog, by witness",
+            metrics.witness_dropped.clone(),
+        );
+        registry.register(
+            "authz_audit_witness_pending",
+            "Audit checkpoints waiting for a witness, by witness",
+            metrics.witness_pending.clone(),
+        );
         metrics
     }
 
@@ -94,6 +138,11 @@ impl AuditMetrics {
             batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             failures: Family::default(),
             rotations: Counter::default(),
+            checkpoints: Counter::default(),
+            witness_delivered: Family::default(),
+            witness_failures: Family::default(),
+            witness_dropped: Family::default(),
+            witness_pending: Family::default(),
         }
     }
 

@@ -10,12 +10,15 @@ use std::{net::IpAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Schema version written in every line's `v` field.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema version written in every line's `v` field. Version 2 added the `replica` member
+/// (every line) and checkpoint lines; version 1 lines (no `replica`) still verify.
+pub const SCHEMA_VERSION: u32 = 2;
 /// `kind` of a decision record.
 pub const KIND_DECISION: &str = "decision";
 /// `kind` of a file header record.
 pub const KIND_HEADER: &str = "header";
+/// `kind` of a signed checkpoint record.
+pub const KIND_CHECKPOINT: &str = "checkpoint";
 /// `prev_hash` of the very first line of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -109,6 +112,9 @@ pub struct AuditRecord {
     pub seq: u64,
     /// When the writer sequenced the record, RFC 3339 UTC with nanoseconds.
     pub time: String,
+    /// The replica that wrote it (schema version 2; absent in version 1 lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// See [`AuditEvent`] for the fields from here to `latency_us`.
     pub decision_id: Uuid,
     /// `x-request-id`.
@@ -159,6 +165,9 @@ pub struct HeaderRecord {
     pub seq: u64,
     /// When the file was started.
     pub time: String,
+    /// The replica that wrote it (schema version 2; absent in version 1 lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// The file's number in the sequence: 0 for the first file, one more per rotation.
     pub file_seq: u64,
     /// The software that wrote it, e.g. `authz/0.1.0`.
@@ -176,6 +185,7 @@ impl AuditRecord {
         event: AuditEvent,
         seq: u64,
         time: String,
+        replica: Option<String>,
         prev_hash: String,
         max_reason_bytes: usize,
     ) -> Self {
@@ -191,6 +201,7 @@ impl AuditRecord {
             kind: KIND_DECISION.to_owned(),
             seq,
             time,
+            replica,
             decision_id: event.decision_id,
             request_id: event.request_id,
             trace_id: event.trace_id,

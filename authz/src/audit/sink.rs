@@ -101,6 +101,11 @@ impl FileSink {
         }
     }
 
+    /// The number of the open active file.
+    pub fn file_seq(&self) -> Option<u64> {
+        self.active.as_ref().map(|active| active.file_seq)
+    }
+
     /// Whether the active file is open (after a failure it is closed and reopened by
     /// [`FileSink::open`] on the next batch).
     pub fn is_open(&self) -> bool {

@@ -16,7 +16,12 @@
 //! the sequence (that is what retention does) or records cut from the *end*. Compare the printed
 //! last hash with one kept elsewhere (the stdout sink, a previous run) for that.
 
+mod replicas;
+
+pub use replicas::{ReplicaReport, run_verify_with, verify_replicas};
+
 use std::{
+    collections::{HashMap, HashSet},
     fs::File,
     io::{self, BufRead, BufReader, Read},
     path::{Path, PathBuf},
@@ -26,9 +31,10 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    AuditRecord, HeaderRecord, chain,
+    AuditRecord, CheckpointRecord, HeaderRecord, chain,
+    checkpoint::PublicKeys,
     config::ACTIVE_FILE_NAME,
-    record::{GENESIS_HASH, KIND_DECISION, KIND_HEADER},
+    record::{GENESIS_HASH, KIND_CHECKPOINT, KIND_DECISION, KIND_HEADER},
 };
 
 /// Longest line accepted; audit lines are around a kilobyte, so anything longer is not ours.
@@ -71,6 +77,35 @@ pub struct VerifySummary {
     pub last_hash: String,
     /// Torn final lines found (interrupted writes, not tampering).
     pub torn: Vec<Location>,
+    /// The replica named in the headers (`None` for schema version 1 files).
+    pub replica: Option<String>,
+    /// Signed checkpoint lines in the chain.
+    pub checkpoints: u64,
+    /// `seq` of the first and last complete line.
+    pub seqs: (u64, u64),
+    /// Decision records after the last checkpoint in the chain (all of them when it has none):
+    /// not yet attested by any signature.
+    pub uncovered: u64,
+}
+
+/// What the chain walk noted for the checkpoint checks (see `replicas.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct ChainFacts {
+    /// Every checkpoint line in the chain: seq, hash, where.
+    pub checkpoints: Vec<(u64, String, Location)>,
+    /// The lines at the asked-for seqs: hash, where.
+    pub found: HashMap<u64, (String, Location)>,
+    /// The last complete line.
+    pub last_at: Option<Location>,
+}
+
+/// What the chain walk checks besides the chain itself.
+#[derive(Debug, Default)]
+pub(crate) struct WalkOptions<'a> {
+    /// Check every checkpoint line's signature against these keys.
+    pub keys: Option<&'a PublicKeys>,
+    /// Note the hash and place of the lines at these seqs.
+    pub wanted: HashSet<u64>,
 }
 
 /// Why verification did not succeed.
@@ -108,7 +143,8 @@ fn tampered(path: &Path, line: u64, problem: impl Into<String>) -> VerifyError {
     }
 }
 
-/// Expands directories to the audit files in them (`audit.jsonl` and `audit.jsonl.NNNNNN`).
+/// Expands directories to the audit files in them (`audit.jsonl` and `audit.jsonl.NNNNNN`),
+/// and in their subdirectories (one per replica), one level deep.
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
     let mut files = Vec::new();
     for path in paths {
@@ -116,14 +152,25 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
             files.push(path.clone());
             continue;
         }
+        expand_dir(path, true, &mut files)?;
+    }
+    Ok(files)
+}
+
+fn expand_dir(path: &Path, nested: bool, files: &mut Vec<PathBuf>) -> Result<(), VerifyError> {
+    {
         let io_error = |source| VerifyError::Io {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         };
         for entry in std::fs::read_dir(path).map_err(io_error)? {
             let entry = entry.map_err(io_error)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            if nested && !name.starts_with('.') && entry.path().is_dir() {
+                expand_dir(&entry.path(), false, files)?;
+                continue;
+            }
             let rotated = name
                 .strip_prefix(ACTIVE_FILE_NAME)
                 .and_then(|rest| rest.strip_prefix('.'))
@@ -133,7 +180,7 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
             }
         }
     }
-    Ok(files)
+    Ok(())
 }
 
 /// Reads one line of at most [`MAX_LINE_BYTES`]; `Ok(None)` at the end of the file.
@@ -146,8 +193,44 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<
     Ok(Some(buf.last() == Some(&b'\n')))
 }
 
+/// One audit file and what its header says.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainFile {
+    pub file_seq: u64,
+    pub path: PathBuf,
+    pub replica: Option<String>,
+}
+
 /// The `file_seq` of each file's header, with the file, sorted.
 fn order_files(paths: &[PathBuf]) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
+    let files = read_headers(paths)?;
+    Ok(order(files)?
+        .into_iter()
+        .map(|f| (f.file_seq, f.path))
+        .collect())
+}
+
+/// Sorts files by `file_seq` and rejects two files with the same number.
+pub(crate) fn order(mut files: Vec<ChainFile>) -> Result<Vec<ChainFile>, VerifyError> {
+    files.sort_by(|a, b| (a.file_seq, &a.path).cmp(&(b.file_seq, &b.path)));
+    for pair in files.windows(2) {
+        if pair[0].file_seq == pair[1].file_seq {
+            return Err(tampered(
+                &pair[1].path,
+                1,
+                format!(
+                    "file_seq {} is also the header of {}",
+                    pair[1].file_seq,
+                    pair[0].path.display()
+                ),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+/// Every file's header.
+pub(crate) fn read_headers(paths: &[PathBuf]) -> Result<Vec<ChainFile>, VerifyError> {
     let mut ordered = Vec::with_capacity(paths.len());
     for path in paths {
         let file = File::open(path).map_err(|source| VerifyError::Io {
@@ -167,21 +250,11 @@ fn order_files(paths: &[PathBuf]) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
         let Some(header) = header.filter(|h| h.kind == KIND_HEADER) else {
             return Err(tampered(path, 1, "the first line is not a header record"));
         };
-        ordered.push((header.file_seq, path.clone()));
-    }
-    ordered.sort();
-    for pair in ordered.windows(2) {
-        if pair[0].0 == pair[1].0 {
-            return Err(tampered(
-                &pair[1].1,
-                1,
-                format!(
-                    "file_seq {} is also the header of {}",
-                    pair[1].0,
-                    pair[0].1.display()
-                ),
-            ));
-        }
+        ordered.push(ChainFile {
+            file_seq: header.file_seq,
+            path: path.clone(),
+            replica: header.replica,
+        });
     }
     Ok(ordered)
 }
@@ -200,13 +273,22 @@ struct Tip {
 /// [`VerifyError::Tampered`] naming the first bad line, [`VerifyError::Io`] when a file cannot
 /// be read, [`VerifyError::NoFiles`] when there is nothing to check.
 pub fn verify_files(paths: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
-    let files = order_files(&expand(paths)?)?;
+    let files = order(read_headers(&expand(paths)?)?)?;
+    verify_chain(&files, &WalkOptions::default()).map(|(summary, _)| summary)
+}
+
+/// Verifies one chain of ordered files, with the extra checks of `options`.
+pub(crate) fn verify_chain(
+    files: &[ChainFile],
+    options: &WalkOptions<'_>,
+) -> Result<(VerifySummary, ChainFacts), VerifyError> {
     let (Some(first), Some(last)) = (files.first(), files.last()) else {
         return Err(VerifyError::NoFiles);
     };
+    let mut facts = ChainFacts::default();
     let mut summary = VerifySummary {
         files: files.len(),
-        file_seqs: (first.0, last.0),
+        file_seqs: (first.file_seq, last.file_seq),
         records: 0,
         headers: 0,
         time_span: (String::new(), String::new()),
@@ -214,10 +296,14 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
         first_hash: String::new(),
         last_hash: String::new(),
         torn: Vec::new(),
+        replica: files.iter().find_map(|f| f.replica.clone()),
+        checkpoints: 0,
+        seqs: (0, 0),
+        uncovered: 0,
     };
     let mut tip: Option<Tip> = None;
     let mut buf = Vec::new();
-    for (_, path) in &files {
+    for ChainFile { path, .. } in files {
         let io_error = |source| VerifyError::Io {
             path: path.clone(),
             source,
@@ -240,16 +326,34 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
                 path: path.clone(),
                 line: line_no,
             };
-            let line = check_line(&buf, &here, tip.as_ref())?;
+            let line = check_line(&buf, &here, tip.as_ref(), options.keys)?;
             if tip.is_none() {
                 summary.anchor = line.prev_hash.clone();
                 summary.first_hash = line.hash.clone();
                 summary.time_span.0 = line.time.clone();
+                summary.seqs.0 = line.seq;
             }
-            match line.file_seq {
-                Some(_) => summary.headers += 1,
-                None => summary.records += 1,
+            summary.seqs.1 = line.seq;
+            match (line.file_seq, line.checkpoint) {
+                (Some(_), _) => summary.headers += 1,
+                (None, true) => {
+                    summary.checkpoints += 1;
+                    summary.uncovered = 0;
+                    facts
+                        .checkpoints
+                        .push((line.seq, line.hash.clone(), here.clone()));
+                }
+                (None, false) => {
+                    summary.records += 1;
+                    summary.uncovered += 1;
+                }
             }
+            if options.wanted.contains(&line.seq) {
+                facts
+                    .found
+                    .insert(line.seq, (line.hash.clone(), here.clone()));
+            }
+            facts.last_at = Some(here.clone());
             summary.time_span.1 = line.time;
             summary.last_hash = line.hash.clone();
             let file_seq = line
@@ -264,7 +368,7 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
             });
         }
     }
-    Ok(summary)
+    Ok((summary, facts))
 }
 
 /// The chain fields of one checked line.
@@ -275,10 +379,17 @@ struct Line {
     hash: String,
     /// `Some` for a header.
     file_seq: Option<u64>,
+    /// Whether it is a checkpoint.
+    checkpoint: bool,
 }
 
 /// Checks one complete line against the tip of the chain.
-fn check_line(bytes: &[u8], here: &Location, tip: Option<&Tip>) -> Result<Line, VerifyError> {
+fn check_line(
+    bytes: &[u8],
+    here: &Location,
+    tip: Option<&Tip>,
+    keys: Option<&PublicKeys>,
+) -> Result<Line, VerifyError> {
     let bad = |problem: String| tampered(&here.path, here.line, problem);
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not a JSON record: {e}")))?;
@@ -305,6 +416,23 @@ fn check_line(bytes: &[u8], here: &Location, tip: Option<&Tip>) -> Result<Line, 
                 prev_hash: header.prev_hash,
                 hash: header.hash,
                 file_seq: Some(header.file_seq),
+                checkpoint: false,
+            }
+        }
+        KIND_CHECKPOINT if here.line > 1 => {
+            if let Some(keys) = keys {
+                keys.verify(&value)
+                    .map_err(|e| bad(format!("checkpoint {e}")))?;
+            }
+            let checkpoint: CheckpointRecord = serde_json::from_value(value)
+                .map_err(|e| bad(format!("not a valid checkpoint record: {e}")))?;
+            Line {
+                seq: checkpoint.seq,
+                time: checkpoint.time,
+                prev_hash: checkpoint.prev_hash,
+                hash: checkpoint.hash,
+                file_seq: None,
+                checkpoint: true,
             }
         }
         KIND_DECISION if here.line > 1 => {
@@ -316,9 +444,12 @@ fn check_line(bytes: &[u8], here: &Location, tip: Option<&Tip>) -> Result<Line, 
                 prev_hash: record.prev_hash,
                 hash: record.hash,
                 file_seq: None,
+                checkpoint: false,
             }
         }
-        KIND_DECISION => return Err(bad("the first line is not a header record".into())),
+        KIND_DECISION | KIND_CHECKPOINT => {
+            return Err(bad("the first line is not a header record".into()));
+        }
         other => return Err(bad(format!("unknown record kind {other:?}"))),
     };
     let Some(tip) = tip else {
@@ -399,40 +530,28 @@ pub fn read_decision_records(paths: &[PathBuf]) -> Result<Vec<AuditRecord>, Veri
 /// The `authz audit verify FILE...` command: prints a summary on stdout and exits 0 when the
 /// chain is intact (torn final lines are warned about on stderr, and are not tampering); prints
 /// the first bad line on stderr and exits 1 when it is not; exits 2 when a file cannot be read
-/// or none is given.
+/// or none is given. [`run_verify_with`] adds checkpoints, keys and several replicas.
 pub fn run_verify(paths: &[PathBuf]) -> ExitCode {
-    match verify_files(paths) {
-        Ok(summary) => {
-            println!(
-                "intact: {} file(s) (file_seq {}..={}), {} decision record(s), {} header(s)",
-                summary.files,
-                summary.file_seqs.0,
-                summary.file_seqs.1,
-                summary.records,
-                summary.headers
-            );
-            println!(
-                "time span: {} .. {}",
-                summary.time_span.0, summary.time_span.1
-            );
-            println!("anchor (prev_hash of the first line): {}", summary.anchor);
-            println!("first hash: {}", summary.first_hash);
-            println!("last hash: {}", summary.last_hash);
-            for torn in &summary.torn {
-                eprintln!(
-                    "warning: torn final line at {torn}: a write interrupted by a crash, not \
+    run_verify_with(paths, &[], &[])
+}
+
+/// Prints the summary of one intact chain (the output of a single-replica `verify`).
+fn print_summary(summary: &VerifySummary) {
+    println!(
+        "intact: {} file(s) (file_seq {}..={}), {} decision record(s), {} header(s)",
+        summary.files, summary.file_seqs.0, summary.file_seqs.1, summary.records, summary.headers
+    );
+    println!(
+        "time span: {} .. {}",
+        summary.time_span.0, summary.time_span.1
+    );
+    println!("anchor (prev_hash of the first line): {}", summary.anchor);
+    println!("first hash: {}", summary.first_hash);
+    println!("last hash: {}", summary.last_hash);
+    for torn in &summary.torn {
+        eprintln!(
+            "warning: torn final line at {torn}: a write interrupted by a crash, not \
                      tampering (its record was never acknowledged)"
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error @ VerifyError::Tampered { .. }) => {
-            eprintln!("TAMPERED: {error}");
-            ExitCode::from(1)
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(2)
-        }
+        );
     }
 }

@@ -21,20 +21,37 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::time::{Duration, Instant};
+
 use super::{
     AuditConfig, AuditError, AuditEvent, AuditMetrics, AuditRecord, HeaderRecord, chain,
-    record::{self, GENESIS_HASH, KIND_HEADER, SCHEMA_VERSION},
+    checkpoint::{CheckpointRecord, CheckpointSigner},
+    config::CheckpointConfig,
+    record::{self, GENESIS_HASH, KIND_CHECKPOINT, KIND_HEADER, SCHEMA_VERSION},
     sink::{FileSink, Resume, StreamSink},
+    witness::{SharedStatus, WitnessStatus, Witnesses},
 };
+
+/// Where a record's answer goes.
+type Reply = oneshot::Sender<Result<AuditRecord, AuditError>>;
 
 /// `writer` field of header records.
 const WRITER_NAME: &str = concat!("authz/", env!("CARGO_PKG_VERSION"));
 
-/// One queued record and where its answer goes.
-struct Job {
-    event: AuditEvent,
-    /// Answers the waiting check once the record's batch is written (and synced, per durability).
-    reply: oneshot::Sender<Result<AuditRecord, AuditError>>,
+/// What the writer thread is asked to do.
+// Every queue slot holds a record anyway; boxing it would cost an allocation per decision.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// One queued record and where its answer goes.
+    Record {
+        event: AuditEvent,
+        /// Answers the waiting check once the record's batch is written (and synced, per
+        /// durability).
+        reply: oneshot::Sender<Result<AuditRecord, AuditError>>,
+    },
+    /// Sent by the ticker thread: write a checkpoint if one is due by time (the writer would
+    /// otherwise sleep on an idle queue with records not yet covered).
+    Tick,
 }
 
 /// A handle to the audit log; cheap to clone, shared by every request.
@@ -53,6 +70,8 @@ pub struct AuditLog {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Set by the writer while its last batch failed; cleared by the next success.
     failing: Arc<AtomicU64>,
+    /// Written by the witness thread, read by `/readyz`.
+    witness_status: SharedStatus,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -103,13 +122,51 @@ impl AuditLog {
                 config.retention,
             )
         });
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             file,
             stream.map(StreamSink::new),
             config.max_reason_bytes,
             metrics.clone(),
         );
-        Self::spawn(writer, config.queue_capacity, metrics)
+        writer.replica = Some(config.replica_id());
+        let witness_status = SharedStatus::default();
+        if let Some(checkpoint) = &config.checkpoint {
+            writer.checkpoints = Some(Checkpointer::start(
+                checkpoint,
+                metrics.clone(),
+                Arc::clone(&witness_status),
+            )?);
+        }
+        let mut log = Self::spawn(writer, config.queue_capacity, metrics)?;
+        log.witness_status = witness_status;
+        Ok(log)
+    }
+
+    /// Like [`AuditLog::start_discarding_for_benchmarks`], with signed checkpoints per
+    /// `checkpoint` (witnesses included): the cost of checkpointing without the cost of I/O.
+    /// For benchmarks only.
+    ///
+    /// # Errors
+    /// When the signing key cannot be loaded or a thread cannot be spawned.
+    #[doc(hidden)]
+    pub fn start_discarding_with_checkpoints_for_benchmarks(
+        queue_capacity: usize,
+        metrics: AuditMetrics,
+        checkpoint: &CheckpointConfig,
+    ) -> Result<Self, AuditError> {
+        let mut writer = Writer::new(
+            None,
+            Some(StreamSink::new(Box::new(std::io::sink()))),
+            super::config::DEFAULT_MAX_REASON_BYTES,
+            metrics.clone(),
+        );
+        writer.replica = Some("bench".to_owned());
+        writer.checkpoints = Some(Checkpointer::start(
+            checkpoint,
+            metrics.clone(),
+            SharedStatus::default(),
+        )?);
+        Self::spawn(writer, queue_capacity.max(1), metrics)
     }
 
     /// A log that stamps and hashes records exactly like a real one but writes them nowhere.
@@ -135,6 +192,9 @@ impl AuditLog {
     fn spawn(writer: Writer, capacity: usize, metrics: AuditMetrics) -> Result<Self, AuditError> {
         let (queue, receiver) = mpsc::channel(capacity);
         let failing = Arc::clone(&writer.failing);
+        if let Some(checkpoints) = &writer.checkpoints {
+            spawn_ticker(queue.downgrade(), checkpoints.every)?;
+        }
         let thread = std::thread::Builder::new()
             .name("authz-audit-writer".into())
             .spawn(move || writer.run(receiver, capacity))
@@ -145,6 +205,7 @@ impl AuditLog {
             metrics,
             thread: Arc::new(Mutex::new(Some(thread))),
             failing,
+            witness_status: SharedStatus::default(),
         })
     }
 
@@ -161,7 +222,7 @@ impl AuditLog {
         let (reply, answer) = oneshot::channel();
         // Counted before sending so the writer's decrement never runs first.
         self.metrics.queue_depth.inc();
-        if let Err(error) = self.queue.try_send(Job { event, reply }) {
+        if let Err(error) = self.queue.try_send(Job::Record { event, reply }) {
             self.metrics.queue_depth.dec();
             let error = match error {
                 mpsc::error::TrySendError::Full(_) => AuditError::QueueFull {
@@ -176,6 +237,14 @@ impl AuditLog {
             self.metrics.failed(super::FailureKind::Closed, 1);
             Err(AuditError::Closed)
         })
+    }
+
+    /// The state of every configured witness (empty without checkpoints or witnesses).
+    pub fn witness_status(&self) -> Vec<WitnessStatus> {
+        self.witness_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the last batch the writer attempted failed (for readiness reporting): true from
@@ -219,6 +288,96 @@ struct Writer {
     /// Shared with the handles: Unix milliseconds of the last failed batch, 0 once a batch
     /// succeeds. Also used to log only the transitions, not every failed batch of an outage.
     failing: Arc<AtomicU64>,
+    /// The `replica` member of every line (`None` only in unit tests of the v1 format).
+    replica: Option<String>,
+    /// Signed checkpoints, when configured.
+    checkpoints: Option<Checkpointer>,
+}
+
+/// The writer's checkpoint state.
+struct Checkpointer {
+    signer: CheckpointSigner,
+    every_records: u64,
+    every: Duration,
+    /// Decision records written since the last checkpoint. 1 at start: whatever the resumed
+    /// chain ends with (records of a process killed before its checkpoint) gets one soon.
+    uncovered: u64,
+    /// When the oldest uncovered record was written.
+    since: Instant,
+    /// Where checkpoints are copied to; `None` when only the chain (and stdout) holds them.
+    witnesses: Option<Witnesses>,
+}
+
+impl Checkpointer {
+    fn start(
+        config: &CheckpointConfig,
+        metrics: AuditMetrics,
+        status: SharedStatus,
+    ) -> Result<Self, AuditError> {
+        let pem = match (&config.signing_key, &config.signing_key_env) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
+                AuditError::Config(format!(
+                    "audit.checkpoint.signing_key: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?,
+            (None, Some(name)) => std::env::var(name).map_err(|_| {
+                AuditError::Config(format!(
+                    "audit.checkpoint.signing_key_env: environment variable {name} is not set"
+                ))
+            })?,
+            (None, None) => {
+                return Err(AuditError::Config(
+                    "audit.checkpoint: a signing key is required".into(),
+                ));
+            }
+        };
+        let signer = CheckpointSigner::from_pem(&pem)
+            .map_err(|e| AuditError::Config(format!("audit.checkpoint signing key: {e}")))?;
+        let witnesses = Witnesses::start(config, metrics, status)
+            .map_err(|e| AuditError::Config(format!("audit.checkpoint witnesses: {e}")))?;
+        Ok(Checkpointer {
+            signer,
+            every_records: config.every_records,
+            every: config.every,
+            uncovered: 1,
+            since: Instant::now(),
+            witnesses,
+        })
+    }
+
+    /// Whether a checkpoint is due with `adding` more records.
+    fn due(&self, adding: u64, now: Instant) -> bool {
+        let uncovered = self.uncovered + adding;
+        uncovered >= self.every_records
+            || (uncovered > 0 && now.saturating_duration_since(self.since) >= self.every)
+    }
+
+    /// Records that `count` records were written without a checkpoint after them.
+    fn add_uncovered(&mut self, count: u64, now: Instant) {
+        if self.uncovered == 0 && count > 0 {
+            self.since = now;
+        }
+        self.uncovered += count;
+    }
+}
+
+/// Sends [`Job::Tick`] every quarter of `every` until the log is gone, so a checkpoint is never
+/// later than about 1.25 x `every` after the record it covers.
+fn spawn_ticker(queue: mpsc::WeakSender<Job>, every: Duration) -> Result<(), AuditError> {
+    let period = (every / 4).max(Duration::from_millis(5));
+    std::thread::Builder::new()
+        .name("authz-audit-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                let Some(queue) = queue.upgrade() else { return };
+                // A full queue means a batch is coming anyway; it checks the time itself.
+                let _ = queue.try_send(Job::Tick);
+            }
+        })
+        .map(drop)
+        .map_err(|e| AuditError::Spawn(e.to_string()))
 }
 
 impl Writer {
@@ -236,28 +395,112 @@ impl Writer {
             max_reason_bytes,
             metrics,
             failing: Arc::new(AtomicU64::new(0)),
+            replica: None,
+            checkpoints: None,
         }
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Job>, max_batch: usize) {
         while let Some(first) = receiver.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                if let Job::Record { event, reply } = job {
+                    batch.push((event, reply));
+                }
+                if batch.len() < max_batch {
+                    next = receiver.try_recv().ok();
                 }
             }
             self.metrics.queue_depth.dec_by(batch.len() as i64);
-            self.commit(batch);
+            if batch.is_empty() {
+                self.checkpoint_if_due();
+            } else {
+                self.commit(batch);
+            }
+        }
+        // The last records get their checkpoint before the log closes.
+        if self.checkpoints.as_ref().is_some_and(|c| c.uncovered > 0)
+            && let Err(error) = self.write_checkpoint()
+        {
+            tracing::warn!(error = %error, "the final audit checkpoint could not be written");
+        }
+    }
+
+    /// Writes a checkpoint on its own when one is due by time (the queue was idle).
+    fn checkpoint_if_due(&mut self) {
+        if !self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.due(0, Instant::now()))
+        {
+            return;
+        }
+        match self.write_checkpoint() {
+            Ok(()) => self.rotate_if_due(),
+            // Retried at the next tick; a failing file also fails (and is counted by) batches.
+            Err(error) => tracing::debug!(error = %error, "audit checkpoint could not be written"),
+        }
+    }
+
+    /// Writes one checkpoint line into the chain (every sink, synced per durability) and hands
+    /// it to the witnesses.
+    fn write_checkpoint(&mut self) -> Result<(), AuditError> {
+        self.ensure_started()?;
+        let Some((line, hash)) = self.checkpoint_line(self.next_seq, self.last_hash.clone())?
+        else {
+            return Ok(());
+        };
+        self.emit(&line)?;
+        self.next_seq += 1;
+        self.last_hash = hash;
+        self.checkpoint_written(line);
+        Ok(())
+    }
+
+    /// A signed checkpoint at chain position `seq` attesting the line whose hash is
+    /// `prev_hash`, and its hash; `None` without checkpoints.
+    fn checkpoint_line(
+        &self,
+        seq: u64,
+        prev_hash: String,
+    ) -> Result<Option<(Vec<u8>, String)>, AuditError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(None);
+        };
+        let encode = |e: serde_json::Error| AuditError::Encode(e.to_string());
+        let mut record = CheckpointRecord {
+            v: SCHEMA_VERSION,
+            kind: KIND_CHECKPOINT.to_owned(),
+            seq,
+            time: record::now_rfc3339(),
+            replica: self.replica.clone().unwrap_or_default(),
+            file_seq: self.file.as_ref().and_then(FileSink::file_seq).unwrap_or(0),
+            key_id: String::new(),
+            signature: String::new(),
+            prev_hash,
+            hash: String::new(),
+        };
+        checkpoints.signer.sign(&mut record).map_err(encode)?;
+        let line = chain::seal(&mut record).map_err(encode)?;
+        Ok(Some((line, record.hash)))
+    }
+
+    /// After a checkpoint line is durable: resets the count and sends it to the witnesses.
+    fn checkpoint_written(&mut self, line: Vec<u8>) {
+        self.metrics.checkpoints.inc();
+        if let Some(checkpoints) = &mut self.checkpoints {
+            checkpoints.uncovered = 0;
+            if let Some(witnesses) = &checkpoints.witnesses {
+                witnesses.send(line);
+            }
         }
     }
 
     /// Writes one batch and answers every job in it.
-    fn commit(&mut self, batch: Vec<Job>) {
+    fn commit(&mut self, batch: Vec<(AuditEvent, Reply)>) {
         let count = batch.len();
-        let (events, replies): (Vec<AuditEvent>, Vec<_>) =
-            batch.into_iter().map(|job| (job.event, job.reply)).unzip();
+        let (events, replies): (Vec<AuditEvent>, Vec<_>) = batch.into_iter().unzip();
         match self.write_batch(events) {
             Ok(records) => {
                 if self.failing.swap(0, Ordering::Relaxed) != 0 {
@@ -294,18 +537,45 @@ impl Writer {
         let mut bytes = Vec::with_capacity(events.len() * 640);
         let mut records = Vec::with_capacity(events.len());
         let time = record::now_rfc3339();
+        let count = events.len() as u64;
         for event in events {
-            let mut record =
-                AuditRecord::stamp(event, seq, time.clone(), prev_hash, self.max_reason_bytes);
+            let mut record = AuditRecord::stamp(
+                event,
+                seq,
+                time.clone(),
+                self.replica.clone(),
+                prev_hash,
+                self.max_reason_bytes,
+            );
             let line = chain::seal(&mut record).map_err(|e| AuditError::Encode(e.to_string()))?;
             bytes.extend_from_slice(&line);
             prev_hash = record.hash.clone();
             seq += 1;
             records.push(record);
         }
+        // A due checkpoint rides in the same write and sync as the records it covers, so it
+        // costs no extra disk flush.
+        let now = Instant::now();
+        let mut checkpoint = None;
+        if self.checkpoints.as_ref().is_some_and(|c| c.due(count, now))
+            && let Some((line, hash)) = self.checkpoint_line(seq, prev_hash.clone())?
+        {
+            bytes.extend_from_slice(&line);
+            prev_hash = hash;
+            seq += 1;
+            checkpoint = Some(line);
+        }
         self.emit(&bytes)?;
         self.next_seq = seq;
         self.last_hash = prev_hash;
+        match checkpoint {
+            Some(line) => self.checkpoint_written(line),
+            None => {
+                if let Some(checkpoints) = &mut self.checkpoints {
+                    checkpoints.add_uncovered(count, now);
+                }
+            }
+        }
         Ok(records)
     }
 
@@ -406,6 +676,7 @@ impl Writer {
             kind: KIND_HEADER.to_owned(),
             seq: self.next_seq,
             time: record::now_rfc3339(),
+            replica: self.replica.clone(),
             file_seq,
             writer: WRITER_NAME.to_owned(),
             prev_hash: self.last_hash.clone(),
