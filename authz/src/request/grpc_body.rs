@@ -40,7 +40,7 @@ pub enum GrpcBodyError {
 /// [`GrpcBodyError`] when the frame is compressed, malformed, or the fields are not fully present.
 pub fn parse_grpc_model(body: &[u8], action: Action) -> Result<ModelRef, GrpcBodyError> {
     let (msg, complete) = first_frame(body)?;
-    let (name, version) = model_fields(msg, complete)?;
+    let ModelFields { name, version } = model_fields(msg, complete)?;
     let name = name.ok_or(GrpcBodyError::MissingModelName)?;
     let name = valid_name(name, MAX_MODEL_NAME)?;
     let version = match version {
@@ -70,12 +70,16 @@ fn first_frame(body: &[u8]) -> Result<(&[u8], bool), GrpcBodyError> {
     Ok((&avail[..len.min(avail.len())], avail.len() >= len))
 }
 
+/// The raw bytes of fields 1 and 2 of a `ModelInferRequest` (or any model-scoped request), as
+/// far as they were present.
+struct ModelFields<'a> {
+    name: Option<&'a [u8]>,
+    version: Option<&'a [u8]>,
+}
+
 /// Fields 1 and 2 (`model_name`, `model_version`) of `msg`, skipping every other field. In a
 /// message that is not `complete`, a field cut at the end is no error unless it is one of ours.
-fn model_fields(
-    msg: &[u8],
-    complete: bool,
-) -> Result<(Option<&[u8]>, Option<&[u8]>), GrpcBodyError> {
+fn model_fields(msg: &[u8], complete: bool) -> Result<ModelFields<'_>, GrpcBodyError> {
     let mut pos = 0;
     let mut name: Option<&[u8]> = None;
     let mut version: Option<&[u8]> = None;
@@ -122,7 +126,7 @@ fn model_fields(
         }
         pos = end;
     }
-    Ok((name, version))
+    Ok(ModelFields { name, version })
 }
 
 /// How many bytes the value of a field of wire type `wire` takes after `pos` (which moves past a
