@@ -16,7 +16,10 @@ What it checks (each failure names the file and what disagrees):
     with k8s/istio (sidecars reach istiod, mesh clients reach the model server, its sidecar reaches
     authz; nothing else opens); PeerAuthentication STRICT except the ports whose callers cannot be
     in the mesh (metrics, the gateway's ingress);
-  * every alert's runbook exists in docs/operations.md; every workspace member reaches the image build.
+  * every alert's runbook exists in docs/operations.md; every workspace member reaches the image build;
+  * the model server's drain (compose and Kubernetes): it reads the shipped config, its readiness
+    grace lasts as long as Envoy's health check (and the pod's readinessProbe) needs to notice, and
+    grace plus drain end before the orchestrator's SIGKILL.
 
 Usage: check_deploy_consistency.py RENDERED_DIR
   RENDERED_DIR holds `kubectl kustomize` output: cpu.yaml, gpu.yaml, istio.yaml.
@@ -175,6 +178,15 @@ def check_compose() -> None:
               and cmd[cmd.index("--model-repository") + 1] == PATHS["model_repository"], where, f"{svc} flags differ from contract")
         check(f"http://127.0.0.1:{PORTS['modelserver_http']}{PATHS['modelserver_ready']}" in s[svc]["healthcheck"]["test"],
               where, f"{svc} health check differs")
+    for svc in ("modelserver", "modelserver-gpu"):
+        cmd = s[svc]["command"]
+        config = cmd[cmd.index("--config") + 1] if "--config" in cmd else None
+        check(config == PATHS["modelserver_config"], where, f"{svc} --config path differs from contract")
+        check(f"./deploy/compose/modelserver.toml:{PATHS['modelserver_config']}:ro" in s[svc].get("volumes", []),
+              where, f"{svc} must mount deploy/compose/modelserver.toml read-only at the contract path")
+        check_drain_window("deploy/compose/modelserver.toml", (ROOT / "deploy/compose/modelserver.toml").read_text(),
+                           envoy_notice_seconds("compose"), seconds(s[svc].get("stop_grace_period", "10s")),
+                           f"compose.yaml {svc} stop_grace_period")
     gpu = s["modelserver-gpu"]
     check("gpu" in gpu.get("profiles", []), where, "modelserver-gpu must be in the gpu profile")
     devices = gpu.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
@@ -319,6 +331,7 @@ def check_k8s(rendered: Path, overlay: str) -> None:
     check(args[args.index("--http-port") + 1] == str(PORTS["modelserver_http"])
           and args[args.index("--grpc-port") + 1] == str(PORTS["modelserver_grpc"])
           and args[args.index("--metrics-port") + 1] == str(PORTS["modelserver_metrics"]), where, "modelserver flags")
+    check_k8s_modelserver_config(docs, deps["modelserver"], where)
     gpu_limit = m.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
     if overlay == "gpu":
         check(gpu_limit == "1", where, "GPU overlay must request nvidia.com/gpu")
@@ -398,6 +411,65 @@ def check_k8s(rendered: Path, overlay: str) -> None:
             check(bool(g_.get("name")) and bool(g_.get("rules")), where, "PrometheusRule group needs a name and rules")
             for r in g_["rules"]:
                 check(("alert" in r) != ("record" in r) and isinstance(r.get("expr"), str), where, f"rule {r.get('alert') or r.get('record')} malformed")
+
+
+def seconds(duration: str) -> float:
+    """`5s`, `250ms`, `1m` (Envoy and compose durations) in seconds."""
+    m = re.fullmatch(r"([0-9.]+)(ms|s|m)", duration.strip())
+    if not m:
+        raise ValueError(f"unreadable duration {duration!r}")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2)]
+
+
+def envoy_notice_seconds(target: str) -> float:
+    """How long the Envoy render for `target` may keep routing new requests to a model server whose
+    health turned NOT_SERVING: its active health check's interval times its unhealthy threshold,
+    the longest over the model server clusters."""
+    cfg = yaml.safe_load((ROOT / f"envoy/rendered/{target}.yaml").read_text())
+    notice = 0.0
+    for c in cfg["static_resources"]["clusters"]:
+        if c["name"].startswith("modelserver"):
+            for hc in c.get("health_checks", []):
+                notice = max(notice, seconds(hc["interval"]) * hc.get("unhealthy_threshold", 1))
+    return notice
+
+
+def check_drain_window(where: str, toml_text: str, notice_s: float, kill_after_s: float, killer: str) -> None:
+    """The model server's `[shutdown]` in `toml_text`: readiness stays off (while requests are still
+    served) for at least `notice_s`, and grace plus drain end before `kill_after_s`."""
+    import tomllib
+
+    shutdown = tomllib.loads(toml_text).get("shutdown", {})
+    grace_s = shutdown.get("readiness_grace_ms", 500) / 1000
+    drain_s = shutdown.get("drain_timeout_ms", 30_000) / 1000
+    check(grace_s >= notice_s, where,
+          f"[shutdown] readiness_grace_ms ({grace_s:g} s) is shorter than the {notice_s:g} s the balancer needs to notice a drain")
+    check(grace_s + drain_s <= kill_after_s, where,
+          f"readiness grace + drain ({grace_s + drain_s:g} s) outlast {killer} ({kill_after_s:g} s)")
+
+
+def check_k8s_modelserver_config(docs: list[dict], dep: dict, where: str) -> None:
+    """The model server reads the base's modelserver.toml (ConfigMap modelserver-config), and its
+    drain fits Envoy's health check, the pod's readinessProbe and terminationGracePeriodSeconds."""
+    config_dir, config_name = PATHS["modelserver_config"].rsplit("/", 1)
+    m = container(dep)
+    args = m["args"]
+    check("--config" in args and args[args.index("--config") + 1] == PATHS["modelserver_config"], where,
+          "modelserver --config path differs from contract")
+    pod = dep["spec"]["template"]["spec"]
+    mount = next((v for v in m.get("volumeMounts", []) if v["mountPath"] == config_dir), None)
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    cm_name = volume.get("configMap", {}).get("name") or ""
+    cm = by_kind(docs, "ConfigMap").get(cm_name)
+    check(mount is not None and mount.get("readOnly") is True and cm is not None and cm_name.startswith("modelserver-config-"),
+          where, f"modelserver must mount the base's generated ConfigMap modelserver-config read-only at {config_dir}")
+    if cm is None or config_name not in cm.get("data", {}):
+        check(False, where, f"no {config_name} for the model server")
+        return
+    probe = m.get("readinessProbe", {})
+    notice = max(envoy_notice_seconds("k8s"), probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3))
+    check_drain_window(f"k8s/base/modelserver/config/{config_name}, as {where}", cm["data"][config_name], notice,
+                       pod.get("terminationGracePeriodSeconds", 30), "terminationGracePeriodSeconds")
 
 
 def check_k8s_authz_config(docs: list[dict], authz: dict, where: str) -> None:

@@ -319,9 +319,20 @@ impl Config {
             p.add("policy.files", "at least one policy file is required");
         }
         self.authn.validate(&mut p);
+        self.validate_principals(&mut p);
+        self.validate_models(&mut p);
+        p.extend(self.rate_limit.validate("rate_limit"));
+        if let Err(problems) = self.audit.validate("audit") {
+            p.extend(problems);
+        }
+        p.into_vec()
+    }
+
+    /// The problems of `principals`: ids, roles, duplicates.
+    fn validate_principals(&self, p: &mut Problems) {
         for (i, pr) in self.principals.iter().enumerate() {
-            check_ident(&mut p, &format!("principals[{i}].id"), &pr.id);
-            check_roles(&mut p, &format!("principals[{i}].roles"), &pr.roles);
+            check_ident(p, &format!("principals[{i}].id"), &pr.id);
+            check_roles(p, &format!("principals[{i}].roles"), &pr.roles);
         }
         let mut seen = BTreeSet::new();
         for (i, pr) in self.principals.iter().enumerate() {
@@ -332,6 +343,10 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// The problems of `models`: names, roles, groups and rate limits.
+    fn validate_models(&self, p: &mut Problems) {
         for (name, m) in &self.models {
             let at = format!("models.{name}");
             if name.is_empty()
@@ -350,18 +365,13 @@ impl Config {
                     "empty: nobody could use this model",
                 );
             }
-            check_roles(&mut p, &format!("{at}.allowed_roles"), &m.allowed_roles);
-            check_roles(&mut p, &format!("{at}.groups"), &m.groups);
+            check_roles(p, &format!("{at}.allowed_roles"), &m.allowed_roles);
+            check_roles(p, &format!("{at}.groups"), &m.groups);
             p.extend(crate::ratelimit::validate_model_limit(
                 &format!("{at}.rate_limit"),
                 m.rate_limit.as_ref(),
             ));
         }
-        p.extend(self.rate_limit.validate("rate_limit"));
-        if let Err(problems) = self.audit.validate("audit") {
-            p.extend(problems);
-        }
-        p.into_vec()
     }
 
     fn validate_request(&self, p: &mut Problems) {

@@ -16,23 +16,26 @@
 //! learns the first thing to fix. A model not in the config is `unknown_model` before Cedar runs.
 //! Evaluation errors deny (`policy_error`): Cedar skips an erroring policy, which for a `forbid`
 //! would otherwise mean an allow.
+//!
+//! This module owns evaluation; `load` reads and validates the policies and builds the entities,
+//! `memo` caches answers, `cases` runs policy authors' test cases.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
-    Validator,
+    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
 };
 
 pub mod cases;
+mod load;
 mod memo;
 
-use crate::config::{ConfigProblem, ModelConfig};
+pub use load::valid_reason_code;
+
+use crate::config::ModelConfig;
 use crate::decision::{Principal, ReasonCode};
 use crate::request::Action;
 
@@ -116,234 +119,7 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
-/// Whether a custom reason code is well-formed: `[a-z][a-z0-9_]{0,63}`.
-pub fn valid_reason_code(code: &str) -> bool {
-    let mut b = code.bytes();
-    matches!(b.next(), Some(b'a'..=b'z'))
-        && code.len() <= 64
-        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-}
-
-fn type_name(s: &str) -> Result<EntityTypeName, ConfigProblem> {
-    EntityTypeName::from_str(s)
-        .map_err(|e| ConfigProblem::new("policy", format!("entity type {s}: {e}")))
-}
-
 impl PolicyEngine {
-    /// Loads the schema and policy files and builds the entities for `models`.
-    ///
-    /// # Errors
-    /// Every problem found: unreadable files, syntax errors, validation errors against the schema,
-    /// missing/duplicate `@id`, malformed `@reason`.
-    pub fn load(
-        schema_path: &Path,
-        policy_paths: &[PathBuf],
-        models: &BTreeMap<String, ModelConfig>,
-    ) -> Result<Self, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let schema_loc = schema_path.display().to_string();
-        let schema = match std::fs::read_to_string(schema_path) {
-            Err(e) => {
-                problems.push(ConfigProblem::new(&schema_loc, format!("cannot read: {e}")));
-                None
-            }
-            Ok(src) => match Schema::from_cedarschema_str(&src) {
-                Ok((schema, _warnings)) => Some(schema),
-                Err(e) => {
-                    problems.push(ConfigProblem::new(
-                        &schema_loc,
-                        format!("invalid schema: {e}"),
-                    ));
-                    None
-                }
-            },
-        };
-        let mut policies = PolicySet::new();
-        let mut permits = PolicySet::new();
-        let mut meta = HashMap::new();
-        for path in policy_paths {
-            let loc = path.display().to_string();
-            let src = match std::fs::read_to_string(path) {
-                Ok(s) => s,
-                Err(e) => {
-                    problems.push(ConfigProblem::new(&loc, format!("cannot read: {e}")));
-                    continue;
-                }
-            };
-            let set = match PolicySet::from_str(&src) {
-                Ok(s) => s,
-                Err(e) => {
-                    for (at, message) in syntax_errors(&src, &e) {
-                        problems.push(ConfigProblem::new(
-                            format!("{loc}:{at}"),
-                            format!("syntax: {message}"),
-                        ));
-                    }
-                    continue;
-                }
-            };
-            if set.templates().next().is_some() {
-                problems.push(ConfigProblem::new(
-                    &loc,
-                    "policy templates are not supported",
-                ));
-            }
-            for p in set.policies() {
-                match Self::adopt(p, &loc) {
-                    Err(e) => problems.push(e),
-                    Ok((policy, m)) => {
-                        let id = policy.id().clone();
-                        if meta.contains_key(&id) {
-                            problems
-                                .push(ConfigProblem::new(&loc, format!("duplicate @id(\"{id}\")")));
-                            continue;
-                        }
-                        if policy.effect() == cedar_policy::Effect::Permit {
-                            // Ids are unique (checked above), so adding cannot fail.
-                            let _ = permits.add(policy.clone());
-                        }
-                        let _ = policies.add(policy);
-                        meta.insert(id, m);
-                    }
-                }
-            }
-        }
-        let Some(schema) = schema else {
-            return Err(problems);
-        };
-        if problems.is_empty() {
-            let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
-            for e in result.validation_errors() {
-                problems.push(ConfigProblem::new(
-                    "policy",
-                    format!("does not match the schema: {e}"),
-                ));
-            }
-        }
-        let engine = Self::with_entities(&schema, policies, permits, meta, models);
-        match engine {
-            Ok(engine) if problems.is_empty() => Ok(engine),
-            Ok(_) => Err(problems),
-            Err(e) => {
-                problems.push(e);
-                Err(problems)
-            }
-        }
-    }
-
-    /// Checks a parsed policy's annotations and gives it its `@id`.
-    fn adopt(p: &Policy, loc: &str) -> Result<(Policy, PolicyMeta), ConfigProblem> {
-        let Some(id) = p.annotation("id").filter(|s| !s.is_empty()) else {
-            return Err(ConfigProblem::new(
-                loc,
-                format!("every policy needs an @id: {}", first_line(p)),
-            ));
-        };
-        let reason = match p.annotation("reason") {
-            None => None,
-            Some(_) if p.effect() == cedar_policy::Effect::Permit => {
-                return Err(ConfigProblem::new(
-                    loc,
-                    format!("@id(\"{id}\"): @reason is only for forbid policies"),
-                ));
-            }
-            Some(code) if valid_reason_code(code) && !ReasonCode::from_code(code).is_allow() => {
-                Some(ReasonCode::from_code(code))
-            }
-            Some(code) => {
-                return Err(ConfigProblem::new(
-                    loc,
-                    format!(
-                        "@id(\"{id}\"): @reason(\"{code}\") must match [a-z][a-z0-9_]{{0,63}} and not be an allow code"
-                    ),
-                ));
-            }
-        };
-        Ok((p.new_id(PolicyId::new(id)), PolicyMeta { reason }))
-    }
-
-    fn with_entities(
-        schema: &Schema,
-        policies: PolicySet,
-        permits: PolicySet,
-        meta: HashMap<PolicyId, PolicyMeta>,
-        models: &BTreeMap<String, ModelConfig>,
-    ) -> Result<Self, ConfigProblem> {
-        let user_type = type_name("Gateway::User")?;
-        let role_type = type_name("Gateway::Role")?;
-        let model_type = type_name("Gateway::Model")?;
-        let group_type = type_name("Gateway::ModelGroup")?;
-        let action_type = type_name("Gateway::Action")?;
-        let uid = |t: &EntityTypeName, id: &str| {
-            EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
-        };
-        let mut roles = HashSet::new();
-        let mut groups = HashSet::new();
-        let mut entities = Vec::new();
-        for (name, m) in models {
-            roles.extend(m.allowed_roles.iter().cloned());
-            groups.extend(m.groups.iter().cloned());
-            let attrs = HashMap::from([
-                (
-                    "sensitivity".to_owned(),
-                    RestrictedExpression::new_string(m.sensitivity.as_str().to_owned()),
-                ),
-                (
-                    "requires_reason".to_owned(),
-                    RestrictedExpression::new_bool(m.requires_reason),
-                ),
-                (
-                    "allowed_roles".to_owned(),
-                    RestrictedExpression::new_set(
-                        m.allowed_roles
-                            .iter()
-                            .map(|r| RestrictedExpression::new_entity_uid(uid(&role_type, r))),
-                    ),
-                ),
-            ]);
-            let parents = m.groups.iter().map(|g| uid(&group_type, g)).collect();
-            let e = Entity::new(uid(&model_type, name), attrs, parents)
-                .map_err(|e| ConfigProblem::new(format!("models.{name}"), e.to_string()))?;
-            entities.push(e);
-        }
-        entities.extend(roles.iter().map(|r| Entity::with_uid(uid(&role_type, r))));
-        entities.extend(groups.iter().map(|g| Entity::with_uid(uid(&group_type, g))));
-        let base = Entities::from_entities(entities, Some(schema)).map_err(|e| {
-            ConfigProblem::new("models", format!("entities do not match the schema: {e}"))
-        })?;
-        let actions = [
-            Action::Infer,
-            Action::Ready,
-            Action::Metadata,
-            Action::Config,
-            Action::Statistics,
-        ]
-        .into_iter()
-        .map(|a| (a, uid(&action_type, a.as_str())))
-        .collect();
-        let order = policies
-            .policies()
-            .enumerate()
-            .map(|(i, p)| (p.id().to_string(), i))
-            .collect();
-        Ok(PolicyEngine {
-            order,
-            entity_cache: RwLock::new(HashMap::new()),
-            reads: memo::ContextReads::of(&policies),
-            memo: Default::default(),
-            policies,
-            permits,
-            meta,
-            base,
-            models: models.clone(),
-            user_type,
-            role_type,
-            model_type,
-            actions,
-            authorizer: Authorizer::new(),
-        })
-    }
-
     /// Every reason code the loaded policies can produce (bounded; for metrics and docs).
     pub fn custom_reason_codes(&self) -> Vec<String> {
         self.meta
@@ -467,6 +243,32 @@ impl PolicyEngine {
         let principal_uid =
             EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&p.id));
         let entities = self.entities_for(p, &principal_uid)?;
+        let context = self.context(input)?;
+        let action = self
+            .actions
+            .get(&input.action)
+            .cloned()
+            .ok_or("unknown action")?;
+        let resource =
+            EntityUid::from_type_name_and_id(self.model_type.clone(), EntityId::new(input.model));
+        let request = Request::new(principal_uid, action, resource, context, None)
+            .map_err(|e| e.to_string())?;
+        let resp = self.authorizer.is_authorized(&request, set, &entities);
+        if let Some(e) = resp.diagnostics().errors().next() {
+            return Err(e.to_string());
+        }
+        let mut ids: Vec<String> = resp
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        ids.sort_by_key(|id| self.order(id));
+        Ok((resp.decision(), ids))
+    }
+
+    /// The request context: only the attributes the policies read (see `memo::ContextReads`).
+    fn context(&self, input: &PolicyInput<'_>) -> Result<Context, String> {
+        let p = input.principal;
         let reads = &self.reads;
         let mut ctx = Vec::with_capacity(6);
         let mut add = |name: &str, value: &dyn Fn() -> RestrictedExpression| {
@@ -494,27 +296,7 @@ impl PolicyEngine {
                 RestrictedExpression::new_ip(ip.to_string())
             });
         }
-        let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
-        let action = self
-            .actions
-            .get(&input.action)
-            .cloned()
-            .ok_or("unknown action")?;
-        let resource =
-            EntityUid::from_type_name_and_id(self.model_type.clone(), EntityId::new(input.model));
-        let request = Request::new(principal_uid, action, resource, context, None)
-            .map_err(|e| e.to_string())?;
-        let resp = self.authorizer.is_authorized(&request, set, &entities);
-        if let Some(e) = resp.diagnostics().errors().next() {
-            return Err(e.to_string());
-        }
-        let mut ids: Vec<String> = resp
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        ids.sort_by_key(|id| self.order(id));
-        Ok((resp.decision(), ids))
+        Context::from_pairs(ctx).map_err(|e| e.to_string())
     }
 
     /// Position of a policy in load order, so deciding ids are listed deterministically.
@@ -568,48 +350,10 @@ fn error_outcome(e: String) -> PolicyOutcome {
     }
 }
 
-fn first_line(p: &Policy) -> String {
-    let s = p.to_string();
-    s.lines()
-        .find(|l| !l.trim_start().starts_with('@'))
-        .unwrap_or("")
-        .trim()
-        .to_owned()
-}
-
-/// Each error of a Cedar parse as (`line:column`, message), from the diagnostics' source spans
-/// (1-based, columns in characters). An error without a span is placed at `1:1`.
-fn syntax_errors(src: &str, errors: &cedar_policy::ParseErrors) -> Vec<(String, String)> {
-    use miette::Diagnostic as _;
-    errors
-        .iter()
-        .map(|e| {
-            let offset = e
-                .labels()
-                .and_then(|mut labels| labels.next())
-                .map_or(0, |l| l.offset());
-            let (line, column) = line_column(src, offset);
-            let mut message = e.to_string();
-            if let Some(help) = e.help() {
-                message.push_str(&format!(" ({help})"));
-            }
-            (format!("{line}:{column}"), message)
-        })
-        .collect()
-}
-
-/// 1-based line and column (in characters) of byte `offset` in `src`.
-fn line_column(src: &str, offset: usize) -> (usize, usize) {
-    let before = src.get(..offset.min(src.len())).unwrap_or(src);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Sensitivity;
+    use crate::config::{ConfigProblem, Sensitivity};
     use crate::decision::AuthMethod;
 
     const SCHEMA: &str = include_str!("../../config/policies/schema.cedarschema");
@@ -675,7 +419,6 @@ mod tests {
             "{:?}",
             problems[0]
         );
-        assert_eq!(line_column("ab\ncé\nx", 6), (2, 3));
     }
 
     #[test]

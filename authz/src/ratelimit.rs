@@ -35,6 +35,7 @@
 //! - [`store`]: the [`Store`] trait and classified [`StoreError`]s;
 //!   [`memory::MemoryStore`] (in-process, the default) and [`redis::RedisStore`] (standalone or
 //!   Cluster; the Lua script in [`scripts`], the key layout in [`keys`]).
+//! - [`RateLimitOutcome`] and [`RateLimitState`] (in `outcome`): what a check answers.
 //! - [`breaker`]: the circuit breaker; [`config`]: serde types, validation, role resolution;
 //!   [`metrics`]: `authz_ratelimit_*` (full names: register into the root registry, not a
 //!   prefixed sub-registry).
@@ -57,6 +58,7 @@ pub mod gcra;
 pub mod keys;
 pub mod memory;
 pub mod metrics;
+mod outcome;
 pub mod redis;
 pub mod scripts;
 pub mod store;
@@ -65,6 +67,7 @@ pub use config::{
     Limit, ModelLimits, ModelRateLimit, OnStoreError, RateLimitConfig, RoleRateLimit,
     validate_model_limit,
 };
+pub use outcome::{RateLimitOutcome, RateLimitState};
 pub use store::{Store, StoreError, StoreErrorKind};
 
 use crate::config::ConfigProblem;
@@ -74,7 +77,6 @@ use gcra::{Decision, Gcra};
 use memory::MemoryStore;
 use metrics::{DegradedDecision, OutcomeLabel, RateLimitMetrics};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,94 +125,6 @@ impl LimitTable {
     /// The limits of `model`, if configured.
     pub fn get(&self, model: &str) -> Option<&ModelLimits> {
         self.models.get(model)
-    }
-}
-
-/// What the response headers need, from one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RateLimitState {
-    /// `RateLimit-Limit`: the burst, i.e. requests a fresh principal may make at once.
-    pub limit: u64,
-    /// `RateLimit-Remaining`: requests that could still be made right now.
-    pub remaining: u64,
-    /// `RateLimit-Reset`: seconds (rounded up) until the full burst is available again.
-    pub reset_secs: u64,
-    /// `Retry-After`: seconds (rounded up) until this request would be admitted; 0 when admitted.
-    pub retry_after_secs: u64,
-}
-
-impl RateLimitState {
-    fn from_decision(limit: Gcra, d: &Decision) -> Self {
-        Self {
-            limit: limit.burst(),
-            remaining: d.remaining,
-            reset_secs: d.reset_secs(),
-            retry_after_secs: d.retry_after_secs(),
-        }
-    }
-
-    /// The headers to send: `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, plus
-    /// `Retry-After` when the request was limited.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            ("ratelimit-limit", self.limit.to_string()),
-            ("ratelimit-remaining", self.remaining.to_string()),
-            ("ratelimit-reset", self.reset_secs.to_string()),
-        ];
-        if self.retry_after_secs > 0 {
-            headers.push(("retry-after", self.retry_after_secs.to_string()));
-        }
-        headers
-    }
-}
-
-/// The result of [`RateLimiter::check`], with the store-failure policy already applied.
-///
-/// Serializes for the audit record as `{"result": "allowed", "limit": .., "remaining": ..,
-/// "reset_secs": .., "retry_after_secs": ..}`, `{"result": "store_failed", "policy": "deny",
-/// "error": "timeout"}`, `{"result": "unlimited"}`, ...
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum RateLimitOutcome {
-    /// Admitted within the limit.
-    Allowed(RateLimitState),
-    /// The model is configured `unlimited` (for this principal's roles): admitted, no headers.
-    Unlimited,
-    /// Over the limit: answer 429 `rate_limited` with the state's headers.
-    Limited(RateLimitState),
-    /// The store could not decide; `policy` (the model's `on_store_error`) did.
-    StoreFailed {
-        /// `Allow`: admit. `Deny`: answer 503.
-        policy: OnStoreError,
-        /// What went wrong.
-        error: StoreErrorKind,
-    },
-    /// No limits are configured for this model name. Denied: policy should have rejected an
-    /// unknown model before, so this is a config mismatch, never a reason to admit.
-    UnknownModel,
-}
-
-impl RateLimitOutcome {
-    /// Whether the request may proceed.
-    pub fn is_allowed(&self) -> bool {
-        match self {
-            Self::Allowed(_) | Self::Unlimited => true,
-            Self::StoreFailed { policy, .. } => *policy == OnStoreError::Allow,
-            Self::Limited(_) | Self::UnknownModel => false,
-        }
-    }
-
-    /// Whether the decision was made under degradation (by `on_store_error`).
-    pub fn degraded(&self) -> bool {
-        matches!(self, Self::StoreFailed { .. })
-    }
-
-    /// The header state, when the store decided.
-    pub fn state(&self) -> Option<&RateLimitState> {
-        match self {
-            Self::Allowed(s) | Self::Limited(s) => Some(s),
-            _ => None,
-        }
     }
 }
 
@@ -375,30 +289,33 @@ impl RateLimiter {
                     RateLimitOutcome::Limited(state)
                 }
             }
-            Err(error) => {
-                let policy = model_limits.on_store_error;
-                tracing::debug!(
-                    model.name = model,
-                    store.error = %error,
-                    store.transient = error.is_transient(),
-                    ratelimit.on_store_error = policy.as_str(),
-                    "rate-limit store failed; applying on_store_error"
-                );
-                let (outcome, decision) = match policy {
-                    OnStoreError::Allow => {
-                        (OutcomeLabel::store_error_allowed, DegradedDecision::allow)
-                    }
-                    OnStoreError::Deny => {
-                        (OutcomeLabel::store_error_denied, DegradedDecision::deny)
-                    }
-                };
-                self.metrics.outcome(model, outcome);
-                self.metrics.degraded_decision(model, decision);
-                RateLimitOutcome::StoreFailed {
-                    policy,
-                    error: error.kind(),
-                }
-            }
+            Err(error) => self.store_failed(model, model_limits.on_store_error, &error),
+        }
+    }
+
+    /// The outcome when the store could not decide: the model's `on_store_error` does.
+    fn store_failed(
+        &self,
+        model: &str,
+        policy: OnStoreError,
+        error: &StoreError,
+    ) -> RateLimitOutcome {
+        tracing::debug!(
+            model.name = model,
+            store.error = %error,
+            store.transient = error.is_transient(),
+            ratelimit.on_store_error = policy.as_str(),
+            "rate-limit store failed; applying on_store_error"
+        );
+        let (outcome, decision) = match policy {
+            OnStoreError::Allow => (OutcomeLabel::store_error_allowed, DegradedDecision::allow),
+            OnStoreError::Deny => (OutcomeLabel::store_error_denied, DegradedDecision::deny),
+        };
+        self.metrics.outcome(model, outcome);
+        self.metrics.degraded_decision(model, decision);
+        RateLimitOutcome::StoreFailed {
+            policy,
+            error: error.kind(),
         }
     }
 

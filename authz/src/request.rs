@@ -4,35 +4,34 @@
 //! Extracts exactly what later steps need and refuses to guess. The model a decision is about must
 //! be the model Envoy routes to, so [`path`] accepts only the canonical OIP forms and rejects
 //! anything a proxy or server might read differently. For OIP gRPC the model is read from the
-//! first frame of the body Envoy forwards ([`grpc_body`]). This file owns the vocabulary both
-//! share ([`Action`], [`ModelRef`]), header lookup across Envoy's two encodings, and the facts.
+//! first frame of the body Envoy forwards ([`grpc_body`]). Header lookup across Envoy's two
+//! encodings is `headers`; correlation data ([`RequestMeta`], the trace context) is `meta`. This
+//! file owns the vocabulary they share ([`Action`], [`ModelRef`]) and the facts.
 //!
 //! What this module does not do: it never decides who the caller is (see `authn`) and never decides
 //! whether a well-formed request is allowed (see `policy`).
 
 pub mod grpc_body;
+mod headers;
+mod meta;
 pub mod path;
 
 pub use grpc_body::{GrpcBodyError, parse_grpc_model};
+pub use meta::{RequestMeta, request_meta, traceparent};
 pub use path::{MAX_PATH_BYTES, PathError, Route, parse_path};
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use telemetry::TraceContext;
 
 use crate::decision::ReasonCode;
+use headers::{Headers, http_of};
 
 /// Longest accepted model name (the OIP path segment `[A-Za-z0-9._-]{1,128}`).
 pub const MAX_MODEL_NAME: usize = 128;
 /// Longest accepted model version: versions are short (Triton uses integers).
 pub const MAX_MODEL_VERSION: usize = 64;
-/// Longest `x-request-id` we carry into logs; longer ones are dropped, not truncated.
-const MAX_REQUEST_ID: usize = 128;
 
 /// The OIP gRPC service's path prefix segment.
 pub const GRPC_SERVICE: &str = "inference.GRPCInferenceService";
@@ -186,18 +185,6 @@ pub enum Target {
     Other,
 }
 
-/// Best-effort request metadata, extracted even from requests that are otherwise rejected, so that
-/// every decision can be correlated.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    /// Client address as Envoy saw it.
-    pub source_ip: Option<IpAddr>,
-    /// A well-formed `x-request-id`.
-    pub request_id: Option<String>,
-    /// The trace id of a well-formed `traceparent`.
-    pub trace_id: Option<String>,
-}
-
 /// The credentials a request presents. Values are raw; `authn` validates them.
 #[derive(Clone, Default)]
 pub struct Credentials {
@@ -235,114 +222,6 @@ pub struct Facts {
     pub access_reason: Option<String>,
 }
 
-/// Header lookup across Envoy's two encodings: the `headers` string map, and `header_map` with
-/// raw byte values (sent when Envoy's `encode_raw_headers` is on, which lets invalid UTF-8 reach us
-/// as bytes instead of failing the whole message).
-struct Headers<'a> {
-    map: &'a HashMap<String, String>,
-    raw: &'a [envoy_types::pb::envoy::config::core::v3::HeaderValue],
-}
-
-impl<'a> Headers<'a> {
-    fn new(http: &'a HttpRequest) -> Self {
-        Headers {
-            map: &http.headers,
-            raw: http
-                .header_map
-                .as_ref()
-                .map_or(&[], |m| m.headers.as_slice()),
-        }
-    }
-
-    fn total_bytes(&self) -> usize {
-        let a: usize = self.map.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let b: usize = self
-            .raw
-            .iter()
-            .map(|h| h.key.len() + h.value.len() + h.raw_value.len())
-            .sum();
-        a + b
-    }
-
-    fn get(&self, name: &'static str) -> Result<Option<Cow<'a, str>>, RequestError> {
-        if let Some(v) = self.map.get(name) {
-            return Ok(Some(Cow::Borrowed(v.as_str())));
-        }
-        let mut found: Option<Cow<'a, str>> = None;
-        for h in self.raw.iter().filter(|h| h.key.eq_ignore_ascii_case(name)) {
-            if found.is_some() {
-                return Err(RequestError::DuplicateHeader(name));
-            }
-            found = Some(if h.raw_value.is_empty() {
-                Cow::Borrowed(h.value.as_str())
-            } else {
-                Cow::Borrowed(
-                    std::str::from_utf8(&h.raw_value)
-                        .map_err(|_| RequestError::InvalidUtf8(name))?,
-                )
-            });
-        }
-        Ok(found)
-    }
-
-    /// Like `get`, but a non-UTF-8 or duplicated value is simply absent (for correlation data).
-    fn get_lenient(&self, name: &'static str) -> Option<Cow<'a, str>> {
-        self.get(name).ok().flatten()
-    }
-}
-
-fn http_of(req: &CheckRequest) -> Option<&HttpRequest> {
-    req.attributes.as_ref()?.request.as_ref()?.http.as_ref()
-}
-
-/// Extracts correlation metadata without failing.
-pub fn request_meta(req: &CheckRequest) -> RequestMeta {
-    let source_ip = req
-        .attributes
-        .as_ref()
-        .and_then(|a| a.source.as_ref())
-        .and_then(|s| s.address.as_ref())
-        .and_then(|a| a.address.as_ref())
-        .and_then(|a| match a {
-            address::Address::SocketAddress(sa) => sa.address.parse::<IpAddr>().ok(),
-            _ => None,
-        });
-    let Some(http) = http_of(req) else {
-        return RequestMeta {
-            source_ip,
-            ..RequestMeta::default()
-        };
-    };
-    let headers = Headers::new(http);
-    let request_id = headers
-        .get_lenient("x-request-id")
-        .map(Cow::into_owned)
-        .or_else(|| (!http.id.is_empty()).then(|| http.id.clone()))
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= MAX_REQUEST_ID
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
-    let trace_id = traceparent_in(&headers).map(|t| t.trace_id.to_string());
-    RequestMeta {
-        source_ip,
-        request_id,
-        trace_id,
-    }
-}
-
-/// The caller's W3C trace context from the request's `traceparent` header, when it is a strictly
-/// valid version-00 value (anything else: `None`, and the check starts a new trace).
-pub fn traceparent(req: &CheckRequest) -> Option<TraceContext> {
-    http_of(req).and_then(|http| traceparent_in(&Headers::new(http)))
-}
-
-fn traceparent_in(headers: &Headers<'_>) -> Option<TraceContext> {
-    TraceContext::parse(&headers.get_lenient("traceparent")?).ok()
-}
-
 impl Facts {
     /// Extracts the facts of one check.
     ///
@@ -357,41 +236,8 @@ impl Facts {
         if headers.total_bytes() > rules.max_header_bytes {
             return Err(RequestError::HeadersTooLarge(rules.max_header_bytes));
         }
-        let path: Cow<'_, str> = if http.path.is_empty() {
-            headers.get(":path")?.ok_or(RequestError::MissingPath)?
-        } else {
-            Cow::Borrowed(http.path.as_str())
-        };
-        if path.is_empty() {
-            return Err(RequestError::MissingPath);
-        }
-        let route = parse_path(&path, &rules.public_paths)?;
-        let target = match route {
-            Route::Public => Target::Public,
-            Route::Other => Target::Other,
-            Route::Model(m) => Target::Model(m),
-            Route::GrpcModel(action) => {
-                let body = if http.raw_body.is_empty() {
-                    http.body.as_bytes()
-                } else {
-                    http.raw_body.as_slice()
-                };
-                Target::Model(parse_grpc_model(body, action)?)
-            }
-        };
-        let access_reason = match headers.get("x-access-reason")? {
-            None => None,
-            Some(r) => {
-                if r.len() > rules.max_reason_bytes {
-                    return Err(RequestError::ReasonTooLong(rules.max_reason_bytes));
-                }
-                if r.chars().any(|c| c.is_control() && c != '\t') {
-                    return Err(RequestError::ReasonControlChars);
-                }
-                let t = r.trim();
-                meaningful_reason(t).then(|| t.to_owned())
-            }
-        };
+        let target = target(http, &headers, rules)?;
+        let access_reason = access_reason(&headers, rules)?;
         let credentials = Credentials {
             authorization: headers.get("authorization")?.map(Cow::into_owned),
             api_key: headers.get("x-api-key")?.map(Cow::into_owned),
@@ -408,6 +254,57 @@ impl Facts {
             access_reason,
         })
     }
+}
+
+/// What the request is about: a public path, a model (from the REST path or the gRPC message) or
+/// anything else.
+fn target(
+    http: &HttpRequest,
+    headers: &Headers<'_>,
+    rules: &RequestRules,
+) -> Result<Target, RequestError> {
+    let path: Cow<'_, str> = if http.path.is_empty() {
+        headers.get(":path")?.ok_or(RequestError::MissingPath)?
+    } else {
+        Cow::Borrowed(http.path.as_str())
+    };
+    if path.is_empty() {
+        return Err(RequestError::MissingPath);
+    }
+    let route = parse_path(&path, &rules.public_paths)?;
+    Ok(match route {
+        Route::Public => Target::Public,
+        Route::Other => Target::Other,
+        Route::Model(m) => Target::Model(m),
+        Route::GrpcModel(action) => {
+            let body = if http.raw_body.is_empty() {
+                http.body.as_bytes()
+            } else {
+                http.raw_body.as_slice()
+            };
+            Target::Model(parse_grpc_model(body, action)?)
+        }
+    })
+}
+
+/// `x-access-reason`, trimmed; `None` when absent or no reason at all (see `meaningful_reason`).
+fn access_reason(
+    headers: &Headers<'_>,
+    rules: &RequestRules,
+) -> Result<Option<String>, RequestError> {
+    Ok(match headers.get("x-access-reason")? {
+        None => None,
+        Some(r) => {
+            if r.len() > rules.max_reason_bytes {
+                return Err(RequestError::ReasonTooLong(rules.max_reason_bytes));
+            }
+            if r.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(RequestError::ReasonControlChars);
+            }
+            let t = r.trim();
+            meaningful_reason(t).then(|| t.to_owned())
+        }
+    })
 }
 
 #[cfg(test)]

@@ -67,42 +67,50 @@ fn set(key: &str, value: &str) -> HeaderValueOption {
 pub fn to_check_response(d: &Decision) -> CheckResponse {
     let id = d.id.to_string();
     if d.allowed() {
-        let mut headers = vec![set(HEADER_DECISION_ID, &id)];
-        if let Some(p) = &d.principal {
-            headers.push(set(HEADER_PRINCIPAL, &p.id));
-        }
-        if let Some(m) = &d.model {
-            headers.push(set(HEADER_MODEL, m));
-            headers.push(set(
-                HEADER_MODEL_VERSION,
-                d.version.as_deref().unwrap_or(""),
-            ));
-            if let Some(a) = d.action {
-                headers.push(set(HEADER_ACTION, a.as_str()));
-            }
-        }
-        return CheckResponse {
-            status: Some(RpcStatus {
-                code: code::OK,
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers,
-                headers_to_remove: CREDENTIAL_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
-                response_headers_to_add: d
-                    .response_headers
-                    .iter()
-                    .map(|(k, v)| set(k, v))
-                    .collect(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
+        allowed_response(d, &id)
+    } else {
+        denied_response(d, &id)
     }
+}
+
+/// OK: the `x-authz-*` headers set (overwriting), credentials removed before the model server,
+/// the rate-limit headers added to the response.
+fn allowed_response(d: &Decision, id: &str) -> CheckResponse {
+    let mut headers = vec![set(HEADER_DECISION_ID, id)];
+    if let Some(p) = &d.principal {
+        headers.push(set(HEADER_PRINCIPAL, &p.id));
+    }
+    if let Some(m) = &d.model {
+        headers.push(set(HEADER_MODEL, m));
+        headers.push(set(
+            HEADER_MODEL_VERSION,
+            d.version.as_deref().unwrap_or(""),
+        ));
+        if let Some(a) = d.action {
+            headers.push(set(HEADER_ACTION, a.as_str()));
+        }
+    }
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: code::OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove: CREDENTIAL_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
+            response_headers_to_add: d.response_headers.iter().map(|(k, v)| set(k, v)).collect(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// Denied: the HTTP status, headers and JSON error body, and the matching gRPC status.
+fn denied_response(d: &Decision, id: &str) -> CheckResponse {
     let status = d.http_status();
     let mut headers = vec![
         set("content-type", "application/json"),
-        set(HEADER_DECISION_ID, &id),
+        set(HEADER_DECISION_ID, id),
         // Denials depend on credentials and time; never let a cache replay one.
         set("cache-control", "no-store"),
     ];

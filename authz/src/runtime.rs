@@ -88,25 +88,7 @@ impl Runtime {
                     None
                 }
             };
-        let mut issuers = Vec::new();
-        for (i, ic) in config.authn.issuers.iter().enumerate() {
-            let at = format!("authn.issuers[{i}]");
-            let jwks = match Jwks::new(ic, Arc::clone(&metrics)) {
-                Ok(j) => Arc::new(j),
-                Err(e) => {
-                    problems.push(ConfigProblem::new(at, e.to_string()));
-                    continue;
-                }
-            };
-            if let Err(e) = jwks.refresh().await {
-                if ic.jwks_file.is_some() {
-                    problems.push(ConfigProblem::new(format!("{at}.jwks_file"), e.to_string()));
-                } else {
-                    tracing::warn!(issuer = %ic.issuer, error = %e, "JWKS not loaded yet; retrying in the background");
-                }
-            }
-            issuers.push(Issuer::new(ic.clone(), jwks));
-        }
+        let issuers = load_issuers(&config, &metrics, &mut problems).await;
         let Some(policy) = policy.filter(|_| problems.is_empty()) else {
             return Err(ConfigErrors {
                 file: file.to_owned(),
@@ -272,4 +254,33 @@ pub async fn watch(
         }
         seen = fingerprint(&file, &shared.load());
     }
+}
+
+/// Each configured issuer with its key set, loaded once: a key file must load (else a problem);
+/// a URL or discovery issuer whose keys fail now is kept and retried in the background.
+async fn load_issuers(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<Issuer> {
+    let mut issuers = Vec::new();
+    for (i, ic) in config.authn.issuers.iter().enumerate() {
+        let at = format!("authn.issuers[{i}]");
+        let jwks = match Jwks::new(ic, Arc::clone(metrics)) {
+            Ok(j) => Arc::new(j),
+            Err(e) => {
+                problems.push(ConfigProblem::new(at, e.to_string()));
+                continue;
+            }
+        };
+        if let Err(e) = jwks.refresh().await {
+            if ic.jwks_file.is_some() {
+                problems.push(ConfigProblem::new(format!("{at}.jwks_file"), e.to_string()));
+            } else {
+                tracing::warn!(issuer = %ic.issuer, error = %e, "JWKS not loaded yet; retrying in the background");
+            }
+        }
+        issuers.push(Issuer::new(ic.clone(), jwks));
+    }
+    issuers
 }

@@ -24,7 +24,7 @@ use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::PolicyInput;
 use crate::ratelimit::{OnStoreError, RateLimitError, RateLimitOutcome, RateLimiter};
 use crate::readiness::Readiness;
-use crate::request::{Facts, Target, request_meta};
+use crate::request::{Credentials, Facts, ModelRef, Target, request_meta};
 use crate::response::to_check_response;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::trace::{annotate_check, fail_step};
@@ -339,7 +339,7 @@ pub async fn authorize(rt: &Runtime, req: &CheckRequest) -> Decision {
 
 /// [`authorize`], with a child span of `check` per step.
 async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Decision {
-    let mut step = check.child("authz.facts");
+    let step = check.child("authz.facts");
     let meta = request_meta(req);
     let mut d = Decision::new(ReasonCode::Allowed, "allowed");
     d.source_ip = meta.source_ip;
@@ -347,34 +347,13 @@ async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Dec
     d.trace_id = meta.trace_id;
 
     // 1. Facts.
-    let facts = match Facts::from_check_request(req, &rt.rules) {
-        Ok(f) => f,
-        Err(e) => {
-            d.set_outcome(e.reason_code(), e.to_string());
-            fail_step(&mut step, &d.reason);
-            return d;
-        }
+    let Some((credentials, model)) = facts_step(rt, req, &mut d, step) else {
+        return d;
     };
-    d.access_reason = facts.access_reason.clone();
-    let model = match facts.target {
-        Target::Public => {
-            d.set_outcome(ReasonCode::PublicPath, "public path");
-            return d;
-        }
-        Target::Model(m) => {
-            d.model = Some(m.name.clone());
-            d.version = m.version.clone();
-            d.action = Some(m.action);
-            Some(m)
-        }
-        Target::Other => None,
-    };
-
-    step.end();
 
     // 2. Authentication.
     let mut step = check.child("authz.authn");
-    let principal = match rt.authenticator.authenticate(&facts.credentials).await {
+    let principal = match rt.authenticator.authenticate(&credentials).await {
         Ok(p) => p,
         Err(e) => {
             d.set_outcome(e.reason_code(), e.to_string());
@@ -394,8 +373,48 @@ async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Dec
         );
         return d;
     };
+    policy_step(rt, &model, &mut d, check);
+    d
+}
+
+/// Step 1 in span `step`: the request's facts into `d`. `None` when they already decide (a
+/// malformed request, a public path); else the credentials and the model, if the path names one.
+fn facts_step(
+    rt: &Runtime,
+    req: &CheckRequest,
+    d: &mut Decision,
+    mut step: Span,
+) -> Option<(Credentials, Option<ModelRef>)> {
+    let facts = match Facts::from_check_request(req, &rt.rules) {
+        Ok(f) => f,
+        Err(e) => {
+            d.set_outcome(e.reason_code(), e.to_string());
+            fail_step(&mut step, &d.reason);
+            return None;
+        }
+    };
+    d.access_reason = facts.access_reason.clone();
+    let model = match facts.target {
+        Target::Public => {
+            d.set_outcome(ReasonCode::PublicPath, "public path");
+            return None;
+        }
+        Target::Model(m) => {
+            d.model = Some(m.name.clone());
+            d.version = m.version.clone();
+            d.action = Some(m.action);
+            Some(m)
+        }
+        Target::Other => None,
+    };
+    step.end();
+    Some((facts.credentials, model))
+}
+
+/// Step 3: the policy's decision on `model` for the authenticated principal, into `d`.
+fn policy_step(rt: &Runtime, model: &ModelRef, d: &mut Decision, check: &Span) {
     let Some(principal) = d.principal.as_ref() else {
-        return d;
+        return;
     };
     let mut step = check.child("authz.policy");
     let outcome = rt.policy.evaluate(&PolicyInput {
@@ -414,7 +433,6 @@ async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Dec
     if !d.allowed() {
         fail_step(&mut step, &d.reason);
     }
-    d
 }
 
 #[tonic::async_trait]

@@ -29,7 +29,8 @@ pub const DEFAULT_GRAPH_OPTIMIZATION: GraphOptimization = GraphOptimization::All
 /// client-side health checking) or a balancer already told of the shutdown hears the flip within
 /// a round trip, and a stop stays quick under `docker compose stop` (10 s before SIGKILL) and in
 /// tests. A balancer that polls needs its probe interval times its unhealthy threshold: set it
-/// for that balancer (the shipped local Envoy: 1 s x 2, so 2 s and more).
+/// for that balancer (the shipped local Envoy: 1 s x 2, so 2 s and more; compose and Kubernetes,
+/// whose Envoy checks every 5 s, ship 12 s in their configs).
 pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_millis(500);
 /// How long in-flight requests may take to finish once the listeners stop accepting; after it,
 /// they are abandoned and the process exits. 30 s: a full queue of a slow model drains well
@@ -367,5 +368,27 @@ mod tests {
             e.to_string(),
             "invalid configuration: runtime.cpu_cores must be at least 1; limits.max_queue_size must be at least 1"
         );
+    }
+
+    /// The configurations compose and Kubernetes ship load as the server reads them (a typo there
+    /// would stop every replica at start), with the readiness grace they set.
+    #[test]
+    fn shipped_deployment_configs_load() {
+        for (path, text) in [
+            (
+                "deploy/compose/modelserver.toml",
+                include_str!("../../deploy/compose/modelserver.toml"),
+            ),
+            (
+                "k8s/base/modelserver/config/modelserver.toml",
+                include_str!("../../k8s/base/modelserver/config/modelserver.toml"),
+            ),
+        ] {
+            let c = Config::from_toml(path.as_ref(), text).unwrap();
+            assert!(
+                c.shutdown.readiness_grace() >= Duration::from_secs(10),
+                "{path}"
+            );
+        }
     }
 }

@@ -6,13 +6,14 @@
 //! does and what its clients read. Methods of the published service that are not implemented
 //! (streaming, shared memory, trace, logging) are not in the service definition, so tonic answers
 //! them `UNIMPLEMENTED`.
+//!
+//! This file owns the service and its methods; `infer` turns `ModelInfer` messages into tensors and
+//! back, `proto` renders a model's configuration and statistics as protobuf messages.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
@@ -22,9 +23,13 @@ use tonic_health::server::HealthService;
 
 use crate::access::{self, ModelAction, ModelCall};
 use crate::error::ServerError;
-use crate::repository::config::{InstanceKind, ModelConfig, VersionPolicy};
-use crate::server::{ModelServer, check_input, check_outputs, check_request};
-use crate::tensor::{self, DataType, Tensor, TensorData};
+use crate::server::ModelServer;
+
+mod infer;
+mod proto;
+
+use infer::{decode_request, infer_response, timeout_parameter};
+use proto::{config_proto, stats_proto};
 
 /// Generated protocol types.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -217,24 +222,7 @@ impl GrpcInferenceService for OipService {
         let tensors = telemetry::in_span(span.handle(), inference).await;
         crate::trace::set_outcome(&mut span, &tensors);
         let tensors = tensors.map_err(status)?;
-        let mut response = pb::ModelInferResponse {
-            model_name: model.name.clone(),
-            model_version: model.version_string(),
-            id: r.id,
-            ..Default::default()
-        };
-        for t in tensors {
-            response.raw_output_contents.push(t.data.to_raw().to_vec());
-            response
-                .outputs
-                .push(pb::model_infer_response::InferOutputTensor {
-                    name: t.name,
-                    datatype: t.datatype.as_str().into(),
-                    shape: t.shape,
-                    ..Default::default()
-                });
-        }
-        Ok(Response::new(response))
+        Ok(Response::new(infer_response(&model, r.id, tensors)))
     }
 
     async fn model_config(
@@ -330,293 +318,5 @@ impl GrpcInferenceService for OipService {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
-    }
-}
-
-/// Reads the request's `timeout` parameter: microseconds the request may stay queued, as Triton.
-fn timeout_parameter(
-    p: Option<&pb::InferParameter>,
-) -> Result<Option<std::time::Duration>, ServerError> {
-    use pb::infer_parameter::ParameterChoice;
-    let Some(p) = p else { return Ok(None) };
-    let us = match p.parameter_choice {
-        Some(ParameterChoice::Int64Param(v)) => u64::try_from(v).ok(),
-        Some(ParameterChoice::Uint64Param(v)) => Some(v),
-        _ => None,
-    };
-    us.map(|us| Some(std::time::Duration::from_micros(us)))
-        .ok_or_else(|| {
-            ServerError::InvalidInput(
-                "parameter 'timeout' must be a non-negative integer (microseconds)".into(),
-            )
-        })
-}
-
-fn decode_request(
-    model: &crate::repository::LoadedModel,
-    inputs: Vec<pb::model_infer_request::InferInputTensor>,
-    raw: Vec<Vec<u8>>,
-    outputs: Vec<pb::model_infer_request::InferRequestedOutputTensor>,
-) -> Result<(Vec<Tensor>, Vec<String>, u64), ServerError> {
-    if !raw.is_empty() && raw.len() != inputs.len() {
-        return Err(ServerError::InvalidInput(format!(
-            "raw_input_contents has {} entries but there are {} inputs",
-            raw.len(),
-            inputs.len()
-        )));
-    }
-    let mut raw = raw.into_iter();
-    let mut tensors = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let (_, datatype) = check_input(model, &input.name, &input.datatype, &input.shape)?;
-        let data = match (raw.next(), input.contents) {
-            (Some(_), Some(_)) => {
-                return Err(ServerError::InvalidInput(format!(
-                    "input '{}' has typed contents while raw_input_contents is used",
-                    input.name
-                )));
-            }
-            (Some(bytes), None) => {
-                tensor::decode_raw(&input.name, datatype, &input.shape, Bytes::from(bytes))?
-            }
-            (None, Some(contents)) => {
-                decode_contents(&input.name, datatype, &input.shape, contents)?
-            }
-            (None, None) => {
-                return Err(ServerError::InvalidInput(format!(
-                    "input '{}' has no contents",
-                    input.name
-                )));
-            }
-        };
-        tensors.push(Tensor {
-            name: input.name,
-            datatype,
-            shape: input.shape,
-            data,
-        });
-    }
-    let batch = check_request(model, &tensors)?;
-    let outputs = check_outputs(model, outputs.into_iter().map(|o| o.name).collect())?;
-    Ok((tensors, outputs, batch))
-}
-
-/// Decodes typed `contents`, checking the element count before converting anything.
-fn decode_contents(
-    name: &str,
-    dt: DataType,
-    shape: &[i64],
-    c: pb::InferTensorContents,
-) -> Result<TensorData, ServerError> {
-    let count = tensor::element_count(name, shape)?;
-    let given = match dt {
-        DataType::Bool => c.bool_contents.len(),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => c.int_contents.len(),
-        DataType::Int64 => c.int64_contents.len(),
-        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => c.uint_contents.len(),
-        DataType::Uint64 => c.uint64_contents.len(),
-        DataType::Fp32 => c.fp32_contents.len(),
-        DataType::Fp64 => c.fp64_contents.len(),
-        DataType::Bytes => c.bytes_contents.len(),
-        DataType::Fp16 | DataType::Bf16 => {
-            return Err(ServerError::InvalidInput(format!(
-                "input '{name}': {dt} has no typed contents field; send it in raw_input_contents"
-            )));
-        }
-    };
-    if given != count {
-        return Err(ServerError::InvalidInput(format!(
-            "input '{name}': shape {shape:?} needs {count} elements but contents has {given}"
-        )));
-    }
-    let range = |i: usize| {
-        ServerError::InvalidInput(format!(
-            "input '{name}': element {i} is out of range for {dt}"
-        ))
-    };
-    macro_rules! narrow {
-        ($src:expr, $t:ty) => {{
-            let mut out = Vec::with_capacity(count * std::mem::size_of::<$t>());
-            for (i, v) in $src.iter().enumerate() {
-                out.extend_from_slice(&<$t>::try_from(*v).map_err(|_| range(i))?.to_le_bytes());
-            }
-            out
-        }};
-    }
-    let raw: Vec<u8> = match dt {
-        DataType::Bool => c.bool_contents.iter().map(|&b| u8::from(b)).collect(),
-        DataType::Int8 => narrow!(c.int_contents, i8),
-        DataType::Int16 => narrow!(c.int_contents, i16),
-        DataType::Int32 => narrow!(c.int_contents, i32),
-        DataType::Int64 => narrow!(c.int64_contents, i64),
-        DataType::Uint8 => narrow!(c.uint_contents, u8),
-        DataType::Uint16 => narrow!(c.uint_contents, u16),
-        DataType::Uint32 => narrow!(c.uint_contents, u32),
-        DataType::Uint64 => narrow!(c.uint64_contents, u64),
-        DataType::Fp32 => c
-            .fp32_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DataType::Fp64 => c
-            .fp64_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DataType::Bytes => {
-            return Ok(TensorData::Strings(
-                c.bytes_contents.into_iter().map(Bytes::from).collect(),
-            ));
-        }
-        DataType::Fp16 | DataType::Bf16 => Vec::new(),
-    };
-    Ok(TensorData::Raw(Bytes::from(raw)))
-}
-
-/// The model configuration as the protobuf schema.
-pub fn config_proto(
-    c: &ModelConfig,
-    runtime: std::collections::BTreeMap<String, String>,
-) -> pb::ModelConfig {
-    use pb::model_version_policy::{All, Latest, PolicyChoice, Specific};
-    let policy = match &c.version_policy {
-        VersionPolicy::Latest(n) => PolicyChoice::Latest(Latest { num_versions: *n }),
-        VersionPolicy::All => PolicyChoice::All(All {}),
-        VersionPolicy::Specific(v) => PolicyChoice::Specific(Specific {
-            versions: v
-                .iter()
-                .map(|&x| i64::try_from(x).unwrap_or(i64::MAX))
-                .collect(),
-        }),
-    };
-    let mut parameters: HashMap<String, pb::ModelParameter> = HashMap::new();
-    for (k, v) in c.parameters.iter().chain(&runtime) {
-        parameters.insert(
-            k.clone(),
-            pb::ModelParameter {
-                string_value: v.clone(),
-            },
-        );
-    }
-    pb::ModelConfig {
-        name: c.name.clone(),
-        platform: crate::repository::config::PLATFORM.into(),
-        backend: crate::repository::config::BACKEND.into(),
-        version_policy: Some(pb::ModelVersionPolicy {
-            policy_choice: Some(policy),
-        }),
-        max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
-        input: c
-            .inputs
-            .iter()
-            .map(|t| pb::ModelInput {
-                name: t.name.clone(),
-                data_type: t.datatype.config_number(),
-                format: 0,
-                dims: t.dims.clone(),
-            })
-            .collect(),
-        output: c
-            .outputs
-            .iter()
-            .map(|t| pb::ModelOutput {
-                name: t.name.clone(),
-                data_type: t.datatype.config_number(),
-                dims: t.dims.clone(),
-            })
-            .collect(),
-        instance_group: c
-            .instance_groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| pb::ModelInstanceGroup {
-                name: g.name.clone().unwrap_or_else(|| format!("{}_{i}", c.name)),
-                count: i32::try_from(g.count).unwrap_or(i32::MAX),
-                gpus: g.gpus.clone(),
-                kind: match g.kind {
-                    InstanceKind::Auto => 0,
-                    InstanceKind::Gpu => 1,
-                    InstanceKind::Cpu => 2,
-                },
-            })
-            .collect(),
-        default_model_filename: c.default_model_filename.clone(),
-        scheduling_choice: c.dynamic_batching.as_ref().map(|d| {
-            pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
-                preferred_batch_size: d
-                    .preferred_batch_size
-                    .iter()
-                    .map(|&b| i32::try_from(b).unwrap_or(i32::MAX))
-                    .collect(),
-                max_queue_delay_microseconds: d.max_queue_delay_microseconds,
-                preserve_ordering: d.preserve_ordering,
-                default_queue_policy: Some(pb::ModelQueuePolicy {
-                    timeout_action: 0,
-                    default_timeout_microseconds: d.default_timeout_microseconds,
-                    allow_timeout_override: d.allow_timeout_override,
-                    max_queue_size: d.max_queue_size.unwrap_or(0),
-                }),
-            })
-        }),
-        optimization: (!c.gpu_accelerators.is_empty()).then(|| pb::ModelOptimizationPolicy {
-            execution_accelerators: Some(pb::model_optimization_policy::ExecutionAccelerators {
-                gpu_execution_accelerator: c
-                    .gpu_accelerators
-                    .iter()
-                    .map(
-                        |a| pb::model_optimization_policy::execution_accelerators::Accelerator {
-                            name: a.name.clone(),
-                            parameters: a.parameters.clone().into_iter().collect(),
-                        },
-                    )
-                    .collect(),
-                cpu_execution_accelerator: Vec::new(),
-            }),
-        }),
-        parameters,
-    }
-}
-
-fn stats_proto(j: &serde_json::Value) -> pb::ModelStatistics {
-    let d = |k: &str| {
-        Some(pb::StatisticDuration {
-            count: j["inference_stats"][k]["count"].as_u64().unwrap_or(0),
-            ns: j["inference_stats"][k]["ns"].as_u64().unwrap_or(0),
-        })
-    };
-    pb::ModelStatistics {
-        name: j["name"].as_str().unwrap_or_default().into(),
-        version: j["version"].as_str().unwrap_or_default().into(),
-        last_inference: j["last_inference"].as_u64().unwrap_or(0),
-        inference_count: j["inference_count"].as_u64().unwrap_or(0),
-        execution_count: j["execution_count"].as_u64().unwrap_or(0),
-        inference_stats: Some(pb::InferStatistics {
-            success: d("success"),
-            fail: d("fail"),
-            queue: d("queue"),
-            compute_input: d("compute_input"),
-            compute_infer: d("compute_infer"),
-            compute_output: d("compute_output"),
-        }),
-        batch_stats: j["batch_stats"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|b| {
-                let d = |k: &str| {
-                    Some(pb::StatisticDuration {
-                        count: b[k]["count"].as_u64().unwrap_or(0),
-                        ns: b[k]["ns"].as_u64().unwrap_or(0),
-                    })
-                };
-                pb::InferBatchStatistics {
-                    batch_size: b["batch_size"].as_u64().unwrap_or(0),
-                    compute_input: d("compute_input"),
-                    compute_infer: d("compute_infer"),
-                    compute_output: d("compute_output"),
-                }
-            })
-            .collect(),
     }
 }

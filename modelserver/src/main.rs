@@ -109,23 +109,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| ConfigError(e.to_string()))?,
-        None => Config::default(),
-    };
-    if !args.model_repository.is_dir() {
-        return Err(ConfigError(format!(
-            "the model repository {} is not a directory",
-            args.model_repository.display()
-        ))
-        .into());
-    }
-    if let Some(mode) = args.authorization {
-        config.authorization.mode = mode;
-    }
-    if let Some(kind) = args.instance_kind {
-        config.runtime.instance_kind = kind;
-    }
+    let config = config(&args)?;
     let bind = |port| {
         let addr = SocketAddr::new(args.address, port);
         async move {
@@ -165,16 +149,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
     };
     // Registered before serving, so a server that could not be stopped gracefully never starts.
+    let signal = shutdown_signal()?;
+    modelserver::serve(server, listeners, signal).await?;
+    let _ = tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, tracer.flush()).await;
+    Ok(())
+}
+
+/// The configuration file (or the defaults) with the command line's overrides.
+fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| ConfigError(e.to_string()))?,
+        None => Config::default(),
+    };
+    if !args.model_repository.is_dir() {
+        return Err(ConfigError(format!(
+            "the model repository {} is not a directory",
+            args.model_repository.display()
+        ))
+        .into());
+    }
+    if let Some(mode) = args.authorization {
+        config.authorization.mode = mode;
+    }
+    if let Some(kind) = args.instance_kind {
+        config.runtime.instance_kind = kind;
+    }
+    Ok(config)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// When the SIGTERM handler cannot be installed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
-    let signal = async move {
+    Ok(async move {
         tokio::select! {
             _ = term.recv() => {}
             // An error here (no SIGINT handler) also ends the wait: the drain is the safe side.
             _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    modelserver::serve(server, listeners, signal).await?;
-    let _ = tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, tracer.flush()).await;
-    Ok(())
+    })
 }

@@ -10,22 +10,28 @@
 //! carries the reason to the logs, the model configuration parameters and the metrics. A CUDA
 //! instance runs through an `IoBinding` (see [`execute`]); CPU instances, including fallbacks,
 //! keep the plain `Session::run` path.
+//!
+//! This file owns the environment, providers and building sessions; `pool` owns the session pool
+//! and reservations, `execute` one run of a session.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::ep;
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{IoBinding, Session};
 use ort::value::ValueType;
-use tokio::sync::Semaphore;
 
 use crate::config::GraphOptimization;
-use crate::error::ServerError;
 use crate::repository::config::{InstanceGroup, InstanceKind};
 use crate::tensor::DataType;
+
+mod execute;
+mod pool;
+
+pub use execute::{ExecutionTimes, execute};
+pub use pool::{Reservation, SessionPool};
 
 /// Errors creating the environment or sessions.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -208,14 +214,7 @@ pub fn build_sessions(
     let mut devices = Vec::new();
     let mut fallback: Option<String> = None;
     for &placement in placements {
-        let builder = Session::builder(env)
-            .and_then(|b| {
-                b.with_intra_threads(options.intra_threads)?
-                    .with_optimization_level(ort_level(options.graph_optimization))?
-                    .with_intra_op_spinning(options.intra_op_spinning)
-                    .map_err(Into::into)
-            })
-            .map_err(|e| session_err(e.to_string()))?;
+        let builder = session_builder(env, options).map_err(|e| session_err(e.to_string()))?;
         let (builder, runs_on) = match placement {
             Placement::Cpu => (builder, Placement::Cpu),
             Placement::Gpu(device) => {
@@ -257,6 +256,16 @@ pub fn build_sessions(
         (None, false) => Provider::Cuda(devices),
     };
     Ok((sessions, provider))
+}
+
+/// A session builder with the options every instance of a model shares.
+fn session_builder(env: &Environment, options: &SessionOptions) -> ort::Result<SessionBuilder> {
+    Session::builder(env).and_then(|b| {
+        b.with_intra_threads(options.intra_threads)?
+            .with_optimization_level(ort_level(options.graph_optimization))?
+            .with_intra_op_spinning(options.intra_op_spinning)
+            .map_err(Into::into)
+    })
 }
 
 /// ONNX Runtime's name for `level`.
@@ -342,205 +351,4 @@ pub fn signatures(instance: &Instance) -> (Vec<Signature>, Vec<Signature>) {
             .collect()
     };
     (read(session.inputs()), read(session.outputs()))
-}
-
-/// A model version's sessions; each request borrows one.
-pub struct SessionPool {
-    /// The sessions. Each mutex is only ever locked by the holder of the matching free-list index,
-    /// so it is never contended; it exists to hand out `&mut Session` safely.
-    sessions: Vec<Mutex<Instance>>,
-    /// Indexes of sessions not in use.
-    free: Mutex<Vec<usize>>,
-    /// One permit per free session: waiting here is the request's queue time.
-    permits: Arc<Semaphore>,
-}
-
-impl SessionPool {
-    /// Wraps built sessions.
-    pub fn new(sessions: Vec<Instance>) -> Self {
-        let n = sessions.len();
-        SessionPool {
-            sessions: sessions.into_iter().map(Mutex::new).collect(),
-            free: Mutex::new((0..n).collect()),
-            permits: Arc::new(Semaphore::new(n)),
-        }
-    }
-
-    /// Number of sessions.
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Whether the pool has no sessions.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// Waits for a free session, then runs `f` with it on the blocking thread pool.
-    ///
-    /// # Errors
-    /// [`ServerError::Internal`] if the pool was closed or the blocking task panicked.
-    pub async fn run<R: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Instance) -> R + Send + 'static,
-    ) -> Result<R, ServerError> {
-        self.reserve().await?.run(f).await
-    }
-
-    /// Waits for a free session and reserves it; the session is used by [`Reservation::run`] and
-    /// freed when the reservation is dropped. Dropping this future while it waits gives up its
-    /// place in line.
-    ///
-    /// # Errors
-    /// [`ServerError::Internal`] if the pool was closed.
-    pub async fn reserve(self: &Arc<Self>) -> Result<Reservation, ServerError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ServerError::Internal("session pool closed".into()))?;
-        Ok(Reservation {
-            pool: Arc::clone(self),
-            permit,
-        })
-    }
-
-    fn take_free(&self) -> usize {
-        // Holding a permit guarantees a free index: permits == free indexes at all times.
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or(0)
-    }
-}
-
-/// A session reserved for one run: holding it is holding one of the pool's permits.
-pub struct Reservation {
-    /// The pool the session is returned to.
-    pool: Arc<SessionPool>,
-    /// Released on drop, which lets the next waiter in.
-    permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Reservation {
-    /// Runs `f` with the reserved session on the blocking thread pool.
-    ///
-    /// # Errors
-    /// [`ServerError::Internal`] if the blocking task panicked.
-    pub async fn run<R: Send + 'static>(
-        self,
-        f: impl FnOnce(&mut Instance) -> R + Send + 'static,
-    ) -> Result<R, ServerError> {
-        let Reservation { pool, permit } = self;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let index = pool.take_free();
-            let result = {
-                // A poisoned mutex means an earlier run panicked inside ONNX Runtime's caller; the
-                // session itself holds no Rust invariants, so keep using it.
-                let mut session = pool.sessions[index]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                f(&mut session)
-            };
-            pool.free
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(index);
-            result
-        })
-        .await
-        .map_err(|e| ServerError::Internal(format!("inference task failed: {e}")))
-    }
-}
-
-/// Binds `values` as inputs and `outputs` to CUDA pinned host memory of `device`.
-fn bind(
-    session: &Session,
-    device: i32,
-    values: &[(&str, ort::value::DynValue)],
-    outputs: &[String],
-) -> Result<IoBinding, ort::Error> {
-    let mut binding = session.create_binding()?;
-    for (name, value) in values {
-        binding.bind_input(*name, value)?;
-    }
-    let pinned = MemoryInfo::new(
-        AllocationDevice::CUDA_PINNED,
-        device,
-        AllocatorType::Device,
-        MemoryType::CPUOutput,
-    )?;
-    for name in outputs {
-        binding.bind_output_to_device(name.as_str(), &pinned)?;
-    }
-    Ok(binding)
-}
-
-/// Time spent in each phase of one execution.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ExecutionTimes {
-    /// Building ONNX Runtime inputs.
-    pub input: std::time::Duration,
-    /// `Session::run`.
-    pub infer: std::time::Duration,
-    /// Extracting outputs.
-    pub output: std::time::Duration,
-}
-
-/// Runs `instance` on validated `inputs` and returns the outputs named in `outputs`, in that order.
-///
-/// On CPU the inputs go to `Session::run` as values and the outputs come back in ONNX Runtime's CPU
-/// memory. On a CUDA instance the run goes through an [`IoBinding`]: inputs are bound as they are
-/// (ONNX Runtime copies each to the device once) and outputs are bound to CUDA pinned host memory,
-/// which the device writes by DMA and this server reads in place, instead of ONNX Runtime
-/// allocating them on the device and copying them to a second host buffer.
-///
-/// # Errors
-/// [`ServerError::InvalidInput`] when a BYTES input is not UTF-8; [`ServerError::Internal`] when
-/// ONNX Runtime fails.
-pub fn execute(
-    instance: &mut Instance,
-    inputs: &[crate::tensor::Tensor],
-    outputs: &[String],
-) -> Result<(Vec<crate::tensor::Tensor>, ExecutionTimes), ServerError> {
-    use std::time::Instant;
-    let failed = |e: ort::Error| ServerError::Internal(format!("ONNX Runtime run failed: {e}"));
-    let start = Instant::now();
-    let values = inputs
-        .iter()
-        .map(|t| Ok((t.name.as_str(), crate::tensor::to_ort(t)?)))
-        .collect::<Result<Vec<_>, ServerError>>()?;
-    let input_done = Instant::now();
-    let device = match instance.placement {
-        Placement::Cpu => None,
-        Placement::Gpu(device) => Some(device),
-    };
-    let session = &mut instance.session;
-    let binding = match device {
-        None => None,
-        Some(device) => Some(bind(session, device, &values, outputs).map_err(failed)?),
-    };
-    let mut results = match &binding {
-        None => session.run(values).map_err(failed)?,
-        Some(binding) => session.run_binding(binding).map_err(failed)?,
-    };
-    let infer_done = Instant::now();
-    let tensors = outputs
-        .iter()
-        .map(|name| {
-            let value = results.remove(name.as_str()).ok_or_else(|| {
-                ServerError::Internal(format!("ONNX Runtime produced no output '{name}'"))
-            })?;
-            crate::tensor::from_ort(name, &value)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let times = ExecutionTimes {
-        input: input_done - start,
-        infer: infer_done - input_done,
-        output: infer_done.elapsed(),
-    };
-    Ok((tensors, times))
 }

@@ -1,8 +1,10 @@
 //! The protocol-independent core that both front ends ([`crate::http`], [`crate::grpc`]) call:
 //! health, metadata, request validation against the model's metadata, inference, statistics,
 //! repository operations and the metrics text.
+//!
+//! Request validation against the model's metadata is `validate` (re-exported here); the metrics
+//! text is `metrics`.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +16,12 @@ use crate::access::{Enforcer, GatewayDecision, ModelCall};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::repository::{LoadError, LoadedModel, ModelRepository, TensorSpec};
-use crate::runtime::Provider;
 use crate::tensor::{DataType, Tensor};
+
+mod metrics;
+mod validate;
+
+pub use validate::{check_input, check_outputs, check_request};
 
 /// Server name reported by server metadata.
 pub const SERVER_NAME: &str = "modelserver";
@@ -212,181 +218,6 @@ impl ModelServer {
     pub fn record_rejected(&self, model: &LoadedModel, started: Instant) {
         model.stats.fail.record(started.elapsed());
     }
-
-    /// The Prometheus text exposition: Triton's `nv_inference_*` families plus model state.
-    ///
-    /// Rendered by hand rather than through a metrics library because Triton's counter names
-    /// carry no `_total` suffix, and dashboards built for Triton expect them exactly.
-    pub fn metrics_text(&self) -> String {
-        let models = self.repository.loaded();
-        let mut out = String::new();
-        type Get = fn(&LoadedModel) -> u64;
-        let families: [(&str, &str, &str, Get); 14] = [
-            (
-                "nv_inference_request_success",
-                "counter",
-                "Number of successful inference requests, all batch sizes",
-                |m| m.stats.success.get().0,
-            ),
-            (
-                "nv_inference_request_failure",
-                "counter",
-                "Number of failed inference requests, all batch sizes",
-                |m| m.stats.fail.get().0,
-            ),
-            (
-                "nv_inference_count",
-                "counter",
-                "Number of inferences performed (batch elements)",
-                |m| m.stats.inference_count.load(Ordering::Relaxed),
-            ),
-            (
-                "nv_inference_exec_count",
-                "counter",
-                "Number of model executions performed",
-                |m| m.stats.execution_count.load(Ordering::Relaxed),
-            ),
-            (
-                "nv_inference_request_duration_us",
-                "counter",
-                "Cumulative inference request duration in microseconds",
-                |m| (m.stats.success.get().1 + m.stats.fail.get().1) / 1000,
-            ),
-            (
-                "nv_inference_queue_duration_us",
-                "counter",
-                "Cumulative inference queuing duration in microseconds",
-                |m| m.stats.queue.get().1 / 1000,
-            ),
-            (
-                "nv_inference_compute_input_duration_us",
-                "counter",
-                "Cumulative compute input duration in microseconds",
-                |m| m.stats.compute_input.get().1 / 1000,
-            ),
-            (
-                "nv_inference_compute_infer_duration_us",
-                "counter",
-                "Cumulative compute inference duration in microseconds",
-                |m| m.stats.compute_infer.get().1 / 1000,
-            ),
-            (
-                "nv_inference_compute_output_duration_us",
-                "counter",
-                "Cumulative inference compute output duration in microseconds",
-                |m| m.stats.compute_output.get().1 / 1000,
-            ),
-            (
-                "nv_inference_pending_request_count",
-                "gauge",
-                "Instantaneous number of pending requests awaiting execution",
-                |m| m.stats.pending.load(Ordering::Relaxed),
-            ),
-            (
-                "nv_inference_queue_size",
-                "gauge",
-                "Instantaneous number of requests admitted to the queue and not yet started",
-                |m| u64::from(m.scheduler.queued()),
-            ),
-            (
-                "nv_inference_rejected_overload",
-                "counter",
-                "Number of requests rejected because the model's queue was full",
-                |m| m.stats.rejected_overload.load(Ordering::Relaxed),
-            ),
-            (
-                "nv_inference_timed_out",
-                "counter",
-                "Number of requests whose timeout expired while they were queued",
-                |m| m.stats.timed_out.load(Ordering::Relaxed),
-            ),
-            (
-                "nv_inference_cancelled",
-                "counter",
-                "Number of queued requests dropped without running because their client went away",
-                |m| m.stats.cancelled.load(Ordering::Relaxed),
-            ),
-        ];
-        // Writing to a String cannot fail; the results are ignored for that reason.
-        for (name, kind, help, get) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for m in &models {
-                let _ = writeln!(
-                    out,
-                    "{name}{{model=\"{}\",version=\"{}\"}} {}",
-                    m.name,
-                    m.version,
-                    get(m)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP nv_inference_batch_size Batch size (inferences) of each model execution\n# TYPE nv_inference_batch_size histogram"
-        );
-        for m in &models {
-            let labels = format!("model=\"{}\",version=\"{}\"", m.name, m.version);
-            let (buckets, sum) = m.stats.batch_size_histogram();
-            for (le, n) in &buckets {
-                let le = le.map_or_else(|| "+Inf".to_string(), |l| l.to_string());
-                let _ = writeln!(
-                    out,
-                    "nv_inference_batch_size_bucket{{{labels},le=\"{le}\"}} {n}"
-                );
-            }
-            let count = buckets.last().map_or(0, |b| b.1);
-            let _ = writeln!(out, "nv_inference_batch_size_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "nv_inference_batch_size_count{{{labels}}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP modelserver_model_execution_provider Execution provider of each loaded model version (1 = in use); cpu-fallback marks a GPU model running on CPU\n# TYPE modelserver_model_execution_provider gauge"
-        );
-        for m in &models {
-            let _ = writeln!(
-                out,
-                "modelserver_model_execution_provider{{model=\"{}\",version=\"{}\",provider=\"{}\"}} 1",
-                m.name,
-                m.version,
-                m.provider.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP modelserver_model_ready Whether the model serves requests (0 = unavailable or unloaded)\n# TYPE modelserver_model_ready gauge"
-        );
-        for entry in self.repository.index(false) {
-            let ready = u8::from(entry.state == Some("READY"));
-            let _ = writeln!(
-                out,
-                "modelserver_model_ready{{model=\"{}\"}} {ready}",
-                entry.name
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP modelserver_model_load_failures_total Model loads that failed since start\n# TYPE modelserver_model_load_failures_total counter"
-        );
-        for (name, n) in self.repository.load_failures() {
-            let _ = writeln!(
-                out,
-                "modelserver_model_load_failures_total{{model=\"{name}\"}} {n}"
-            );
-        }
-        let fallback = models
-            .iter()
-            .filter(|m| matches!(m.provider, Provider::CpuFallback { .. }))
-            .count();
-        let _ = writeln!(
-            out,
-            "# HELP modelserver_gpu_fallback_models Loaded model versions configured for GPU running on CPU\n# TYPE modelserver_gpu_fallback_models gauge\nmodelserver_gpu_fallback_models {fallback}"
-        );
-        self.access.write_metrics(&mut out);
-        if let Some(nvml) = &self.gpu {
-            crate::gpu::render(&nvml.sample(), &mut out);
-        }
-        out
-    }
 }
 
 /// Ends a request's accounting however it ends: answered, failed, or dropped because the client
@@ -407,136 +238,4 @@ impl Drop for Outcome<'_> {
             stats.fail.record(self.start.elapsed());
         }
     }
-}
-
-/// Checks one declared input (name, datatype, shape) against the model's metadata, before any
-/// data is decoded.
-///
-/// # Errors
-/// [`ServerError::InvalidInput`] naming the input and what does not match.
-pub fn check_input<'m>(
-    model: &'m LoadedModel,
-    name: &str,
-    datatype: &str,
-    shape: &[i64],
-) -> Result<(&'m TensorSpec, DataType), ServerError> {
-    let bad = |m: String| ServerError::InvalidInput(m);
-    let spec = model
-        .inputs
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = model.inputs.iter().map(|s| s.name.as_str()).collect();
-            bad(format!(
-                "unexpected input '{name}' for model '{}' (inputs: {})",
-                model.name,
-                names.join(", ")
-            ))
-        })?;
-    let dt = DataType::parse(datatype)
-        .ok_or_else(|| bad(format!("input '{name}': unknown datatype '{datatype}'")))?;
-    if dt != spec.datatype {
-        return Err(bad(format!(
-            "input '{name}': datatype {dt} does not match the model's {}",
-            spec.datatype
-        )));
-    }
-    if shape.len() != spec.shape.len() {
-        return Err(bad(format!(
-            "input '{name}': shape {shape:?} has rank {} but the model expects {:?}",
-            shape.len(),
-            spec.shape
-        )));
-    }
-    if let Some(d) = shape.iter().find(|&&d| d < 0) {
-        return Err(bad(format!(
-            "input '{name}': shape {shape:?} has a negative dimension {d}"
-        )));
-    }
-    if shape
-        .iter()
-        .zip(&spec.shape)
-        .any(|(&got, &want)| want != -1 && got != want)
-    {
-        return Err(bad(format!(
-            "input '{name}': shape {shape:?} does not match the model's {:?}",
-            spec.shape
-        )));
-    }
-    if model.config.max_batch_size > 0
-        && let Some(&batch) = shape.first()
-        && batch > i64::from(model.config.max_batch_size)
-    {
-        return Err(bad(format!(
-            "input '{name}': batch size {batch} exceeds max_batch_size {}",
-            model.config.max_batch_size
-        )));
-    }
-    Ok((spec, dt))
-}
-
-/// Checks the request as a whole: every input exactly once, one batch size. Returns the batch size
-/// (1 for models without batching).
-///
-/// # Errors
-/// [`ServerError::InvalidInput`].
-pub fn check_request(model: &LoadedModel, inputs: &[Tensor]) -> Result<u64, ServerError> {
-    for (i, t) in inputs.iter().enumerate() {
-        if inputs[..i].iter().any(|u| u.name == t.name) {
-            return Err(ServerError::InvalidInput(format!(
-                "input '{}' given more than once",
-                t.name
-            )));
-        }
-    }
-    if let Some(missing) = model
-        .inputs
-        .iter()
-        .find(|s| !inputs.iter().any(|t| t.name == s.name))
-    {
-        return Err(ServerError::InvalidInput(format!(
-            "missing input '{}' for model '{}'",
-            missing.name, model.name
-        )));
-    }
-    if model.config.max_batch_size == 0 {
-        return Ok(1);
-    }
-    let batch = inputs
-        .first()
-        .and_then(|t| t.shape.first())
-        .copied()
-        .unwrap_or(1);
-    if let Some(t) = inputs.iter().find(|t| t.shape.first() != Some(&batch)) {
-        return Err(ServerError::InvalidInput(format!(
-            "input '{}' has batch size {:?} but other inputs have {batch}",
-            t.name,
-            t.shape.first()
-        )));
-    }
-    Ok(u64::try_from(batch).unwrap_or(0))
-}
-
-/// Resolves requested output names (all outputs when none are named).
-///
-/// # Errors
-/// [`ServerError::InvalidInput`] for a name the model does not have.
-pub fn check_outputs(
-    model: &LoadedModel,
-    requested: Vec<String>,
-) -> Result<Vec<String>, ServerError> {
-    if requested.is_empty() {
-        return Ok(model.outputs.iter().map(|s| s.name.clone()).collect());
-    }
-    for name in &requested {
-        if !model.outputs.iter().any(|s| &s.name == name) {
-            let names: Vec<&str> = model.outputs.iter().map(|s| s.name.as_str()).collect();
-            return Err(ServerError::InvalidInput(format!(
-                "unknown output '{name}' for model '{}' (outputs: {})",
-                model.name,
-                names.join(", ")
-            )));
-        }
-    }
-    Ok(requested)
 }

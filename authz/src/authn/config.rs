@@ -170,75 +170,17 @@ impl AuthnConfig {
                     format!("duplicate issuer '{}'", iss.issuer),
                 );
             }
-            if iss.audiences.is_empty() || iss.audiences.iter().any(String::is_empty) {
-                p.add(
-                    format!("{at}.audiences"),
-                    "at least one non-empty audience is required",
-                );
-            }
-            let sources = usize::from(iss.jwks_file.is_some())
-                + usize::from(iss.jwks_url.is_some())
-                + usize::from(iss.discovery);
-            if sources != 1 {
-                p.add(
-                    &at,
-                    "exactly one of jwks_file, jwks_url or discovery = true is required",
-                );
-            }
-            let check_url = |p: &mut Problems, field: &str, url: &str| {
-                let https = url.starts_with("https://");
-                let http = url.starts_with("http://");
-                if !(https || (http && iss.allow_insecure_http)) {
-                    p.add(
-                        format!("{at}.{field}"),
-                        format!("'{url}' must be https:// (http only with allow_insecure_http)"),
-                    );
-                }
-            };
-            if let Some(u) = &iss.jwks_url {
-                check_url(p, "jwks_url", u);
-            }
-            if iss.discovery {
-                check_url(p, "issuer", &iss.issuer);
-            }
-            if iss.algorithms.is_empty() {
-                p.add(
-                    format!("{at}.algorithms"),
-                    "at least one algorithm is required",
-                );
-            }
-            for (j, alg) in iss.algorithms.iter().enumerate() {
-                if crate::authn::jwt::parse_algorithm(alg).is_none() {
-                    p.add(
-                        format!("{at}.algorithms[{j}]"),
-                        format!(
-                            "'{alg}' is not an accepted asymmetric algorithm \
-                             (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
-                        ),
-                    );
-                }
-            }
-            if iss.principal_claim.is_empty() {
-                p.add(format!("{at}.principal_claim"), "must not be empty");
-            }
-            if iss.roles_claim.is_empty() || iss.roles_claim.split('.').any(str::is_empty) {
-                p.add(
-                    format!("{at}.roles_claim"),
-                    "must be a dotted claim path like realm_access.roles",
-                );
-            }
-            if iss.leeway > Duration::from_secs(300) {
-                p.add(format!("{at}.leeway"), "must be at most 5m");
-            }
-            if iss.refresh_interval < Duration::from_secs(1) {
-                p.add(format!("{at}.refresh_interval"), "must be at least 1s");
-            }
-            if iss.fetch_timeout.is_zero() {
-                p.add(format!("{at}.fetch_timeout"), "must be positive");
-            }
+            iss.validate_source(&at, p);
+            iss.validate_token_rules(&at, p);
         }
+        self.validate_api_keys(p);
+        self.validate_mtls(p);
+    }
+
+    /// The problems of `api_keys`.
+    fn validate_api_keys(&self, p: &mut Problems) {
         let mut hashes = BTreeSet::new();
-        for (i, k) in a.api_keys.iter().enumerate() {
+        for (i, k) in self.api_keys.iter().enumerate() {
             let at = format!("authn.api_keys[{i}]");
             check_ident(p, &format!("{at}.principal"), &k.principal);
             check_roles(p, &format!("{at}.roles"), &k.roles);
@@ -256,8 +198,12 @@ impl AuthnConfig {
                 p.add(format!("{at}.sha256"), "duplicate key hash");
             }
         }
+    }
+
+    /// The problems of `mtls`.
+    fn validate_mtls(&self, p: &mut Problems) {
         let mut ids = BTreeSet::new();
-        for (i, m) in a.mtls.iter().enumerate() {
+        for (i, m) in self.mtls.iter().enumerate() {
             let at = format!("authn.mtls[{i}]");
             if let Err(e) = crate::authn::mtls::check_spiffe_id(&m.spiffe_id) {
                 p.add(format!("{at}.spiffe_id"), e);
@@ -267,6 +213,82 @@ impl AuthnConfig {
             }
             check_ident(p, &format!("{at}.principal"), &m.principal);
             check_roles(p, &format!("{at}.roles"), &m.roles);
+        }
+    }
+}
+
+impl IssuerConfig {
+    /// The problems of its audiences and where its keys come from, at `at`.
+    fn validate_source(&self, at: &str, p: &mut Problems) {
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            p.add(
+                format!("{at}.audiences"),
+                "at least one non-empty audience is required",
+            );
+        }
+        let sources = usize::from(self.jwks_file.is_some())
+            + usize::from(self.jwks_url.is_some())
+            + usize::from(self.discovery);
+        if sources != 1 {
+            p.add(
+                at,
+                "exactly one of jwks_file, jwks_url or discovery = true is required",
+            );
+        }
+        let check_url = |p: &mut Problems, field: &str, url: &str| {
+            let https = url.starts_with("https://");
+            let http = url.starts_with("http://");
+            if !(https || (http && self.allow_insecure_http)) {
+                p.add(
+                    format!("{at}.{field}"),
+                    format!("'{url}' must be https:// (http only with allow_insecure_http)"),
+                );
+            }
+        };
+        if let Some(u) = &self.jwks_url {
+            check_url(p, "jwks_url", u);
+        }
+        if self.discovery {
+            check_url(p, "issuer", &self.issuer);
+        }
+    }
+
+    /// The problems of how its tokens are checked and read, at `at`.
+    fn validate_token_rules(&self, at: &str, p: &mut Problems) {
+        if self.algorithms.is_empty() {
+            p.add(
+                format!("{at}.algorithms"),
+                "at least one algorithm is required",
+            );
+        }
+        for (j, alg) in self.algorithms.iter().enumerate() {
+            if crate::authn::jwt::parse_algorithm(alg).is_none() {
+                p.add(
+                    format!("{at}.algorithms[{j}]"),
+                    format!(
+                        "'{alg}' is not an accepted asymmetric algorithm \
+                         (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+                    ),
+                );
+            }
+        }
+        if self.principal_claim.is_empty() {
+            p.add(format!("{at}.principal_claim"), "must not be empty");
+        }
+        if self.roles_claim.is_empty() || self.roles_claim.split('.').any(str::is_empty) {
+            p.add(
+                format!("{at}.roles_claim"),
+                "must be a dotted claim path like realm_access.roles",
+            );
+        }
+        if self.leeway > Duration::from_secs(300) {
+            p.add(format!("{at}.leeway"), "must be at most 5m");
+        }
+        if self.refresh_interval < Duration::from_secs(1) {
+            p.add(format!("{at}.refresh_interval"), "must be at least 1s");
+        }
+        if self.fetch_timeout.is_zero() {
+            p.add(format!("{at}.fetch_timeout"), "must be positive");
         }
     }
 }

@@ -39,6 +39,23 @@ pub enum GrpcBodyError {
 /// # Errors
 /// [`GrpcBodyError`] when the frame is compressed, malformed, or the fields are not fully present.
 pub fn parse_grpc_model(body: &[u8], action: Action) -> Result<ModelRef, GrpcBodyError> {
+    let (msg, complete) = first_frame(body)?;
+    let ModelFields { name, version } = model_fields(msg, complete)?;
+    let name = name.ok_or(GrpcBodyError::MissingModelName)?;
+    let name = valid_name(name, MAX_MODEL_NAME)?;
+    let version = match version {
+        Some(v) if !v.is_empty() => Some(valid_name(v, MAX_MODEL_VERSION)?),
+        _ => None,
+    };
+    Ok(ModelRef {
+        name,
+        version,
+        action,
+    })
+}
+
+/// The bytes of the first frame's message that `body` holds, and whether it holds all of them.
+fn first_frame(body: &[u8]) -> Result<(&[u8], bool), GrpcBodyError> {
     if body.is_empty() {
         return Err(GrpcBodyError::Missing);
     }
@@ -50,8 +67,19 @@ pub fn parse_grpc_model(body: &[u8], action: Action) -> Result<ModelRef, GrpcBod
     }
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     let avail = &body[5..];
-    let msg = &avail[..len.min(avail.len())];
-    let complete = avail.len() >= len;
+    Ok((&avail[..len.min(avail.len())], avail.len() >= len))
+}
+
+/// The raw bytes of fields 1 and 2 of a `ModelInferRequest` (or any model-scoped request), as
+/// far as they were present.
+struct ModelFields<'a> {
+    name: Option<&'a [u8]>,
+    version: Option<&'a [u8]>,
+}
+
+/// Fields 1 and 2 (`model_name`, `model_version`) of `msg`, skipping every other field. In a
+/// message that is not `complete`, a field cut at the end is no error unless it is one of ours.
+fn model_fields(msg: &[u8], complete: bool) -> Result<ModelFields<'_>, GrpcBodyError> {
     let mut pos = 0;
     let mut name: Option<&[u8]> = None;
     let mut version: Option<&[u8]> = None;
@@ -72,20 +100,8 @@ pub fn parse_grpc_model(body: &[u8], action: Action) -> Result<ModelRef, GrpcBod
         if ours && wire != 2 {
             return Err(GrpcBodyError::Malformed);
         }
-        let skip = match wire {
-            0 => match read_varint(msg, &mut pos) {
-                Some(_) => 0,
-                None if complete => return Err(GrpcBodyError::Malformed),
-                None => break,
-            },
-            1 => 8,
-            5 => 4,
-            2 => match read_varint(msg, &mut pos) {
-                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                None if ours || complete => return Err(GrpcBodyError::Truncated),
-                None => break,
-            },
-            _ => return Err(GrpcBodyError::Malformed),
+        let Some(skip) = value_length(msg, &mut pos, wire, ours, complete)? else {
+            break;
         };
         let end = pos.checked_add(skip).filter(|e| *e <= msg.len());
         let Some(end) = end else {
@@ -110,17 +126,33 @@ pub fn parse_grpc_model(body: &[u8], action: Action) -> Result<ModelRef, GrpcBod
         }
         pos = end;
     }
-    let name = name.ok_or(GrpcBodyError::MissingModelName)?;
-    let name = valid_name(name, MAX_MODEL_NAME)?;
-    let version = match version {
-        Some(v) if !v.is_empty() => Some(valid_name(v, MAX_MODEL_VERSION)?),
-        _ => None,
-    };
-    Ok(ModelRef {
-        name,
-        version,
-        action,
-    })
+    Ok(ModelFields { name, version })
+}
+
+/// How many bytes the value of a field of wire type `wire` takes after `pos` (which moves past a
+/// varint value or a length prefix); `None` when a partial body ends inside a field not ours.
+fn value_length(
+    msg: &[u8],
+    pos: &mut usize,
+    wire: u64,
+    ours: bool,
+    complete: bool,
+) -> Result<Option<usize>, GrpcBodyError> {
+    Ok(Some(match wire {
+        0 => match read_varint(msg, pos) {
+            Some(_) => 0,
+            None if complete => return Err(GrpcBodyError::Malformed),
+            None => return Ok(None),
+        },
+        1 => 8,
+        5 => 4,
+        2 => match read_varint(msg, pos) {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None if ours || complete => return Err(GrpcBodyError::Truncated),
+            None => return Ok(None),
+        },
+        _ => return Err(GrpcBodyError::Malformed),
+    }))
 }
 
 fn valid_name(bytes: &[u8], max: usize) -> Result<String, GrpcBodyError> {

@@ -65,21 +65,7 @@ pub enum PathError {
 /// [`PathError`] for any ambiguous or non-canonical form.
 pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathError> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    if path.len() > MAX_PATH_BYTES {
-        return Err(PathError::TooLong);
-    }
-    if !path.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    for b in path.bytes() {
-        match b {
-            b'%' => return Err(PathError::PercentEncoded),
-            b'\\' => return Err(PathError::Backslash),
-            b';' => return Err(PathError::Parameter),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {}
-            _ => return Err(PathError::InvalidCharacter),
-        }
-    }
+    check_characters(path)?;
     if path == "/" {
         return Ok(Route::Other);
     }
@@ -96,16 +82,48 @@ pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathErro
         return Ok(Route::Public);
     }
     if keyword(segs[0], GRPC_SERVICE)? {
-        return Ok(match segs.as_slice() {
-            [_, "ModelInfer"] => Route::GrpcModel(Action::Infer),
-            [_, "ModelReady"] => Route::GrpcModel(Action::Ready),
-            [_, "ModelMetadata"] => Route::GrpcModel(Action::Metadata),
-            [_, "ModelConfig"] => Route::GrpcModel(Action::Config),
-            // An empty name (all models) is rejected when the message is read.
-            [_, "ModelStatistics"] => Route::GrpcModel(Action::Statistics),
-            _ => Route::Other,
-        });
+        return Ok(grpc_route(&segs));
     }
+    rest_route(&segs)
+}
+
+/// A path (without its query) that is short enough, absolute, and made only of the characters a
+/// canonical OIP path uses.
+fn check_characters(path: &str) -> Result<(), PathError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    for b in path.bytes() {
+        match b {
+            b'%' => return Err(PathError::PercentEncoded),
+            b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::Parameter),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {}
+            _ => return Err(PathError::InvalidCharacter),
+        }
+    }
+    Ok(())
+}
+
+/// `/inference.GRPCInferenceService/<method>`: the model-scoped methods, whose model is read from
+/// the message.
+fn grpc_route(segs: &[&str]) -> Route {
+    match segs {
+        [_, "ModelInfer"] => Route::GrpcModel(Action::Infer),
+        [_, "ModelReady"] => Route::GrpcModel(Action::Ready),
+        [_, "ModelMetadata"] => Route::GrpcModel(Action::Metadata),
+        [_, "ModelConfig"] => Route::GrpcModel(Action::Config),
+        // An empty name (all models) is rejected when the message is read.
+        [_, "ModelStatistics"] => Route::GrpcModel(Action::Statistics),
+        _ => Route::Other,
+    }
+}
+
+/// `/v2/models/{name}[/versions/{version}][/{action}]`; anything else is [`Route::Other`].
+fn rest_route(segs: &[&str]) -> Result<Route, PathError> {
     if !keyword(segs[0], "v2")? || segs.len() < 3 || !keyword(segs[1], "models")? {
         return Ok(Route::Other);
     }
@@ -120,24 +138,10 @@ pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathErro
     };
     let action = match rest {
         [] => Action::Metadata,
-        [a] => {
-            let mut found = None;
-            for act in [
-                Action::Infer,
-                Action::Ready,
-                Action::Config,
-                Action::Statistics,
-            ] {
-                let kw = act.rest_suffix().unwrap_or_default();
-                if keyword(a, kw)? {
-                    found = Some(act);
-                }
-            }
-            match found {
-                Some(act) => act,
-                None => return Ok(Route::Other),
-            }
-        }
+        [a] => match rest_action(a)? {
+            Some(act) => act,
+            None => return Ok(Route::Other),
+        },
         _ => return Ok(Route::Other),
     };
     if name.len() > MAX_MODEL_NAME || version.is_some_and(|v| v.len() > MAX_MODEL_VERSION) {
@@ -148,6 +152,23 @@ pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathErro
         version: version.map(str::to_owned),
         action,
     }))
+}
+
+/// The action a REST path's last segment names (`infer`, `ready`, `config`, `stats`), if any.
+fn rest_action(segment: &str) -> Result<Option<Action>, PathError> {
+    let mut found = None;
+    for act in [
+        Action::Infer,
+        Action::Ready,
+        Action::Config,
+        Action::Statistics,
+    ] {
+        let kw = act.rest_suffix().unwrap_or_default();
+        if keyword(segment, kw)? {
+            found = Some(act);
+        }
+    }
+    Ok(found)
 }
 
 /// `Ok(true)` when `seg` is exactly `kw`; an error when it matches only case-insensitively (a
