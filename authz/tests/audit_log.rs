@@ -210,6 +210,52 @@ async fn concurrent_appends_form_one_chain_and_share_fsyncs() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_alone_commits_its_own_record_durably_and_others_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, registry) = start(&config(dir.path()));
+    // One append at a time: each commits inline (no hand-off to the writer thread), and is on
+    // disk, synced, when it returns.
+    for n in 0..3 {
+        let record = log.append(event(n)).await.unwrap();
+        let on_disk = lines(&dir.path().join("audit.jsonl"));
+        assert!(
+            on_disk.iter().any(|l| l.contains(&record.hash)),
+            "record {n} is not in the file when append returns"
+        );
+    }
+    assert_eq!(metric(&registry, "authz_audit_inline_commits_total"), 3.0);
+    assert_eq!(
+        metric(&registry, "authz_audit_fsync_duration_seconds_count"),
+        3.0
+    );
+    // Many at once: the writer thread group-commits what queues behind the first.
+    let tasks: Vec<_> = (3..67)
+        .map(|n| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(event(n)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let inline = metric(&registry, "authz_audit_inline_commits_total");
+    assert!(inline < 67.0, "every concurrent append committed inline");
+    assert_eq!(verify_dir(dir.path()).records, 67);
+}
+
+#[tokio::test]
+async fn on_a_single_threaded_runtime_every_record_goes_through_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, registry) = start(&config(dir.path()));
+    for n in 0..3 {
+        log.append(event(n)).await.unwrap();
+    }
+    // Blocking the only worker on the disk would stall every other task.
+    assert_eq!(metric(&registry, "authz_audit_inline_commits_total"), 0.0);
+    assert_eq!(verify_dir(dir.path()).records, 3);
+}
+
 /// A stream whose writes block until released, to hold the writer inside one batch.
 #[derive(Clone, Default)]
 struct GatedStream {
@@ -340,23 +386,37 @@ async fn a_full_queue_fails_at_once_instead_of_growing() {
         async move { log.append(event(0)).await }
     });
     stream.wait_until_blocked().await;
-    let queued = tokio::spawn({
+    // Behind the held commit: at most the queue's one slot, plus the one record the writer
+    // thread may have taken while it waits for the writer lock. Then appends fail at once.
+    let mut waiting = Vec::new();
+    let error = loop {
         let log = log.clone();
-        async move { log.append(event(1)).await }
-    });
-    wait_for(&registry, "authz_audit_queue_depth", 1.0).await;
-    let error = log.append(event(2)).await.unwrap_err();
+        let n = waiting.len() + 1;
+        let mut append = tokio::spawn(async move { log.append(event(n)).await });
+        match tokio::time::timeout(Duration::from_millis(200), &mut append).await {
+            Ok(result) => break result.unwrap().unwrap_err(),
+            Err(_) => waiting.push(append),
+        }
+        assert!(
+            waiting.len() <= 2,
+            "{} appends are waiting behind one commit with a queue of 1",
+            waiting.len()
+        );
+    };
     assert!(
         matches!(error, AuditError::QueueFull { capacity: 1 }),
         "{error}"
     );
+    assert!(!waiting.is_empty(), "the queue's one slot took a record");
     assert_eq!(
         metric(&registry, "authz_audit_failures_total{kind=\"queue_full\"}"),
         1.0
     );
     stream.release();
     in_writer.await.unwrap().unwrap();
-    queued.await.unwrap().unwrap();
+    for append in waiting {
+        append.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]

@@ -40,6 +40,9 @@ pub struct AuditMetrics {
     pub queue_depth: Gauge,
     /// `authz_audit_batch_records`: records per group commit.
     pub batch_records: Histogram,
+    /// `authz_audit_inline_commits_total`: records a check committed itself, without the
+    /// writer thread (it was the only append in flight).
+    pub inline_commits: Counter,
     /// `authz_audit_failures_total{kind}`: records that could not be made durable, by cause
     /// (each failed `append` counts once), plus one per failed rotation or retention clean-up.
     pub failures: Family<FailureLabels, Counter>,
@@ -89,6 +92,11 @@ impl AuditMetrics {
             metrics.batch_records.clone(),
         );
         registry.register(
+            "authz_audit_inline_commits",
+            "Audit records committed by the check itself, without a hand-off to the writer thread",
+            metrics.inline_commits.clone(),
+        );
+        registry.register(
             "authz_audit_failures",
             "Audit records that could not be made durable, by failure kind",
             metrics.failures.clone(),
@@ -136,6 +144,7 @@ impl AuditMetrics {
             queue_depth: Gauge::default(),
             // 1, 2, 4, ... 4096 records per batch.
             batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            inline_commits: Counter::default(),
             failures: Family::default(),
             rotations: Counter::default(),
             checkpoints: Counter::default(),
