@@ -1,7 +1,12 @@
 //! The serving benchmark: in one run, side by side, ONNX Runtime in-process (the limit) against
-//! the same model served over REST JSON, REST binary and gRPC, each without and with dynamic
-//! batching (the `-batched` model variants), at concurrency 1, 8 and 32, on a tiny model (`add`,
-//! two 4-float inputs) and the benchmark MLP (`bench-mlp`, 256 -> 1024 -> 1024 -> 16).
+//! the same model served over REST JSON, REST binary and gRPC, each with dynamic batching off,
+//! on with `batch_wait = busy` (the default: dispatch at once when an instance is free) and on
+//! with `batch_wait = always` (Triton's wait), at concurrency 1, 8 and 32, beside an empty round
+//! trip over the same client (the floor: `GET /v2/health/live` for REST, `ServerLive` for gRPC),
+//! on a tiny model (`add`, two 4-float inputs) and the benchmark MLP (`bench-mlp`,
+//! 256 -> 1024 -> 1024 -> 16). The repository has three variants of each model: `{name}` (no
+//! `dynamic_batching`), `{name}-batched` and `{name}-batched-always` (the same with the model
+//! parameter `batch_wait = "always"`).
 //!
 //! ```text
 //! cargo bench -p modelserver --bench serving          # ORT_DYLIB_PATH set, the venv's onnx
@@ -10,7 +15,8 @@
 //! ```
 //!
 //! Every request carries one row (batch 1). Clients are closed loops: each of `c` workers sends
-//! its next request when the previous one is answered. The limit is one session with the same
+//! its next request when the previous one is answered. For each model, path and concurrency the
+//! floor and the three batching modes run one after the other, so drift hits them alike. The limit is one session with the same
 //! intra-op thread count and spinning setting as the server's, running batch-1 inputs back to back
 //! in this process, including building the input tensors and reading the outputs (as the server
 //! must); it is measured before and after each model's cells and the faster run is used, so drift
@@ -18,8 +24,9 @@
 //! own when the server does not spin (`BENCH_INTRA_OP_SPINNING=1` makes both spin). Clients run in
 //! the same process as the server, so on a small machine they compete with it for the cores: the
 //! ratios are conservative. Prints a table (throughput, p50, p99, throughput ratio to the limit,
-//! p50 overhead over the limit) and writes it to `bench-results/modelserver.json` at the workspace
-//! root (or `$BENCH_OUT`).
+//! p50 overhead over the limit and over the floor), the ratios issue 22 asks for (batching on /
+//! off at c=32, server / in-process at c=8, p50 − floor at c=1) and its goals, and writes them to
+//! `bench-results/modelserver.json` at the workspace root (or `$BENCH_OUT`).
 //!
 //! `BENCH_DEVICE=cuda` (device `BENCH_GPU`, default 0) runs the same benchmark on the CUDA execution
 //! provider: every model's instance group becomes `KIND_GPU` (so the server's CUDA instances run
@@ -42,6 +49,10 @@ use ort::session::Session;
 use ort::value::Tensor;
 use serde_json::{Value, json};
 
+#[path = "serving/report.rs"]
+mod report;
+use report::{BatchMode, Kind, Protocol, Row};
+
 /// The allocator of the `modelserver` binary, so the server measured here allocates as it does.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -50,7 +61,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Workload {
     /// Label in the table.
     label: &'static str,
-    /// Model name without batching; `{name}-batched` has dynamic batching.
+    /// Model name without batching; see [`BatchMode::model`] for the batching variants.
     name: &'static str,
     inputs: Vec<(&'static str, Vec<usize>)>,
     outputs: Vec<&'static str>,
@@ -74,41 +85,6 @@ impl Workload {
             .map(|i| ((i * 7 + salt * 13) % 97) as f32 / 97.0)
             .collect()
     }
-}
-
-#[derive(Clone, Copy)]
-enum Protocol {
-    RestJson,
-    RestBinary,
-    Grpc,
-}
-
-impl Protocol {
-    fn label(self) -> &'static str {
-        match self {
-            Protocol::RestJson => "REST JSON",
-            Protocol::RestBinary => "REST binary",
-            Protocol::Grpc => "gRPC",
-        }
-    }
-}
-
-struct Row {
-    model: &'static str,
-    path: String,
-    batching: bool,
-    concurrency: usize,
-    requests: usize,
-    throughput: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted
-        .get(((sorted.len().saturating_sub(1)) as f64 * p) as usize)
-        .copied()
-        .unwrap_or_default()
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -224,6 +200,40 @@ fn repository(dir: &Path, resnet: bool) {
     for m in models {
         std::fs::rename(generated.join(m), repo.join(m)).expect("move model");
     }
+    add_always_variants(&repo);
+}
+
+/// The model parameter that makes a batching model wait as Triton does.
+const BATCH_WAIT_ALWAYS: &str =
+    "parameters { key: \"batch_wait\" value: { string_value: \"always\" } }\n";
+
+/// Gives every `{name}-batched` model in `repo` a `{name}-batched-always` twin that differs only
+/// in the model parameter `batch_wait = "always"`; returns whether it added any.
+fn add_always_variants(repo: &Path) -> bool {
+    let mut added = false;
+    for entry in std::fs::read_dir(repo).expect("read repository") {
+        let name = entry.expect("repository entry").file_name();
+        let name = name.to_string_lossy();
+        let Some(base) = name.strip_suffix("-batched") else {
+            continue;
+        };
+        let twin = repo.join(BatchMode::Always.model(base));
+        if twin.exists() {
+            continue;
+        }
+        copy_dir(&repo.join(name.as_ref()), &twin);
+        let config = twin.join("config.pbtxt");
+        let mut text = std::fs::read_to_string(&config).expect("config.pbtxt");
+        if let Some(line) = text.lines().find(|l| l.starts_with("name:")) {
+            // A config that names its model must name the twin.
+            let renamed = format!("name: \"{}\"", BatchMode::Always.model(base));
+            text = text.replacen(line, &renamed, 1);
+        }
+        text.push_str(BATCH_WAIT_ALWAYS);
+        std::fs::write(&config, text).expect("write config.pbtxt");
+        added = true;
+    }
+    added
 }
 
 fn run_python(args: &[PathBuf]) {
@@ -295,33 +305,7 @@ fn in_process(
         samples.push(t.elapsed());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let path = if spinning {
-        "in-process ort (spinning)"
-    } else {
-        "in-process ort"
-    };
-    summarize(w.label, path.into(), false, 1, samples, elapsed)
-}
-
-fn summarize(
-    model: &'static str,
-    path: String,
-    batching: bool,
-    concurrency: usize,
-    mut samples: Vec<Duration>,
-    elapsed: f64,
-) -> Row {
-    samples.sort_unstable();
-    Row {
-        model,
-        path,
-        batching,
-        concurrency,
-        requests: samples.len(),
-        throughput: samples.len() as f64 / elapsed,
-        p50: percentile(&samples, 0.5),
-        p99: percentile(&samples, 0.99),
-    }
+    Row::new(w.label, Kind::InProcess { spinning }, 1, samples, elapsed)
 }
 
 /// Sends one request as worker `i`.
@@ -387,14 +371,7 @@ async fn caller(
             })
         }
         Protocol::Grpc => {
-            let mut clients = Vec::with_capacity(workers);
-            for _ in 0..workers {
-                clients.push(
-                    GrpcInferenceServiceClient::connect(grpc.to_string())
-                        .await
-                        .expect("gRPC connect"),
-                );
-            }
+            let clients = grpc_clients(grpc, workers).await;
             let request = pb::ModelInferRequest {
                 model_name: model.as_bytes().to_vec(),
                 inputs: values
@@ -427,6 +404,53 @@ async fn caller(
             })
         }
     }
+}
+
+/// The floor: a round trip that does no work over the same kind of client as [`caller`]'s
+/// (`GET /v2/health/live` with reqwest, `ServerLive` on one gRPC connection per worker).
+async fn floor_caller(protocol: Protocol, http: &str, grpc: &str, workers: usize) -> Call {
+    match protocol {
+        Protocol::RestJson | Protocol::RestBinary => {
+            let url = format!("{http}/v2/health/live");
+            let client = reqwest::Client::new();
+            Arc::new(move |_| {
+                let (client, url) = (client.clone(), url.clone());
+                Box::pin(async move {
+                    let r = client.get(&url).send().await.expect("GET live");
+                    assert!(r.status().is_success(), "live: {}", r.status());
+                    r.bytes().await.expect("body");
+                })
+            })
+        }
+        Protocol::Grpc => {
+            let clients = grpc_clients(grpc, workers).await;
+            Arc::new(move |i| {
+                let mut client = clients[i % clients.len()].clone();
+                Box::pin(async move {
+                    client
+                        .server_live(pb::ServerLiveRequest {})
+                        .await
+                        .expect("ServerLive");
+                })
+            })
+        }
+    }
+}
+
+/// One gRPC connection per worker, as separate clients would have.
+async fn grpc_clients(
+    grpc: &str,
+    workers: usize,
+) -> Vec<GrpcInferenceServiceClient<tonic::transport::Channel>> {
+    let mut clients = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        clients.push(
+            GrpcInferenceServiceClient::connect(grpc.to_string())
+                .await
+                .expect("gRPC connect"),
+        );
+    }
+    clients
 }
 
 /// Closed-loop load: `concurrency` workers for `seconds` after a short warm-up.
@@ -480,7 +504,17 @@ fn main() {
         return;
     }
     let built = match std::env::var("BENCH_REPOSITORY") {
-        Ok(given) => PathBuf::from(given),
+        Ok(given) => {
+            // A repository written before the `-batched-always` variants existed gets them in a
+            // copy, never in the given directory.
+            let copy = dir.path().join("repo-given");
+            copy_dir(Path::new(&given), &copy);
+            if add_always_variants(&copy) {
+                copy
+            } else {
+                PathBuf::from(given)
+            }
+        }
         Err(_) => {
             repository(dir.path(), resnet);
             dir.path().join("repo")
@@ -538,7 +572,7 @@ fn main() {
         .block_on(ModelServer::start(&repo, config))
         .expect("server");
     for w in &workloads {
-        for name in [w.name.to_string(), format!("{}-batched", w.name)] {
+        for name in BatchMode::ALL.map(|m| m.model(w.name)) {
             let model = server
                 .repository
                 .get(&name, None)
@@ -577,11 +611,8 @@ fn main() {
         "modelserver serving benchmark: {cores} cores, {seconds} s per cell, intra-op threads {cores}, execution provider {}",
         device.label()
     );
-    println!(
-        "{:<15} {:<26} {:>4} {:>9} {:>9} {:>9} {:>8} {:>10}",
-        "model", "path", "c", "req/s", "p50 us", "p99 us", "x limit", "p50-limit"
-    );
-    let mut rows: Vec<(Row, f64, f64)> = Vec::new();
+    report::print_header();
+    let mut rows = Vec::new();
     for w in &workloads {
         let model_file = repo.join(w.name).join("1/model.onnx");
         // The limit runs with the server's session options, once before and once after the
@@ -590,23 +621,28 @@ fn main() {
         // server does not spin.
         let before = in_process(&model_file, w, cores, seconds, device, spinning);
         let spun = (!spinning).then(|| in_process(&model_file, w, cores, seconds, device, true));
-        let mut cells = Vec::new();
-        for protocol in [Protocol::RestJson, Protocol::RestBinary, Protocol::Grpc] {
-            for batching in [false, true] {
-                let model = if batching {
-                    format!("{}-batched", w.name)
-                } else {
-                    w.name.to_string()
-                };
-                for &c in &concurrencies {
+        let mut cells: Vec<Row> = spun.into_iter().collect();
+        for protocol in Protocol::ALL {
+            for &c in &concurrencies {
+                // The floor (once for both REST paths) and the three batching modes back to back,
+                // so drift hits them alike.
+                if protocol != Protocol::RestBinary {
+                    let call = rt.block_on(floor_caller(protocol, &http, &grpc, c));
+                    let (samples, elapsed) = rt.block_on(load(call, c, seconds));
+                    cells.push(Row::new(
+                        w.label,
+                        Kind::Floor(protocol),
+                        c,
+                        samples,
+                        elapsed,
+                    ));
+                }
+                for mode in BatchMode::ALL {
+                    let model = mode.model(w.name);
                     let call = rt.block_on(caller(protocol, &http, &grpc, &model, w, c));
                     let (samples, elapsed) = rt.block_on(load(call, c, seconds));
-                    let path = format!(
-                        "{}{}",
-                        protocol.label(),
-                        if batching { " +batching" } else { "" }
-                    );
-                    cells.push(summarize(w.label, path, batching, c, samples, elapsed));
+                    let kind = Kind::Infer(protocol, mode);
+                    cells.push(Row::new(w.label, kind, c, samples, elapsed));
                 }
             }
         }
@@ -620,28 +656,12 @@ fn main() {
         } else {
             before
         };
-        let (limit_thr, limit_p50) = (limit.throughput, limit.p50);
-        print_row(&limit, limit_thr, limit_p50);
-        rows.push((limit, 1.0, 0.0));
-        for row in spun.into_iter().chain(cells) {
-            let (ratio, overhead) = print_row(&row, limit_thr, limit_p50);
-            rows.push((row, ratio, overhead));
-        }
+        rows.extend(report::measure_model(limit, cells));
     }
 
-    goals(&rows);
-    let json_rows: Vec<Value> = rows
-        .iter()
-        .map(|(r, ratio, overhead)| {
-            json!({
-                "model": r.model, "path": r.path, "dynamic_batching": r.batching,
-                "concurrency": r.concurrency, "requests": r.requests,
-                "throughput_per_s": r.throughput,
-                "p50_us": r.p50.as_secs_f64() * 1e6, "p99_us": r.p99.as_secs_f64() * 1e6,
-                "throughput_ratio_to_limit": ratio, "p50_overhead_us": overhead,
-            })
-        })
-        .collect();
+    let labels: Vec<&'static str> = workloads.iter().map(|w| w.label).collect();
+    let ratios = report::ratios(&rows, &labels);
+    let goals = report::goals(&rows);
     let out = std::env::var("BENCH_OUT").map_or_else(
         |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results"),
         PathBuf::from,
@@ -659,70 +679,10 @@ fn main() {
         "intra_op_spinning": spinning,
         "execution_provider": device.label(),
         "gpu": match device { Device::Cuda(gpu) => json!(gpu), Device::Cpu => Value::Null },
-        "rows": json_rows,
+        "rows": report::json_rows(&rows),
+        "ratios": ratios,
+        "goals": goals,
     });
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).expect("json")).expect("write json");
     println!("wrote {}", file.display());
-}
-
-/// Prints one row; returns (throughput ratio to the limit, p50 overhead in µs).
-fn print_row(r: &Row, limit_thr: f64, limit_p50: Duration) -> (f64, f64) {
-    let ratio = r.throughput / limit_thr;
-    let overhead = (r.p50.as_secs_f64() - limit_p50.as_secs_f64()) * 1e6;
-    println!(
-        "{:<15} {:<26} {:>4} {:>9.0} {:>9.1} {:>9.1} {:>8.2} {:>10.1}",
-        r.model,
-        r.path,
-        r.concurrency,
-        r.throughput,
-        r.p50.as_secs_f64() * 1e6,
-        r.p99.as_secs_f64() * 1e6,
-        ratio,
-        overhead
-    );
-    (ratio, overhead)
-}
-
-/// Prints the issue's goals against the rows measured.
-fn goals(rows: &[(Row, f64, f64)]) {
-    let find = |model: &str, path: &str, c: usize| {
-        rows.iter()
-            .find(|(r, _, _)| r.model == model && r.path == path && r.concurrency == c)
-    };
-    println!("\ngoals:");
-    for path in ["REST JSON", "REST binary"] {
-        if let Some((_, _, overhead)) = find("tiny", path, 1) {
-            let ok = if *overhead < 150.0 { "met" } else { "MISSED" };
-            println!("  tiny, {path}, c=1: p50 overhead {overhead:.1} us (goal < 150 us): {ok}");
-        }
-    }
-    if let Some((_, _, overhead)) = find("tiny", "gRPC", 1) {
-        println!("  tiny, gRPC, c=1: p50 overhead {overhead:.1} us (the goal names REST only)");
-    }
-    for path in [
-        "REST binary",
-        "gRPC",
-        "REST binary +batching",
-        "gRPC +batching",
-    ] {
-        if let Some((_, ratio, _)) = find("bench-mlp", path, 8) {
-            let ok = if *ratio >= 0.9 { "met" } else { "MISSED" };
-            println!(
-                "  bench-mlp, {path}, c=8: {:.0}% of in-process throughput (goal >= 90%): {ok}",
-                ratio * 100.0
-            );
-        }
-    }
-    for path in ["REST JSON", "REST binary", "gRPC"] {
-        if let (Some((plain, _, _)), Some((batched, _, _))) = (
-            find("bench-mlp", path, 32),
-            find("bench-mlp", &format!("{path} +batching"), 32),
-        ) {
-            let gain = batched.throughput / plain.throughput;
-            let ok = if gain >= 2.0 { "met" } else { "MISSED" };
-            println!(
-                "  bench-mlp, {path}, c=32: batching gives {gain:.2}x no batching (goal >= 2x): {ok}"
-            );
-        }
-    }
 }
