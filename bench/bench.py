@@ -22,6 +22,11 @@ results say which component a request's CPU goes to: a quick profile for free.
 
 Outputs: a table on stdout, bench-results/gateway.json, bench-results/gateway.png; the run's
 configs, logs and audit files under bench-results/run/ (deleted at the start of the next run).
+
+Then, unless BENCH_SERVING=0, the model-server section (bench/modelserver_bench.py): benchmark-echo
+straight to three modelservers with dynamic batching busy / always / off, beside the empty round
+trip (GET /v2/health/live), at BENCH_SERVING_CONCURRENCY (1,8,32); its table follows the gateway's
+and goes to bench-results/modelserver-batching.json and gateway.json's "modelserver_batching".
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envoy_variants  # noqa: E402  (needs the path above)
+import modelserver_bench  # noqa: E402  (needs the path above)
 
 VARIANTS = {
     "A": {"kind": "floor", "authz": None, "label": "A: Envoy -> modelserver (no authz)"},
@@ -870,6 +876,9 @@ def main(argv: list[str]) -> int:
         for g in goal_rows:
             print(f"  [{'met   ' if g['met'] else 'MISSED'}] {g['goal']}: {g['value']}")
     print(f"\nJSON: {out_dir / 'gateway.json'}\nchart: {out_dir / 'gateway.png'}")
+    # The second step: the model server alone, batching busy / always / off (BENCH_SERVING=0 skips).
+    if modelserver_bench.enabled():
+        modelserver_bench.run(sys.modules[__name__], args, wrk, out_dir, run_dir)
     return 0
 
 

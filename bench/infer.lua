@@ -2,16 +2,23 @@
 -- benchmark-echo and, when the run ends, prints one machine-readable line for bench/bench.py.
 --
 -- Environment (read once per thread):
---   BENCH_TOKEN  bearer token of the load-tester principal (empty: no Authorization header)
---   BENCH_MODEL  model name (default benchmark-echo)
+--   BENCH_TOKEN    bearer token of the load-tester principal (empty: no Authorization header)
+--   BENCH_MODEL    model name (default benchmark-echo)
+--   BENCH_REQUEST  "infer" (default) or "live": GET /v2/health/live instead, the empty round trip
+--                  the model-server section of bench/bench.py compares inference with
 
 local token = os.getenv("BENCH_TOKEN") or ""
 local model = os.getenv("BENCH_MODEL") or "benchmark-echo"
 
-wrk.method = "POST"
-wrk.path = "/v2/models/" .. model .. "/infer"
-wrk.body = '{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["hello, gateway"]}]}'
-wrk.headers["Content-Type"] = "application/json"
+if os.getenv("BENCH_REQUEST") == "live" then
+  wrk.method = "GET"
+  wrk.path = "/v2/health/live"
+else
+  wrk.method = "POST"
+  wrk.path = "/v2/models/" .. model .. "/infer"
+  wrk.body = '{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["hello, gateway"]}]}'
+  wrk.headers["Content-Type"] = "application/json"
+end
 if token ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. token
 end

@@ -11,6 +11,9 @@
 #   N  Envoy + ext_authz to an allow-all gRPC server (authz/examples/ext_authz_floor.rs): the
 #      floor of any ext_authz service, so B - N is what authz itself adds
 # Prints a table, writes bench-results/gateway.json and bench-results/gateway.png.
+# Then (BENCH_SERVING=0 skips it) the model server alone: benchmark-echo at BENCH_SERVING_CONCURRENCY
+# (1,8,32) on three modelservers, dynamic batching busy / always / off, interleaved, beside the
+# empty round trip GET /v2/health/live; a second table and bench-results/modelserver-batching.json.
 # docs/benchmarks.md explains the variants and how to read the numbers.
 #
 # Settings (environment): BENCH_VARIANTS (A,B,C,D,N), BENCH_EXTRA (experiments, see --help),
