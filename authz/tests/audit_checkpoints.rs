@@ -609,3 +609,56 @@ async fn a_record_moved_from_another_replicas_chain_is_named() {
         ExitCode::from(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_file_that_is_gone_for_a_while_never_stops_decisions_and_catches_up() {
+    let s = setup();
+    let mut config = config(&s, 1000, None);
+    // A checkpoint every 100 ms: 2 s of outage stand for a minute at the production interval.
+    if let Some(c) = config.checkpoint.as_mut() {
+        c.every = Duration::from_millis(100);
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = AuditMetrics::new(&mut registry);
+    let log = AuditLog::start(&config, metrics.clone()).unwrap();
+    let failures = || {
+        metrics
+            .witness_failures
+            .get_or_create(&authz::audit::metrics::WitnessLabels { witness: "file" })
+            .get()
+    };
+    append_for(&log, Duration::from_millis(500)).await;
+    assert!(
+        read_lines(&s.witness).len() >= 2,
+        "the witness file was written"
+    );
+    assert_eq!(failures(), 0);
+
+    // The witness volume goes away: its directory is moved off and a plain file takes its
+    // place, so the witness path can be neither written nor created.
+    let dir = s.witness.parent().unwrap().to_owned();
+    let away = dir.with_file_name("witness-away");
+    std::fs::rename(&dir, &away).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+    append_for(&log, Duration::from_secs(2)).await;
+    let status = log.witness_status();
+    assert_eq!(status.len(), 1);
+    assert!(status[0].down_since.is_some(), "{status:?}");
+    assert!(status[0].pending > 5, "{status:?}");
+    assert!(failures() > 0);
+
+    // Back: the backlog is delivered in order, and later checkpoints follow it.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&away, &dir).unwrap();
+    caught_up_then_closed(log, Duration::from_millis(1000)).await;
+    // Every checkpoint of the chain is in the witness file, the outage's included.
+    let summary = verify::verify_files(std::slice::from_ref(&s.audit)).unwrap();
+    let witnessed = read_lines(&s.witness).len() as u64;
+    assert_eq!(witnessed, summary.checkpoints);
+    assert!(witnessed >= 20, "{witnessed} checkpoints witnessed");
+    assert_intact(
+        &s,
+        std::slice::from_ref(&s.witness),
+        std::slice::from_ref(&s.keys.public),
+    );
+}
