@@ -662,3 +662,26 @@ async fn a_witness_file_that_is_gone_for_a_while_never_stops_decisions_and_catch
         std::slice::from_ref(&s.keys.public),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_by_time_come_once_per_interval_not_once_per_batch() {
+    let s = setup();
+    let mut config = config(&s, 1000, None);
+    if let Some(c) = config.checkpoint.as_mut() {
+        c.every = Duration::from_millis(200);
+    }
+    let log = AuditLog::start(&config, AuditMetrics::unregistered()).unwrap();
+    append_for(&log, Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .unwrap();
+    let summary = verify::verify_files(std::slice::from_ref(&s.audit)).unwrap();
+    // About one per 200 ms (and the closing one), not one per small batch.
+    assert!(summary.records > 50, "{summary:?}");
+    assert!(
+        (3..=13).contains(&summary.checkpoints),
+        "{} checkpoints for {} records in 1.5 s",
+        summary.checkpoints,
+        summary.records
+    );
+}

@@ -385,11 +385,12 @@ impl Checkpointer {
         })
     }
 
-    /// Whether a checkpoint is due with `adding` more records.
+    /// Whether a checkpoint is due with `adding` more records. By time only when records
+    /// already wait (`since` is the first of them): records arriving just after a checkpoint
+    /// are not `every` old, however long ago the last uncovered record was.
     fn due(&self, adding: u64, now: Instant) -> bool {
-        let uncovered = self.uncovered + adding;
-        uncovered >= self.every_records
-            || (uncovered > 0 && now.saturating_duration_since(self.since) >= self.every)
+        self.uncovered + adding >= self.every_records
+            || (self.uncovered > 0 && now.saturating_duration_since(self.since) >= self.every)
     }
 
     /// Records that `count` records were written without a checkpoint after them.
