@@ -546,7 +546,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--extra", default=env("BENCH_EXTRA", ""),
                    help="extra variants for side-by-side experiments, ';'-separated NAME=BASE[,KEY=VALUE...]: "
                         "NAME a letter E-Z, BASE B, C or N, KEY=VALUE an environment variable for its authz, "
-                        "SECTION.KEY=TOML a change to its config, envoy.SETTING=JSON a change to how Envoy "
+                        "SECTION.KEY=TOML a change to its config (SECTION may be nested: audit.checkpoint.every=\"1s\"; "
+                        "{dev} and {run} in TOML name the run's dev-init and run directories), checkpoints=true "
+                        "signed audit checkpoints (the dev key, every 1000 records or 1 s, a witness file in the run "
+                        "directory), envoy.SETTING=JSON a change to how Envoy "
                         "calls authz (envoy/render.py EXT_AUTHZ_CALL), or bin=PATH another authz binary (e.g. "
                         "E=B,bin=/tmp/old/authz;F=B,TOKIO_WORKER_THREADS=1;G=B,audit.durability=\"write\";"
                         "H=N,envoy.allowed_headers_only=false); they run after the chosen variants in every round")
@@ -571,6 +574,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 if value not in ("true", "false"):
                     p.error(f"--extra {item!r}: uds takes true or false")
                 uds = value == "true"
+            elif key == "checkpoints" and base != "N":
+                if value not in ("true", "false"):
+                    p.error(f"--extra {item!r}: checkpoints takes true or false")
+                if value == "true":
+                    edits += [("audit.checkpoint", "signing_key", '"{dev}/audit-checkpoint-key.pem"'),
+                              ("audit.checkpoint", "every_records", "1000"),
+                              ("audit.checkpoint", "every", '"1s"'),
+                              ("audit.checkpoint", "witness_file", f'"{{run}}/witness-{name}/checkpoints.jsonl"')]
             elif key.startswith("envoy."):
                 setting = key.removeprefix("envoy.")
                 if setting not in envoy_variants.render.EXT_AUTHZ_CALL:
@@ -583,7 +594,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             elif base == "N":
                 p.error(f"--extra {item!r}: an N-based variant takes envoy.SETTING=JSON and uds only")
             elif "." in key:
-                section, _, field = key.partition(".")
+                section, _, field = key.rpartition(".")
                 edits.append((section, field, value))
             else:
                 env_vars[key] = value
@@ -671,7 +682,12 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
             audit_dir.mkdir()
             redis_url = f"redis://127.0.0.1:{redis_port}" if spec["authz"] == "redis" else None
             cfg = run / f"authz-{v}.toml"
-            edits = spec.get("edits", []) + ([("server", "grpc_unix_socket", json.dumps(str(sock)))] if sock else [])
+            edits = [(section, key, value.replace("{dev}", str(dev)).replace("{run}", str(run)))
+                     for section, key, value in spec.get("edits", [])]
+            edits += [("server", "grpc_unix_socket", json.dumps(str(sock)))] if sock else []
+            for section, key, value in edits:
+                if section == "audit.checkpoint" and key == "witness_file":
+                    Path(json.loads(value)).parent.mkdir(parents=True, exist_ok=True)
             cfg.write_text(edit_toml(authz_config((dev / "authz.toml").read_text(), authz_grpc, authz_admin, audit_dir,
                                                   redis_url), edits))
             check = subprocess.run([str(authz_bin), "check-config", "--config", str(cfg)], cwd=ROOT,

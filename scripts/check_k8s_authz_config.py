@@ -14,6 +14,8 @@ Problems reported (exit 1):
   * a path in the config (policy schema and files, issuers' jwks_file, audit path, redis_ca_file)
     is on no mounted volume: the image has nothing there either;
   * the audit path is on a read-only mount or a ConfigMap (authz could not write evidence);
+  * the audit checkpoint signing key is not on a Secret mount, or is on the audit volume; the
+    checkpoint witness file is on the audit volume or on a read-only mount;
   * whatever `authz check-config` rejects, in its own words.
 
 Usage:
@@ -143,7 +145,28 @@ def config_paths(cfg: dict) -> list[tuple[str, str]]:
     if "redis_ca_file" in cfg.get("rate_limit", {}):
         out.append(("rate_limit.redis_ca_file", cfg["rate_limit"]["redis_ca_file"]))
     out.append(("audit.path", cfg.get("audit", {}).get("path", "audit/")))  # authz's default
+    checkpoint = cfg.get("audit", {}).get("checkpoint", {})
+    out += [(f"audit.checkpoint.{key}", checkpoint[key]) for key in ("signing_key", "witness_file") if key in checkpoint]
     return out
+
+
+def checkpoint_mounts(mounts: dict[str, tuple[str, bool, str] | None]) -> list[str]:
+    """Where the checkpoint key and witness file are, against where the audit records are."""
+    problems = []
+    audit = mounts.get("audit.path")
+    key = mounts.get("audit.checkpoint.signing_key")
+    if key is not None:
+        if key[2] != "secret":
+            problems.append(f"audit.checkpoint.signing_key: on a volume of kind {key[2]} ({key[0]}); mount the signing key from a Secret")
+        if key == audit:
+            problems.append(f"audit.checkpoint.signing_key: on the audit volume ({key[0]}); whoever can rewrite the records could sign them")
+    witness = mounts.get("audit.checkpoint.witness_file")
+    if witness is not None:
+        if witness == audit:
+            problems.append(f"audit.checkpoint.witness_file: on the audit volume ({witness[0]}); a witness must be elsewhere")
+        elif witness[1] or witness[2] in ("configMap", "secret"):
+            problems.append(f"audit.checkpoint.witness_file: on a read-only mount ({witness[0]}); checkpoints could not be witnessed")
+    return problems
 
 
 def check(source: str, authz: str, container: str) -> tuple[list[str], str]:
@@ -167,15 +190,17 @@ def check(source: str, authz: str, container: str) -> tuple[list[str], str]:
         text = config_file.read_text()
         cfg = tomllib.loads(text)
         config_dir = posixpath.dirname(config)
+        mounts = {}
         for field, path in config_paths(cfg):
             # Relative paths are relative to the config file, as authz resolves them.
             pod_path = posixpath.normpath(path if path.startswith("/") else posixpath.join(config_dir, path))
-            mount = pod.mount_of(pod_path)
+            mount = mounts[field] = pod.mount_of(pod_path)
             if mount is None:
                 problems.append(f"{field} = {path!r}: on no volume the authz container mounts "
                                 f"(mounts: {', '.join(sorted(m[0] for m in pod.mounts))})")
             elif field == "audit.path" and (mount[1] or mount[2] == "configMap"):
                 problems.append(f"audit.path = {path!r}: on a read-only mount ({mount[0]}); audit records could not be written")
+        problems += checkpoint_mounts(mounts)
         # The config directory is a read-only ConfigMap in the pod; here the copy is rewritten.
         config_file.unlink()
         config_file.write_text(pod.rewrite(text))

@@ -7,9 +7,10 @@
 #    key is kept) and renders the demo authz config from config/authz.toml;
 #  - writes the run's configs into .run/ (authz.toml from .dev/authz.toml with this run's ports,
 #    Redis and audit directory; envoy.yaml from envoy/render.py --target local);
-#  - starts the four processes (logs in .run/logs/, audit in .run/audit/), waits until every one is
-#    ready (and Envoy's health checks see authz and the model server), then prints a ready-to-paste
-#    curl with a fresh token for analyst-1 against mission-summarizer through Envoy;
+#  - starts the four processes (logs in .run/logs/, audit in .run/audit/, its checkpoints' witness
+#    file in .run/witness/), waits until every one is ready (and Envoy's health checks see authz
+#    and the model server), then prints a ready-to-paste curl with a fresh token for analyst-1
+#    against mission-summarizer through Envoy;
 #  - on Ctrl-C or SIGTERM stops every process it started and checks that no port stays bound.
 #
 # A port already in use is an error naming the port and, where `ss` can tell, who holds it.
@@ -108,7 +109,7 @@ $(holder "$port")"
 done
 
 # ---- configuration ----------------------------------------------------------------------------
-mkdir -p "$LOGS" "$RUN/audit" "$RUN/redis"
+mkdir -p "$LOGS" "$RUN/audit" "$RUN/witness" "$RUN/redis"
 # dev-init creates the dev issuer key and JWKS when missing and keeps an existing key (tokens
 # minted earlier stay valid); the demo config is rendered afresh from config/authz.toml each time,
 # so edits there take effect on the next `make up`.
@@ -118,13 +119,18 @@ mkdir -p "$LOGS" "$RUN/audit" "$RUN/redis"
 $(cat "$LOGS/authz-dev-init.log")"
 
 # The run's authz config: .dev/authz.toml with this run's listen addresses, Redis and audit
-# directory. A line-oriented edit of the TOML `authz dev-init` writes: a key is replaced inside
+# directory, and signed audit checkpoints (every 1000 records or 1 s, the default) with the dev key
+# dev-init writes and a witness file in the run folder (`authz audit verify .run/audit/
+# --checkpoints .run/witness/checkpoints.jsonl --public-key .dev/audit-checkpoint-key.pub.pem`).
+# A line-oriented edit of the TOML `authz dev-init` writes: a key is replaced inside
 # its [table], added under the table's header, or the table is appended.
 python3 - "$DEV/authz.toml" "$RUN/authz.toml" \
   "server" "grpc_addr" "\"127.0.0.1:$AUTHZ_GRPC_PORT\"" \
   "server" "admin_addr" "\"127.0.0.1:$AUTHZ_ADMIN_PORT\"" \
   "rate_limit" "redis_url" "\"redis://127.0.0.1:$REDIS_PORT\"" \
-  "audit" "path" "\"$RUN/audit/\"" <<'PY'
+  "audit" "path" "\"$RUN/audit/\"" \
+  "audit.checkpoint" "signing_key" "\"$DEV/audit-checkpoint-key.pem\"" \
+  "audit.checkpoint" "witness_file" "\"$RUN/witness/checkpoints.jsonl\"" <<'PY'
 import sys
 src, dst, *edits = sys.argv[1:]
 lines = open(src).read().splitlines()
@@ -245,7 +251,7 @@ cat <<EOF
 
 The gateway is up: Envoy on http://127.0.0.1:$ENVOY_PORT (admin :$ENVOY_ADMIN_PORT), authz :$AUTHZ_GRPC_PORT/:$AUTHZ_ADMIN_PORT,
 modelserver :$MODELSERVER_HTTP_PORT/:$MODELSERVER_GRPC_PORT/:$MODELSERVER_METRICS_PORT, Redis :$REDIS_PORT.
-Logs: ${LOGS#"$ROOT"/}/   Audit: ${RUN#"$ROOT"/}/audit/   Dev keys and demo config: ${DEV#"$ROOT"/}/
+Logs: ${LOGS#"$ROOT"/}/   Audit: ${RUN#"$ROOT"/}/audit/ (witness: ${RUN#"$ROOT"/}/witness/)   Dev keys and demo config: ${DEV#"$ROOT"/}/
 
 Try it (a token for analyst-1, valid for 1 hour):
 

@@ -188,11 +188,18 @@ impl Server {
         // Spans of the last checks reach the collector unless it is unreachable.
         let flush = self.tracer.flush();
         let _ = tokio::time::timeout(telemetry::export::SHUTDOWN_FLUSH_TIMEOUT, flush).await;
-        // Every acknowledged record is already durable; this lets the writer finish cleanly.
+        // Every acknowledged record is already durable; closing lets the writer write the
+        // closing checkpoint and the witnesses receive it, within another drain timeout.
         let audit = self.service.audit().clone();
-        tokio::task::spawn_blocking(move || audit.shutdown())
+        let closed = tokio::task::spawn_blocking(move || audit.close(settings.drain_timeout))
             .await
-            .ok();
+            .unwrap_or(false);
+        if !closed {
+            tracing::warn!(
+                "the audit log did not close within the drain timeout: the closing checkpoint \
+                 may not have reached every witness"
+            );
+        }
         result
     }
 

@@ -3,6 +3,8 @@
 //! checkpoint, a whole file rewritten with recomputed hashes, a deleted file, a replayed
 //! checkpoint, a wrong key), and that a witness that is down never stops decisions.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -10,33 +12,13 @@ use std::{
 };
 
 use authz::audit::{
-    AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, CheckpointConfig, Durability,
-    chain,
+    AuditConfig, AuditLog, AuditMetrics, CheckpointConfig, Durability, chain,
     checkpoint::PublicKeys,
     verify::{self, VerifyError},
 };
 use authz::devkeys::DevKey;
+use common::audit::*;
 use serde_json::Value;
-
-fn event(n: usize) -> AuditEvent {
-    AuditEvent {
-        decision_id: uuid::Uuid::now_v7(),
-        request_id: Some(format!("req-{n}")),
-        trace_id: None,
-        principal: None,
-        model: Some("resnet50".into()),
-        version: None,
-        action: "infer".into(),
-        decision: AuditDecision::Deny,
-        status: 401,
-        reason: "unauthenticated".into(),
-        policy_ids: vec![],
-        access_reason: None,
-        rate_limit: None,
-        source_ip: Some("192.0.2.7".parse().unwrap()),
-        latency: Duration::from_micros(80),
-    }
-}
 
 /// A signing key outside the audit directory, and its public key.
 struct Keys {
@@ -105,35 +87,6 @@ async fn write_log(config: &AuditConfig, records: usize) -> AuditMetrics {
         .await
         .unwrap();
     metrics
-}
-
-/// The audit files of `dir`, oldest first.
-fn audit_files(dir: &Path) -> Vec<PathBuf> {
-    let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.to_str().unwrap().parse::<u64>().is_ok())
-        })
-        .collect();
-    rotated.sort();
-    rotated.push(dir.join("audit.jsonl"));
-    rotated
-}
-
-fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn write_lines(path: &Path, lines: &[String]) {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    std::fs::write(path, text).unwrap();
 }
 
 /// Every line of `files` with its file and 1-based line number.
@@ -482,6 +435,32 @@ async fn a_wrong_key_is_named_and_rotated_keys_verify_together() {
     );
 }
 
+/// Appends a decision every 5 ms for `how_long`: each must succeed at once, whatever the
+/// witnesses are doing.
+async fn append_for(log: &AuditLog, how_long: Duration) {
+    let until = Instant::now() + how_long;
+    let mut n = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        log.append(event(n)).await.expect("decisions go on");
+        // Generous for a loaded 2-core machine; a write that waited for the dead witness
+        // would also show as failures of the appends themselves.
+        assert!(started.elapsed() < Duration::from_secs(1));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Appends for `how_long` with the witness back, expects it up again, and closes the log.
+async fn caught_up_then_closed(log: AuditLog, how_long: Duration) {
+    append_for(&log, how_long).await;
+    let status = log.witness_status();
+    assert!(status[0].down_since.is_none(), "{status:?}");
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_witness_that_is_down_never_stops_decisions_and_catches_up() {
     let s = setup();
@@ -495,22 +474,9 @@ async fn a_witness_that_is_down_never_stops_decisions_and_catches_up() {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = AuditMetrics::new(&mut registry);
     let log = AuditLog::start(&config, metrics.clone()).unwrap();
-    let mut n = 0;
-    let mut run_for = async |log: &AuditLog, how_long: Duration| {
-        let until = Instant::now() + how_long;
-        while Instant::now() < until {
-            let started = Instant::now();
-            log.append(event(n)).await.expect("decisions go on");
-            // Generous for a loaded 2-core machine; a write that waited for the dead witness
-            // would also show as failures of the appends themselves.
-            assert!(started.elapsed() < Duration::from_secs(1));
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    run_for(&log, Duration::from_millis(500)).await;
+    append_for(&log, Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| redis.stop());
-    run_for(&log, Duration::from_secs(3)).await;
+    append_for(&log, Duration::from_secs(3)).await;
     let status = log.witness_status();
     assert_eq!(status.len(), 1);
     assert!(status[0].down_since.is_some(), "{status:?}");
@@ -523,12 +489,7 @@ async fn a_witness_that_is_down_never_stops_decisions_and_catches_up() {
     assert!(failures > 0);
 
     tokio::task::block_in_place(|| redis.restart());
-    run_for(&log, Duration::from_millis(1500)).await;
-    let status = log.witness_status();
-    assert!(status[0].down_since.is_none(), "{status:?}");
-    tokio::task::spawn_blocking(move || log.shutdown())
-        .await
-        .unwrap();
+    caught_up_then_closed(log, Duration::from_millis(1500)).await;
     // The restarted Redis lost what it held before (no persistence), but got the backlog: the
     // checkpoints of the outage and after.
     let dump = s.witness.with_file_name("redis-dump.txt");
@@ -585,13 +546,19 @@ async fn several_replicas_verify_together_and_a_missing_one_is_named() {
     );
 }
 
-#[tokio::test]
-async fn version_1_files_without_replica_ids_still_verify() {
+/// A log of `records` records without checkpoints, and its files.
+async fn unsigned_log(records: usize) -> (Setup, Vec<PathBuf>) {
     let s = setup();
     let mut config = config(&s, 10, None);
     config.checkpoint = None;
-    write_log(&config, 30).await;
+    write_log(&config, records).await;
     let files = audit_files(&s.audit);
+    (s, files)
+}
+
+#[tokio::test]
+async fn version_1_files_without_replica_ids_still_verify() {
+    let (s, files) = unsigned_log(30).await;
     // Make the lines what version 1 wrote: no `replica`, `v` 1, hashes recomputed.
     let mut prev: Option<String> = None;
     for file in &files {
@@ -614,4 +581,107 @@ async fn version_1_files_without_replica_ids_still_verify() {
     let summary = verify::verify_files(std::slice::from_ref(&s.audit)).unwrap();
     assert_eq!((summary.records, summary.replica), (30, None));
     assert_intact(&s, &[], &[]);
+}
+
+#[tokio::test]
+async fn a_record_moved_from_another_replicas_chain_is_named() {
+    let (s, files) = unsigned_log(12).await;
+    // The fourth line of the first file now claims another replica, every hash recomputed:
+    // the chain is consistent, but the line does not belong to this file's replica.
+    rehash(&files, |record| {
+        assert_eq!(record["kind"], "decision");
+        record["replica"] = "authz-1".into();
+    });
+    match verify::verify_files(std::slice::from_ref(&s.audit)) {
+        Err(VerifyError::Tampered { at, problem }) => {
+            assert_eq!((at.path.as_path(), at.line), (files[0].as_path(), 4));
+            assert!(
+                problem.contains(
+                    r#"replica "authz-1" in a file whose header (line 1) names replica "authz-0""#
+                ),
+                "{problem}"
+            );
+        }
+        other => panic!("expected tampering, got {other:?}"),
+    }
+    assert_eq!(
+        verify::run_verify_with(std::slice::from_ref(&s.audit), &[], &[]),
+        ExitCode::from(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_file_that_is_gone_for_a_while_never_stops_decisions_and_catches_up() {
+    let s = setup();
+    let mut config = config(&s, 1000, None);
+    // A checkpoint every 100 ms: 2 s of outage stand for a minute at the production interval.
+    if let Some(c) = config.checkpoint.as_mut() {
+        c.every = Duration::from_millis(100);
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = AuditMetrics::new(&mut registry);
+    let log = AuditLog::start(&config, metrics.clone()).unwrap();
+    let failures = || {
+        metrics
+            .witness_failures
+            .get_or_create(&authz::audit::metrics::WitnessLabels { witness: "file" })
+            .get()
+    };
+    append_for(&log, Duration::from_millis(500)).await;
+    assert!(
+        read_lines(&s.witness).len() >= 2,
+        "the witness file was written"
+    );
+    assert_eq!(failures(), 0);
+
+    // The witness volume goes away: its directory is moved off and a plain file takes its
+    // place, so the witness path can be neither written nor created.
+    let dir = s.witness.parent().unwrap().to_owned();
+    let away = dir.with_file_name("witness-away");
+    std::fs::rename(&dir, &away).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+    append_for(&log, Duration::from_secs(2)).await;
+    let status = log.witness_status();
+    assert_eq!(status.len(), 1);
+    assert!(status[0].down_since.is_some(), "{status:?}");
+    assert!(status[0].pending > 5, "{status:?}");
+    assert!(failures() > 0);
+
+    // Back: the backlog is delivered in order, and later checkpoints follow it.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&away, &dir).unwrap();
+    caught_up_then_closed(log, Duration::from_millis(1000)).await;
+    // Every checkpoint of the chain is in the witness file, the outage's included.
+    let summary = verify::verify_files(std::slice::from_ref(&s.audit)).unwrap();
+    let witnessed = read_lines(&s.witness).len() as u64;
+    assert_eq!(witnessed, summary.checkpoints);
+    assert!(witnessed >= 20, "{witnessed} checkpoints witnessed");
+    assert_intact(
+        &s,
+        std::slice::from_ref(&s.witness),
+        std::slice::from_ref(&s.keys.public),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_by_time_come_once_per_interval_not_once_per_batch() {
+    let s = setup();
+    let mut config = config(&s, 1000, None);
+    if let Some(c) = config.checkpoint.as_mut() {
+        c.every = Duration::from_millis(200);
+    }
+    let log = AuditLog::start(&config, AuditMetrics::unregistered()).unwrap();
+    append_for(&log, Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .unwrap();
+    let summary = verify::verify_files(std::slice::from_ref(&s.audit)).unwrap();
+    // About one per 200 ms (and the closing one), not one per small batch.
+    assert!(summary.records > 50, "{summary:?}");
+    assert!(
+        (3..=13).contains(&summary.checkpoints),
+        "{} checkpoints for {} records in 1.5 s",
+        summary.checkpoints,
+        summary.records
+    );
 }

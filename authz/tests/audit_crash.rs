@@ -7,40 +7,22 @@
 //!   does): the append fails, the partial line is rolled back, and writing resumes once there
 //!   is room again.
 
+mod common;
+
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
-    time::Duration,
 };
 
-use authz::audit::{AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, verify};
+use authz::audit::{AuditConfig, AuditLog, AuditMetrics, verify};
+use common::audit::*;
 
 /// Set in the children's environment: the audit directory they write to.
 const CHILD_DIR_ENV: &str = "AUTHZ_AUDIT_CRASH_CHILD_DIR";
 /// Acknowledgements to wait for before the kill.
 const ACKS_BEFORE_KILL: usize = 300;
-
-fn event(n: u64) -> AuditEvent {
-    AuditEvent {
-        decision_id: uuid::Uuid::now_v7(),
-        request_id: Some(format!("req-{n}")),
-        trace_id: None,
-        principal: None,
-        model: Some("resnet50".into()),
-        version: None,
-        action: "infer".into(),
-        decision: AuditDecision::Allow,
-        status: 200,
-        reason: "ok".into(),
-        policy_ids: vec!["everyone".into()],
-        access_reason: None,
-        rate_limit: None,
-        source_ip: None,
-        latency: Duration::from_micros(50),
-    }
-}
 
 /// The child: 16 tasks append as fast as they can (small files, so rotations happen too) and
 /// print `ack <hash>` for every record acknowledged, until killed.

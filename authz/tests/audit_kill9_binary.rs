@@ -182,23 +182,49 @@ fn chain_lines(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A dev config in a temporary directory, and a witness file path in its own directory.
+fn with_witness() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path());
+    let witness_dir = dir.path().join("witness");
+    std::fs::create_dir(&witness_dir).unwrap();
+    (dir, cfg, witness_dir.join("checkpoints.jsonl"))
+}
+
+/// `[audit.checkpoint]` with the dev key, `witness` and a checkpoint every `every` (or a
+/// million records).
+fn checkpoint_toml(dir: &Path, witness: &Path, every: &str) -> String {
+    format!(
+        "\n[audit.checkpoint]\nsigning_key = {:?}\nwitness_file = {witness:?}\nevery_records = 1000000\nevery = {every:?}\n",
+        dir.join("audit-checkpoint-key.pem"),
+    )
+}
+
+/// `authz audit verify` of `dir`'s audit directory against `witness` with the dev public key,
+/// which must pass; its output.
+fn verify_with_witness(dir: &Path, witness: &Path) -> String {
+    let verify = authz()
+        .args(["audit", "verify"])
+        .arg(dir.join("audit"))
+        .arg("--checkpoints")
+        .arg(witness)
+        .arg("--public-key")
+        .arg(dir.join("audit-checkpoint-key.pub.pem"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout).into_owned()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert_eq!(verify.status.code(), Some(0), "{report}");
+    report
+}
+
 /// kill -9 after records were answered and before any checkpoint covered them: the restarted
 /// replica signs a checkpoint over the resumed chain, the witness gets it, and `verify` with the
 /// witness finds every record attested and nothing missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_between_records_and_their_checkpoint_is_attested_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = serve_config(dir.path());
-    let witness_dir = dir.path().join("witness");
-    std::fs::create_dir(&witness_dir).unwrap();
-    let witness = witness_dir.join("checkpoints.jsonl");
-    let checkpoint = |every: &str| {
-        format!(
-            "\n[audit.checkpoint]\nsigning_key = {:?}\nwitness_file = {:?}\nevery_records = 1000000\nevery = {every:?}\n",
-            dir.path().join("audit-checkpoint-key.pem"),
-            witness,
-        )
-    };
+    let (dir, cfg, witness) = with_witness();
+    let checkpoint = |every: &str| checkpoint_toml(dir.path(), &witness, every);
     let original = std::fs::read_to_string(&cfg).unwrap();
     // First run: no checkpoint comes due (an hour, a million records), so the kill lands
     // between the records and their checkpoint.
@@ -225,18 +251,7 @@ async fn kill_9_between_records_and_their_checkpoint_is_attested_after_restart()
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let verify = authz()
-        .args(["audit", "verify"])
-        .arg(dir.path().join("audit"))
-        .arg("--checkpoints")
-        .arg(&witness)
-        .arg("--public-key")
-        .arg(dir.path().join("audit-checkpoint-key.pub.pem"))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout).into_owned()
-        + &String::from_utf8_lossy(&verify.stderr);
-    assert_eq!(verify.status.code(), Some(0), "{report}");
+    let report = verify_with_witness(dir.path(), &witness);
     assert!(report.contains("witnessed through seq"), "{report}");
     assert!(
         report.contains("0 decision record(s) after the last one"),
@@ -255,5 +270,64 @@ async fn kill_9_between_records_and_their_checkpoint_is_attested_after_restart()
         answered
             .iter()
             .all(|id| killed_run_ids.contains(id.as_str()))
+    );
+}
+
+/// SIGTERM ends `authz serve` cleanly: the writer writes the closing checkpoint over the last
+/// record and the witness file has it before the process exits, so the whole chain is attested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_a_witnessed_checkpoint_over_the_last_record() {
+    let (dir, cfg, witness) = with_witness();
+    // No checkpoint comes due while serving (an hour, a million records): only the closing one.
+    let grpc = with_ports(&cfg, &checkpoint_toml(dir.path(), &witness, "1h"));
+    let (mut child, mut client) = serve(&cfg, grpc).await;
+    let mut answered = Vec::new();
+    for _ in 0..20 {
+        let request = req(BE).api_key(LOAD_TESTER_KEY).build();
+        let outcome = Outcome::from(client.check(request).await.unwrap().into_inner());
+        assert_eq!(outcome.status, 200, "{:?}", outcome.body);
+        answered.push(outcome.headers["x-authz-decision-id"].clone());
+    }
+    assert!(!witness.exists() || std::fs::read_to_string(&witness).unwrap().is_empty());
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "authz did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+
+    // The chain ends with a checkpoint right after the last decision record, and the witness
+    // file's last line is that checkpoint.
+    let lines = chain_lines(&dir.path().join("audit"));
+    let last = lines.last().unwrap();
+    assert_eq!(last["kind"], "checkpoint", "{last}");
+    let last_decision = &lines[lines.len() - 2];
+    assert_eq!(
+        last_decision["decision_id"].as_str(),
+        answered.last().map(String::as_str)
+    );
+    assert_eq!(last["prev_hash"], last_decision["hash"]);
+    let witnessed: Vec<serde_json::Value> = std::fs::read_to_string(&witness)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(witnessed.last(), Some(last));
+
+    let report = verify_with_witness(dir.path(), &witness);
+    assert!(
+        report.contains("0 decision record(s) after the last one"),
+        "{report}"
     );
 }

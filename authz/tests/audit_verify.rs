@@ -1,36 +1,18 @@
 //! `authz audit verify`: an intact chain passes with a summary; every kind of tampering fails
 //! at the first bad `file:line`; a torn final line is reported as a tear, not tampering.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
 };
 
 use authz::audit::{
-    AuditConfig, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditRecord, Durability, chain,
+    AuditConfig, AuditDecision, AuditLog, AuditMetrics, AuditRecord, Durability, chain,
     verify::{self, VerifyError},
 };
-
-fn event(n: usize) -> AuditEvent {
-    AuditEvent {
-        decision_id: uuid::Uuid::now_v7(),
-        request_id: Some(format!("req-{n}")),
-        trace_id: None,
-        principal: None,
-        model: Some("resnet50".into()),
-        version: None,
-        action: "infer".into(),
-        decision: AuditDecision::Deny,
-        status: 401,
-        reason: "unauthenticated".into(),
-        policy_ids: vec![],
-        access_reason: None,
-        rate_limit: None,
-        source_ip: Some("192.0.2.7".parse().unwrap()),
-        latency: Duration::from_micros(80),
-    }
-}
+use common::audit::*;
 
 /// A log of 40 records rotated over several small files; returns the directory and the files
 /// oldest first.
@@ -48,32 +30,9 @@ async fn fixture() -> (tempfile::TempDir, Vec<PathBuf>) {
         log.append(event(n)).await.unwrap();
     }
     log.shutdown();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.to_str().unwrap().parse::<u64>().is_ok())
-        })
-        .collect();
-    files.sort();
-    files.push(dir.path().join("audit.jsonl"));
+    let files = audit_files(dir.path());
     assert!(files.len() >= 4, "{files:?}");
     (dir, files)
-}
-
-fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn write_lines(path: &Path, lines: &[String]) {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    std::fs::write(path, text).unwrap();
 }
 
 /// Asserts that verification of `dir` fails at `path:line` with a problem mentioning `what`,

@@ -15,11 +15,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p authz \
  && install -D -m 0755 target/release/authz /out/usr/local/bin/authz \
  && rustc --edition 2021 -O -o /out/usr/local/bin/httpprobe deploy/docker/httpprobe.rs \
- && install -d -m 0750 /out/var/lib/authz/audit /out/var/lib/authz/dev
+ && install -d -m 0750 /out/var/lib/authz/audit /out/var/lib/authz/dev /out/var/lib/authz/witness
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/
-# The audit and dev-key directories exist and belong to the runtime user, so fresh named volumes
+# The audit, dev-key and witness directories exist and belong to the runtime user, so fresh named volumes
 # mounted there inherit a writable owner.
 COPY --from=build --chown=65532:65532 /out/var/lib/authz /var/lib/authz
 USER 65532:65532

@@ -5,7 +5,9 @@
 //! 1. it is JSON and its `hash` matches its content (else: the line was *edited*);
 //! 2. its `seq` is one more than the previous line's (else: lines were *deleted*, *inserted* or
 //!    *reordered*), and a file's header has the next `file_seq` (else: a *file is missing*);
-//! 3. its `prev_hash` is the previous line's `hash`.
+//! 3. its `prev_hash` is the previous line's `hash`;
+//! 4. a decision or checkpoint line names the `replica` of its file's header (else: a record
+//!    was *moved* from another replica's chain, even with the hashes recomputed).
 //!
 //! The first failure is reported with its `file:line` and stops the check. A final line without
 //! its newline is a *torn* line left by a crash in the middle of `write(2)`: it is reported
@@ -303,7 +305,7 @@ pub(crate) fn verify_chain(
     };
     let mut tip: Option<Tip> = None;
     let mut buf = Vec::new();
-    for ChainFile { path, .. } in files {
+    for ChainFile { path, replica, .. } in files {
         let io_error = |source| VerifyError::Io {
             path: path.clone(),
             source,
@@ -327,6 +329,18 @@ pub(crate) fn verify_chain(
                 line: line_no,
             };
             let line = check_line(&buf, &here, tip.as_ref(), options.keys)?;
+            if line.file_seq.is_none() && line.replica != *replica {
+                return Err(tampered(
+                    path,
+                    line_no,
+                    format!(
+                        "replica {} in a file whose header (line 1) names replica {}: the \
+                         record was moved from another replica's chain",
+                        replica_name(line.replica.as_deref()),
+                        replica_name(replica.as_deref())
+                    ),
+                ));
+            }
             if tip.is_none() {
                 summary.anchor = line.prev_hash.clone();
                 summary.first_hash = line.hash.clone();
@@ -381,6 +395,13 @@ struct Line {
     file_seq: Option<u64>,
     /// Whether it is a checkpoint.
     checkpoint: bool,
+    /// The replica it names (`None` in schema version 1 lines).
+    replica: Option<String>,
+}
+
+/// A replica id as messages print it.
+fn replica_name(replica: Option<&str>) -> String {
+    replica.map_or_else(|| "(none)".to_owned(), |r| format!("{r:?}"))
 }
 
 /// Checks one complete line against the tip of the chain.
@@ -417,6 +438,7 @@ fn check_line(
                 hash: header.hash,
                 file_seq: Some(header.file_seq),
                 checkpoint: false,
+                replica: header.replica,
             }
         }
         KIND_CHECKPOINT if here.line > 1 => {
@@ -433,6 +455,7 @@ fn check_line(
                 hash: checkpoint.hash,
                 file_seq: None,
                 checkpoint: true,
+                replica: Some(checkpoint.replica),
             }
         }
         KIND_DECISION if here.line > 1 => {
@@ -445,6 +468,7 @@ fn check_line(
                 hash: record.hash,
                 file_seq: None,
                 checkpoint: false,
+                replica: record.replica,
             }
         }
         KIND_DECISION | KIND_CHECKPOINT => {

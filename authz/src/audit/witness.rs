@@ -81,8 +81,19 @@ trait Target: Send {
 
 struct FileTarget {
     path: PathBuf,
-    /// Open for appending; dropped after an error and reopened on the next try.
+    /// Open for appending; dropped after an error, or when `path` no longer names it, and
+    /// reopened on the next try.
     file: Option<File>,
+}
+
+/// Whether `path` still names the open `file` (not moved, deleted or replaced): appending to
+/// an unlinked file would witness nothing anyone can find.
+fn still_named(path: &std::path::Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => (named.dev(), named.ino()) == (open.dev(), open.ino()),
+        _ => false,
+    }
 }
 
 impl Target for FileTarget {
@@ -92,6 +103,13 @@ impl Target for FileTarget {
 
     fn deliver(&mut self, line: &[u8]) -> Result<(), String> {
         let result = (|| {
+            if self
+                .file
+                .as_ref()
+                .is_some_and(|f| !still_named(&self.path, f))
+            {
+                self.file = None;
+            }
             if self.file.is_none() {
                 self.file = Some(
                     OpenOptions::new()

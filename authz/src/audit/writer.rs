@@ -60,11 +60,15 @@ enum Job {
     /// Sent by the ticker thread: write a checkpoint if one is due by time (the writer would
     /// otherwise sleep on an idle queue with records not yet covered).
     Tick,
+    /// Sent by [`AuditLog::close`]: write what is queued, the closing checkpoint, hand it to
+    /// the witnesses and wait for their last delivery, then stop (later appends fail `Closed`).
+    Close,
 }
 
 /// A handle to the audit log; cheap to clone, shared by every request.
 ///
-/// The writer thread stops once every handle is dropped, after answering what was queued.
+/// The writer thread stops once every handle is dropped, or [`AuditLog::close`] is called,
+/// after answering what was queued.
 /// Records acknowledged with `Ok` are already durable, so no explicit flush is needed on
 /// shutdown.
 #[derive(Clone)]
@@ -233,7 +237,9 @@ impl AuditLog {
         if self.appending.load(Ordering::Acquire) != 1 || !may_block_here() {
             return None;
         }
-        self.writer.try_lock().ok()
+        let writer = self.writer.try_lock().ok()?;
+        // A closed log (the writer thread has written its closing checkpoint) takes no record.
+        (!self.queue.is_closed()).then_some(writer)
     }
 
     /// Queues `event` and waits until its record is durable in every enabled sink, per the
@@ -295,6 +301,41 @@ impl AuditLog {
     pub fn failed_within(&self, window: std::time::Duration) -> bool {
         let last = self.failing.load(Ordering::Relaxed);
         last != 0 && u128::from(unix_millis().saturating_sub(last)) < window.as_millis()
+    }
+
+    /// Closes the log for every handle, at the end of a drain: the writer answers what is
+    /// queued, writes the closing checkpoint, waits for the witness thread's last delivery and
+    /// exits; appends after that fail with [`AuditError::Closed`]. Waits at most `timeout` for
+    /// all of it (a blocking call: run it off the async workers); returns whether the writer
+    /// finished in time.
+    pub fn close(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut job = Job::Close;
+        // A full queue drains at the writer's pace; the deadline bounds the wait for a slot.
+        loop {
+            match self.queue.try_send(job) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => break,
+                Err(mpsc::error::TrySendError::Full(back)) => job = back,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match thread.as_ref() {
+                None => return true,
+                Some(handle) if handle.is_finished() => {
+                    if let Some(handle) = thread.take() {
+                        let _ = handle.join();
+                    }
+                    return true;
+                }
+                Some(_) if Instant::now() >= deadline => return false,
+                Some(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
     }
 
     /// Stops accepting records from this handle and, if it is the last one, waits for the
@@ -406,11 +447,12 @@ impl Checkpointer {
         })
     }
 
-    /// Whether a checkpoint is due with `adding` more records.
+    /// Whether a checkpoint is due with `adding` more records. By time only when records
+    /// already wait (`since` is the first of them): records arriving just after a checkpoint
+    /// are not `every` old, however long ago the last uncovered record was.
     fn due(&self, adding: u64, now: Instant) -> bool {
-        let uncovered = self.uncovered + adding;
-        uncovered >= self.every_records
-            || (uncovered > 0 && now.saturating_duration_since(self.since) >= self.every)
+        self.uncovered + adding >= self.every_records
+            || (self.uncovered > 0 && now.saturating_duration_since(self.since) >= self.every)
     }
 
     /// Records that `count` records were written without a checkpoint after them.
@@ -462,15 +504,18 @@ impl Writer {
 
     fn run(writer: &Mutex<Writer>, mut receiver: mpsc::Receiver<Job>, max_batch: usize) {
         let lock = || writer.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(first) = receiver.blocking_recv() {
+        let mut closing = false;
+        while !closing && let Some(first) = receiver.blocking_recv() {
             // Locked before the rest of the batch is taken: records that queue while a check
             // commits inline join this batch instead of forming small ones.
             let mut this = lock();
             let mut batch = Vec::new();
             let mut next = Some(first);
             while let Some(job) = next.take() {
-                if let Job::Record { event, reply } = job {
-                    batch.push((event, reply));
+                match job {
+                    Job::Record { event, reply } => batch.push((event, reply)),
+                    Job::Tick => {}
+                    Job::Close => closing = true,
                 }
                 if batch.len() < max_batch {
                     next = receiver.try_recv().ok();
@@ -483,8 +528,20 @@ impl Writer {
                 this.commit(batch);
             }
         }
-        // The last records get their checkpoint before the log closes.
+        // Appends from now on fail at once instead of waiting for a writer that is gone.
+        receiver.close();
+        let mut queued = Vec::new();
+        while let Ok(job) = receiver.try_recv() {
+            if let Job::Record { event, reply } = job {
+                queued.push((event, reply));
+            }
+        }
         let mut this = lock();
+        if !queued.is_empty() {
+            this.metrics.queue_depth.dec_by(queued.len() as i64);
+            this.commit(queued);
+        }
+        // The last records get their checkpoint before the log closes.
         if this.checkpoints.as_ref().is_some_and(|c| c.uncovered > 0)
             && let Err(error) = this.write_checkpoint()
         {

@@ -2,6 +2,8 @@
 //! the shipped schema and policies, an in-process server on 127.0.0.1:0, and request builders.
 #![allow(dead_code)]
 
+pub mod audit;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
