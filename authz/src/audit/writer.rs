@@ -29,6 +29,11 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
+mod checkpointing;
+mod lifecycle;
+
+use checkpointing::{Checkpointer, spawn_ticker};
+
 use std::time::{Duration, Instant};
 
 use super::{
@@ -395,93 +400,6 @@ struct Writer {
     checkpoints: Option<Checkpointer>,
 }
 
-/// The writer's checkpoint state.
-struct Checkpointer {
-    signer: CheckpointSigner,
-    every_records: u64,
-    every: Duration,
-    /// Decision records written since the last checkpoint. 1 at start: whatever the resumed
-    /// chain ends with (records of a process killed before its checkpoint) gets one soon.
-    uncovered: u64,
-    /// When the oldest uncovered record was written.
-    since: Instant,
-    /// Where checkpoints are copied to; `None` when only the chain (and stdout) holds them.
-    witnesses: Option<Witnesses>,
-}
-
-impl Checkpointer {
-    fn start(
-        config: &CheckpointConfig,
-        metrics: AuditMetrics,
-        status: SharedStatus,
-    ) -> Result<Self, AuditError> {
-        let pem = match (&config.signing_key, &config.signing_key_env) {
-            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
-                AuditError::Config(format!(
-                    "audit.checkpoint.signing_key: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?,
-            (None, Some(name)) => std::env::var(name).map_err(|_| {
-                AuditError::Config(format!(
-                    "audit.checkpoint.signing_key_env: environment variable {name} is not set"
-                ))
-            })?,
-            (None, None) => {
-                return Err(AuditError::Config(
-                    "audit.checkpoint: a signing key is required".into(),
-                ));
-            }
-        };
-        let signer = CheckpointSigner::from_pem(&pem)
-            .map_err(|e| AuditError::Config(format!("audit.checkpoint signing key: {e}")))?;
-        let witnesses = Witnesses::start(config, metrics, status)
-            .map_err(|e| AuditError::Config(format!("audit.checkpoint witnesses: {e}")))?;
-        Ok(Checkpointer {
-            signer,
-            every_records: config.every_records,
-            every: config.every,
-            uncovered: 1,
-            since: Instant::now(),
-            witnesses,
-        })
-    }
-
-    /// Whether a checkpoint is due with `adding` more records. By time only when records
-    /// already wait (`since` is the first of them): records arriving just after a checkpoint
-    /// are not `every` old, however long ago the last uncovered record was.
-    fn due(&self, adding: u64, now: Instant) -> bool {
-        self.uncovered + adding >= self.every_records
-            || (self.uncovered > 0 && now.saturating_duration_since(self.since) >= self.every)
-    }
-
-    /// Records that `count` records were written without a checkpoint after them.
-    fn add_uncovered(&mut self, count: u64, now: Instant) {
-        if self.uncovered == 0 && count > 0 {
-            self.since = now;
-        }
-        self.uncovered += count;
-    }
-}
-
-/// Sends [`Job::Tick`] every quarter of `every` until the log is gone, so a checkpoint is never
-/// later than about 1.25 x `every` after the record it covers.
-fn spawn_ticker(queue: mpsc::WeakSender<Job>, every: Duration) -> Result<(), AuditError> {
-    let period = (every / 4).max(Duration::from_millis(5));
-    std::thread::Builder::new()
-        .name("authz-audit-ticker".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(period);
-                let Some(queue) = queue.upgrade() else { return };
-                // A full queue means a batch is coming anyway; it checks the time itself.
-                let _ = queue.try_send(Job::Tick);
-            }
-        })
-        .map(drop)
-        .map_err(|e| AuditError::Spawn(e.to_string()))
-}
-
 impl Writer {
     fn new(
         file: Option<FileSink>,
@@ -546,76 +464,6 @@ impl Writer {
             && let Err(error) = this.write_checkpoint()
         {
             tracing::warn!(error = %error, "the final audit checkpoint could not be written");
-        }
-    }
-
-    /// Writes a checkpoint on its own when one is due by time (the queue was idle).
-    fn checkpoint_if_due(&mut self) {
-        if !self
-            .checkpoints
-            .as_ref()
-            .is_some_and(|c| c.due(0, Instant::now()))
-        {
-            return;
-        }
-        match self.write_checkpoint() {
-            Ok(()) => self.rotate_if_due(),
-            // Retried at the next tick; a failing file also fails (and is counted by) batches.
-            Err(error) => tracing::debug!(error = %error, "audit checkpoint could not be written"),
-        }
-    }
-
-    /// Writes one checkpoint line into the chain (every sink, synced per durability) and hands
-    /// it to the witnesses.
-    fn write_checkpoint(&mut self) -> Result<(), AuditError> {
-        self.ensure_started()?;
-        let Some((line, hash)) = self.checkpoint_line(self.next_seq, self.last_hash.clone())?
-        else {
-            return Ok(());
-        };
-        self.emit(&line)?;
-        self.next_seq += 1;
-        self.last_hash = hash;
-        self.checkpoint_written(line);
-        Ok(())
-    }
-
-    /// A signed checkpoint at chain position `seq` attesting the line whose hash is
-    /// `prev_hash`, and its hash; `None` without checkpoints.
-    fn checkpoint_line(
-        &self,
-        seq: u64,
-        prev_hash: String,
-    ) -> Result<Option<(Vec<u8>, String)>, AuditError> {
-        let Some(checkpoints) = &self.checkpoints else {
-            return Ok(None);
-        };
-        let encode = |e: serde_json::Error| AuditError::Encode(e.to_string());
-        let mut record = CheckpointRecord {
-            v: SCHEMA_VERSION,
-            kind: KIND_CHECKPOINT.to_owned(),
-            seq,
-            time: record::now_rfc3339(),
-            replica: self.replica.clone().unwrap_or_default(),
-            file_seq: self.file.as_ref().and_then(FileSink::file_seq).unwrap_or(0),
-            key_id: String::new(),
-            signature: String::new(),
-            prev_hash,
-            hash: String::new(),
-        };
-        checkpoints.signer.sign(&mut record).map_err(encode)?;
-        let line = chain::seal(&mut record).map_err(encode)?;
-        Ok(Some((line, record.hash)))
-    }
-
-    /// After a checkpoint line is durable: resets the count and sends it to the witnesses.
-    fn checkpoint_written(&mut self, line: Vec<u8>) {
-        self.metrics.checkpoints.inc();
-        if let Some(checkpoints) = &mut self.checkpoints {
-            checkpoints.uncovered = 0;
-            if let Some(witnesses) = &checkpoints.witnesses {
-                witnesses.send(line);
-            }
         }
     }
 
@@ -725,114 +573,6 @@ impl Writer {
         }
         self.metrics.write_seconds.observe(write_seconds);
         Ok(())
-    }
-
-    /// Makes sure the sinks are ready for records: (re)opens the file and resumes the chain
-    /// from disk after a start or a failure, and writes a header where a new file or stream
-    /// begins.
-    fn ensure_started(&mut self) -> Result<(), AuditError> {
-        if let Some(file) = &mut self.file {
-            match file.check_in_place() {
-                Ok(()) if file.is_open() => return Ok(()),
-                Ok(()) => {}
-                Err(next_file) => {
-                    tracing::warn!(
-                        "the audit file was moved or deleted behind the writer; starting a new one"
-                    );
-                    if let Some(file_seq) = next_file {
-                        return self.start_file(file_seq);
-                    }
-                }
-            }
-            let Some(file) = &mut self.file else {
-                return Ok(());
-            };
-            let Resume {
-                next_seq,
-                last_hash,
-                new_file,
-            } = file.open()?;
-            self.next_seq = next_seq;
-            self.last_hash = last_hash;
-            if let Some(file_seq) = new_file {
-                self.start_file(file_seq)?;
-            }
-            return Ok(());
-        }
-        if self.stream.as_ref().is_some_and(|stream| !stream.started) {
-            let (header, hash) = self.header(0)?;
-            if let Some(stream) = &mut self.stream {
-                stream.write(&header)?;
-                stream.started = true;
-            }
-            self.next_seq += 1;
-            self.last_hash = hash;
-        }
-        Ok(())
-    }
-
-    /// Creates the active file `file_seq` with its header, and sends the header to the stream.
-    fn start_file(&mut self, file_seq: u64) -> Result<(), AuditError> {
-        let (header, hash) = self.header(file_seq)?;
-        if let Some(file) = &mut self.file {
-            file.create(&header, file_seq)?;
-        }
-        if let Some(stream) = &mut self.stream {
-            if let Err(error) = stream.write(&header) {
-                // Retry the whole start next batch, so the stream does not miss the header.
-                if let Some(file) = &mut self.file {
-                    file.rollback_last(header.len() as u64);
-                }
-                return Err(error);
-            }
-            stream.started = true;
-        }
-        self.next_seq += 1;
-        self.last_hash = hash;
-        Ok(())
-    }
-
-    fn header(&self, file_seq: u64) -> Result<(Vec<u8>, String), AuditError> {
-        let mut header = HeaderRecord {
-            v: SCHEMA_VERSION,
-            kind: KIND_HEADER.to_owned(),
-            seq: self.next_seq,
-            time: record::now_rfc3339(),
-            replica: self.replica.clone(),
-            file_seq,
-            writer: WRITER_NAME.to_owned(),
-            prev_hash: self.last_hash.clone(),
-            hash: String::new(),
-        };
-        let line = chain::seal(&mut header).map_err(|e| AuditError::Encode(e.to_string()))?;
-        Ok((line, header.hash))
-    }
-
-    /// Rotates after a batch when the file is full. A failure is counted and logged; the file
-    /// is then closed, and the next batch resumes from disk (which completes the rotation).
-    fn rotate_if_due(&mut self) {
-        let Some(file) = &mut self.file else { return };
-        if !file.needs_rotation() {
-            return;
-        }
-        let result = file
-            .rotate_away()
-            .and_then(|file_seq| self.start_file(file_seq));
-        match result {
-            Ok(()) => {
-                self.metrics.rotations.inc();
-                if let Some(file) = &self.file
-                    && let Err(error) = file.apply_retention()
-                {
-                    tracing::warn!(error = %error, "audit retention failed");
-                    self.metrics.failed(error.kind(), 1);
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "audit rotation failed");
-                self.metrics.failed(error.kind(), 1);
-            }
-        }
     }
 }
 
