@@ -1,0 +1,35 @@
+//! authz as an Envoy HTTP filter: a dynamic module (`libauthz_module.so`) that runs the authz
+//! decision pipeline inside Envoy instead of behind an ext_authz gRPC call.
+//!
+//! The module is a thin adapter. It turns the stream into the `CheckRequest` Envoy's ext_authz
+//! filter would send, runs [`authz::service::AuthzService::decide`] (the same pipeline, from the
+//! same `authz.toml`, as `authz serve`) on its own Tokio threads, and applies the answer of
+//! [`authz::response::to_check_response`] as ext_authz would. Nothing of the pipeline is here.
+//!
+//! # How the modules fit together
+//!
+//! - [`abi`]: the hand-written declarations of the Envoy 1.40 dynamic-module ABI symbols used.
+//! - `hooks` (not in test builds): the exported `envoy_dynamic_module_on_*` functions, each
+//!   catching panics and failing closed (503).
+//! - [`host`]: what a stream needs from Envoy, as a trait; `EnvoyHost` calls the ABI.
+//! - [`filter`]: one stream: pause, decide, resume or answer; the ownership that makes a
+//!   request cancelled while paused safe.
+//! - [`engine`]: loads the configuration and runs checks on the module's runtime.
+//!
+//! # What it does not guarantee (yet)
+//!
+//! - The configuration is read when Envoy creates the filter config; changes to `authz.toml` or
+//!   policies are not reloaded (reload Envoy's listener, or restart it).
+//! - No metrics are exported (the pipeline's registry exists but nothing scrapes it).
+//! - For gRPC only the first 1 KiB of the body is inspected, as with ext_authz.
+//! - A failure of the module itself (panic, a decision task lost) answers 503 with reason
+//!   `unavailable`; such a 503 has no audit record, since no decision was made.
+//!
+//! See `docs/embedded.md` for the supported Envoy versions and how to run it.
+
+pub mod abi;
+pub mod engine;
+pub mod filter;
+#[cfg(not(test))]
+mod hooks;
+pub mod host;
