@@ -1,0 +1,227 @@
+//! The module inside the real bootstrapped Envoy (docs/embedded.md): the gateway's own Envoy
+//! config with ext_authz swapped for the module, in front of the real model server, answers the
+//! demo principals exactly as the ext_authz service does, writes one audit record per decision
+//! (and `authz audit verify` accepts the file), and survives clients that disconnect while their
+//! request is paused for a decision.
+//!
+//! `cargo test` builds the module (this crate's cdylib) before running this file; the test loads
+//! that build, found next to the test binary.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::stack::{HttpResponse, Stack};
+
+const ANALYST: &[&str] = &["analyst", "mission-user"];
+const SECURITY: &[&str] = &["security-engineer", "mission-user"];
+const REASON: &str = "triage of the overnight field reports";
+
+/// `libauthz_module.so` of this build: cargo puts it in the test binary's `deps/` folder (and a
+/// copy one level up).
+fn module() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the test binary's folder");
+    [deps, deps.parent().unwrap_or(deps)]
+        .iter()
+        .map(|d| d.join("libauthz_module.so"))
+        .find(|p| p.is_file())
+        .expect("libauthz_module.so next to the test binary (cargo test -p envoy-module builds it)")
+}
+
+/// What a client sees of an answer, minus what differs per decision (ids, dates).
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: u16,
+    code: Option<String>,
+    message: Option<String>,
+    headers: Vec<(String, String)>,
+    has_decision_id: bool,
+}
+
+/// The headers the gateway's answers must agree on, in both modes.
+const COMPARED_HEADERS: [&str; 7] = [
+    "content-type",
+    "cache-control",
+    "www-authenticate",
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-policy",
+];
+
+fn seen(resp: &HttpResponse) -> Seen {
+    let body = serde_json::from_str::<serde_json::Value>(&resp.body).ok();
+    let field = |k: &str| {
+        body.as_ref()
+            .and_then(|b| b["error"][k].as_str())
+            .map(str::to_owned)
+    };
+    let code = field("code");
+    // How long to wait depends on when each stack ran: compared as present, not by value.
+    let timed = code.as_deref() == Some("rate_limited");
+    Seen {
+        status: resp.status,
+        message: field("message").filter(|_| !timed),
+        code,
+        headers: COMPARED_HEADERS
+            .iter()
+            .filter_map(|h| {
+                let v = resp.header(h)?;
+                let v = if *h == "retry-after" { "(set)" } else { v };
+                Some(((*h).to_owned(), v.to_owned()))
+            })
+            .collect(),
+        has_decision_id: resp.header("x-authz-decision-id").is_some(),
+    }
+}
+
+/// The demo scenario's requests, in order: the answers compared, and how many decisions were
+/// made (every request but the public one).
+fn scenario(s: &Stack) -> (Vec<(String, HttpResponse)>, usize) {
+    let analyst = s.token("analyst-1", ANALYST);
+    let security = s.token("security-1", SECURITY);
+    let mut out = vec![
+        (
+            "no credentials".to_owned(),
+            s.infer(None, "mission-summarizer", None, "e-none"),
+        ),
+        (
+            "analyst with a reason".to_owned(),
+            s.infer(Some(&analyst), "mission-summarizer", Some(REASON), "e-ok"),
+        ),
+        (
+            "analyst without a reason".to_owned(),
+            s.infer(Some(&analyst), "mission-summarizer", None, "e-noreason"),
+        ),
+        (
+            "analyst on threat-triage".to_owned(),
+            s.infer(Some(&analyst), "threat-triage", Some(REASON), "e-role"),
+        ),
+        (
+            "unknown model".to_owned(),
+            s.infer(Some(&analyst), "no-such-model", Some(REASON), "e-unknown"),
+        ),
+        (
+            "bad token".to_owned(),
+            s.infer(
+                Some("not-a-jwt"),
+                "mission-summarizer",
+                Some(REASON),
+                "e-bad",
+            ),
+        ),
+        (
+            "public health path".to_owned(),
+            s.request("GET", "/v2/health/ready", &[], None),
+        ),
+    ];
+    // The security engineer's triage limit: the allows carry RateLimit-*, the first denial
+    // Retry-After.
+    let mut decisions = out.len() - 1;
+    for i in 0..21 {
+        decisions += 1;
+        let resp = s.infer(Some(&security), "threat-triage", Some(REASON), "e-limit");
+        if resp.status != 200 || i == 0 {
+            out.push((format!("triage {i}"), resp));
+            if out.last().is_some_and(|(_, r)| r.status == 429) {
+                break;
+            }
+        }
+    }
+    (out, decisions)
+}
+
+#[test]
+fn the_module_decides_like_the_service_audits_and_survives_cancelled_requests() {
+    let module = module();
+    // Both modes from one builder: in-process limits, audit on. The model server does not check
+    // the decision headers: through the 1.40 ABI the module cannot send the empty
+    // `x-authz-model-version` of an unversioned model, so a gateway-mode model server refuses its
+    // allows (docs/embedded.md, "Not done yet"); the decisions are compared here.
+    let builder = || {
+        Stack::builder()
+            .redis(false)
+            .modelserver_setting("authorization.mode", "none")
+    };
+    let mut embedded = builder().embedded(&module).start();
+    let logs = embedded.envoy_logs();
+    assert!(
+        logs.contains("Dynamic module ABI version v0.2.0 matched"),
+        "the bootstrapped Envoy expects another ABI version than the module's v0.2.0:\n{logs}"
+    );
+    let (in_module, decisions) = scenario(&embedded);
+    let service = builder().start();
+    let (in_service, _) = scenario(&service);
+    drop(service);
+
+    let names: Vec<&str> = in_module.iter().map(|(n, _)| n.as_str()).collect();
+    let service_names: Vec<&str> = in_service.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, service_names, "the same requests were answered");
+    for ((what, m), (_, s)) in in_module.iter().zip(&in_service) {
+        assert_eq!(
+            seen(m),
+            seen(s),
+            "{what}: the module answered {m:?}, the service {s:?}\n{}",
+            embedded.diagnostics()
+        );
+    }
+    let statuses: Vec<u16> = in_module.iter().map(|(_, r)| r.status).collect();
+    assert!(
+        statuses.contains(&200) && statuses.contains(&401) && statuses.contains(&429),
+        "the scenario covers allow, 401 and 429: {statuses:?}"
+    );
+
+    // One audit record per decision (not for the public path), each denial's under its id.
+    let records: Vec<serde_json::Value> = embedded
+        .audit_records()
+        .into_iter()
+        .filter(|r| r.get("decision_id").is_some())
+        .collect();
+    assert_eq!(records.len(), decisions, "audit records: {records:#?}");
+    for (what, resp) in &in_module {
+        if let Some(id) = resp.header("x-authz-decision-id") {
+            let record = embedded
+                .audit_record(id)
+                .unwrap_or_else(|| panic!("{what}: no audit record {id}"));
+            assert_eq!(record["status"], resp.status, "{what}: {record}");
+        }
+    }
+
+    // Clients that send a request and vanish while it is paused for its decision.
+    let token = embedded.token("analyst-1", ANALYST);
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(embedded.envoy_addr()).expect("connect to Envoy");
+        let req = format!(
+            "POST /v2/models/mission-summarizer/infer HTTP/1.1\r\nHost: gw\r\n\
+             authorization: Bearer {token}\r\nx-access-reason: {REASON}\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+        );
+        c.write_all(req.as_bytes()).expect("send the request");
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        embedded.envoy_running(),
+        "Envoy died after cancelled requests:\n{}",
+        embedded.diagnostics()
+    );
+    let after = embedded.infer(None, "mission-summarizer", None, "e-after");
+    assert_eq!(after.status, 401, "Envoy still decides after cancellations");
+
+    // The module's audit file verifies with the same tool as the service's.
+    let audit = embedded.audit_path().expect("the stack has an audit file");
+    let out = Command::new(e2e::workspace_binary("authz"))
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .expect("authz audit verify runs");
+    assert!(
+        out.status.success(),
+        "authz audit verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
