@@ -317,6 +317,25 @@ def system_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / CLK_TCK
 
 
+def fdatasync_p50_ms(directory: Path, samples: int = 200) -> float:
+    """The p50 of one small append + fdatasync in `directory` (the audit logs' file system): the
+    physical floor under a check whose record must be on disk before the answer (fsync mode)."""
+    path = directory / "fdatasync-probe"
+    record = b'{"probe":"' + b"x" * 200 + b'"}\n'  # about one audit record
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(samples):
+            t = time.perf_counter()
+            os.write(fd, record)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return 1000 * statistics.median(times)
+
+
 # ---------------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------------
@@ -359,12 +378,32 @@ def summarize(runs: list[RunResult], variants: list[str], concurrencies: list[in
     return rows
 
 
-def goals(rows: list[dict]) -> list[dict]:
-    """The goals of issue 10, each with its measured value and whether it is met."""
+def goals(rows: list[dict], fdatasync_ms: float | None = None) -> list[dict]:
+    """The goals of issues 10 and 17, each with its measured value and whether it is met."""
     def row(v, c):
         return next((r for r in rows if r["variant"] == v and r["concurrency"] == c), None)
 
     out = []
+    bn = [(c, row("B", c), row("N", c)) for c in (16, 64)]
+    bn = [(c, b, n) for c, b, n in bn if b and n]
+    if bn:
+        out.append({"goal": "B / N throughput >= 0.90 at c=16 and c=64",
+                    "value": ", ".join(f"c={c}: {b['rps'] / n['rps']:.2f}" for c, b, n in bn),
+                    "met": min(b["rps"] / n["rps"] for _, b, n in bn) >= 0.90})
+    b1, n1 = row("B", 1), row("N", 1)
+    if b1 and n1 and fdatasync_ms is not None:
+        over = b1["p50_ms"] - n1["p50_ms"]
+        out.append({"goal": "B - N p50 at c=1 <= fdatasync p50 + 0.1 ms",
+                    "value": f"{over:.3f} ms (fdatasync p50 {fdatasync_ms:.3f} ms)", "met": over <= fdatasync_ms + 0.1})
+    b64, n64, a64 = row("B", 64), row("N", 64), row("A", 64)
+    if b64 and n64 and b64["cpu_us_per_request"].get("authz") and n64["cpu_us_per_request"].get("authz"):
+        ratio = b64["cpu_us_per_request"]["authz"] / n64["cpu_us_per_request"]["authz"]
+        out.append({"goal": "authz CPU per check at c=64 <= 1.5x the allow-all server's",
+                    "value": f"{ratio:.2f}x ({b64['cpu_us_per_request']['authz']:.0f} vs "
+                             f"{n64['cpu_us_per_request']['authz']:.0f} us)", "met": ratio <= 1.5})
+    if n64 and a64:
+        out.append({"goal": "N / A throughput at c=64 >= 0.65",
+                    "value": f"{n64['rps'] / a64['rps']:.2f}", "met": n64["rps"] / a64["rps"] >= 0.65})
     b1 = row("B", 1)
     if b1 and b1["p50_overhead_vs_a_ms"] is not None:
         out.append({"goal": "B p50 overhead over A at c=1 < 0.5 ms",
@@ -500,10 +539,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port-base", type=int, default=int(env("BENCH_PORT_BASE")) if env("BENCH_PORT_BASE") else None)
     p.add_argument("--extra", default=env("BENCH_EXTRA", ""),
                    help="extra variants for side-by-side experiments, ';'-separated NAME=BASE[,KEY=VALUE...]: "
-                        "NAME a letter E-Z, BASE B or C, KEY=VALUE an environment variable for its authz, "
-                        "SECTION.KEY=TOML a change to its config, or bin=PATH another authz binary (e.g. "
-                        "E=B,bin=/tmp/old/authz;F=B,TOKIO_WORKER_THREADS=1;G=B,audit.durability=\"write\"); "
-                        "they run after the chosen variants in every round")
+                        "NAME a letter E-Z, BASE B, C or N, KEY=VALUE an environment variable for its authz, "
+                        "SECTION.KEY=TOML a change to its config, envoy.SETTING=JSON a change to how Envoy "
+                        "calls authz (envoy/render.py EXT_AUTHZ_CALL), or bin=PATH another authz binary (e.g. "
+                        "E=B,bin=/tmp/old/authz;F=B,TOKIO_WORKER_THREADS=1;G=B,audit.durability=\"write\";"
+                        "H=N,envoy.allowed_headers_only=false); they run after the chosen variants in every round")
     args = p.parse_args(argv)
     extras = []
     for item in filter(None, (x.strip() for x in args.extra.split(";"))):
@@ -512,23 +552,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         base, *settings = [x.strip() for x in rest.split(",")]
         if len(name) != 1 or not "E" <= name <= "Z" or name in VARIANTS:
             p.error(f"--extra {item!r}: the name must be a single unused letter E-Z")
-        if base not in ("B", "C"):
-            p.error(f"--extra {item!r}: the base must be B or C (variants with authz)")
-        env_vars, edits, binary = {}, [], None
+        if base not in ("B", "C", "N"):
+            p.error(f"--extra {item!r}: the base must be B, C or N (variants with an ext_authz server)")
+        env_vars, edits, binary, envoy_call, uds = {}, [], None, {}, False
         for kv in settings:
             key, eq, value = kv.partition("=")
             if not eq or not key:
                 p.error(f"--extra {item!r}: {kv!r} is not KEY=VALUE")
             if key == "bin":
                 binary = value
+            elif key == "uds":
+                if value not in ("true", "false"):
+                    p.error(f"--extra {item!r}: uds takes true or false")
+                uds = value == "true"
+            elif key.startswith("envoy."):
+                setting = key.removeprefix("envoy.")
+                if setting not in envoy_variants.render.EXT_AUTHZ_CALL:
+                    p.error(f"--extra {item!r}: {setting!r} is not one of "
+                            f"{', '.join(envoy_variants.render.EXT_AUTHZ_CALL)}")
+                try:
+                    envoy_call[setting] = json.loads(value)
+                except json.JSONDecodeError:
+                    p.error(f"--extra {item!r}: {value!r} is not JSON")
+            elif base == "N":
+                p.error(f"--extra {item!r}: an N-based variant takes envoy.SETTING=JSON and uds only")
             elif "." in key:
                 section, _, field = key.partition(".")
                 edits.append((section, field, value))
             else:
                 env_vars[key] = value
-        VARIANTS[name] = {**VARIANTS[base], "env": env_vars, "edits": edits, "bin": binary,
-                          "label": f"{name}: as {base}" + "".join(f", {k}={v}" for k, v in env_vars.items())
+        VARIANTS[name] = {**VARIANTS[base], "env": env_vars, "edits": edits, "bin": binary, "envoy_call": envoy_call,
+                          "uds": uds,
+                          "label": f"{name}: as {base}" + (", over a Unix socket" if uds else "")
+                                   + "".join(f", {k}={v}" for k, v in env_vars.items())
                                    + "".join(f", {sec}.{k}={v}" for sec, k, v in edits)
+                                   + "".join(f", envoy.{k}={json.dumps(v)}" for k, v in envoy_call.items())
                                    + (f", authz {binary}" if binary else "")}
         extras.append(name)
     args.variants = [v.strip().upper() for v in args.variants.split(",") if v.strip()]
@@ -589,6 +647,8 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
         spec = VARIANTS[v]
         authz = None
         authz_grpc = authz_admin = None
+        # With `uds`, Envoy calls the ext_authz server on a Unix socket in the run directory.
+        sock = run / f"ext_authz-{v}.sock" if spec.get("uds") else None
         if spec["authz"] == "floor":
             authz_grpc = ports.take(f"ext_authz floor {v}")
             floor_bin = bin_dir / "examples" / "ext_authz_floor"
@@ -596,16 +656,18 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
                 raise BenchError(f"{floor_bin} is missing: build it with "
                                  "`cargo build --release -p authz --example ext_authz_floor` (or `make bench`)")
             # Its CPU time is reported in the authz column.
-            authz = stack.start(f"ext_authz_floor-{v}", [str(floor_bin), f"127.0.0.1:{authz_grpc}"])
-            endpoints.setdefault("_wait", []).append((f"ext_authz floor {v}", tcp_ok(authz_grpc), authz))
+            authz = stack.start(f"ext_authz_floor-{v}", [str(floor_bin), f"unix:{sock}" if sock else f"127.0.0.1:{authz_grpc}"])
+            ready = (lambda sock=sock: (sock.is_socket(), "no socket yet")) if sock else tcp_ok(authz_grpc)
+            endpoints.setdefault("_wait", []).append((f"ext_authz floor {v}", ready, authz))
         elif spec["authz"]:
             authz_grpc, authz_admin = ports.take(f"authz {v} grpc"), ports.take(f"authz {v} admin")
             audit_dir = run / f"audit-{v}"
             audit_dir.mkdir()
             redis_url = f"redis://127.0.0.1:{redis_port}" if spec["authz"] == "redis" else None
             cfg = run / f"authz-{v}.toml"
+            edits = spec.get("edits", []) + ([("server", "grpc_unix_socket", json.dumps(str(sock)))] if sock else [])
             cfg.write_text(edit_toml(authz_config((dev / "authz.toml").read_text(), authz_grpc, authz_admin, audit_dir,
-                                                  redis_url), spec.get("edits", [])))
+                                                  redis_url), edits))
             check = subprocess.run([str(authz_bin), "check-config", "--config", str(cfg)], cwd=ROOT,
                                    capture_output=True, text=True)
             if check.returncode != 0:
@@ -618,8 +680,11 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
         listen, admin = ports.take(f"envoy {v}"), ports.take(f"envoy {v} admin")
         values = envoy_variants.local_values(
             listen_port=listen, admin_port=admin,
-            authz_addr=f"127.0.0.1:{authz_grpc or 9}",  # the floor and D have no authz cluster
+            # A has no authz cluster, nor has D (its address is a placeholder).
+            authz_addr=f"unix:{sock}" if sock else f"127.0.0.1:{authz_grpc or 9}",
             modelserver_http=f"127.0.0.1:{ms_http}", modelserver_grpc=f"127.0.0.1:{ms_grpc}")
+        if spec.get("envoy_call"):
+            values["ext_authz"] = spec["envoy_call"]
         envoy_yaml = run / f"envoy-{v}.yaml"
         envoy_yaml.write_text(envoy_variants.render_variant(spec["kind"], values, str(dev / "jwks.json")))
         # The JSON access log (one line per request, as in production) goes to /dev/null: every
@@ -719,7 +784,11 @@ def main(argv: list[str]) -> int:
             for v in args.variants:
                 run_wrk(wrk, eps[v]["url"], max(args.concurrency), args.warmup, token)
         runs: list[RunResult] = []
+        fsync_ms: list[float] = []
         for rnd in range(1, args.rounds + 1):
+            # The disk's own sync latency, once per round, beside the variants it bounds.
+            fsync_ms.append(fdatasync_p50_ms(run_dir))
+            log(f"round {rnd}: fdatasync p50 {fsync_ms[-1]:.3f} ms")
             for c in args.concurrency:
                 for v in args.variants:
                     for p in stack.procs:
@@ -761,7 +830,8 @@ def main(argv: list[str]) -> int:
         stack.stop_all()
 
     rows = summarize(runs, args.variants, args.concurrency)
-    goal_rows = goals(rows)
+    fdatasync_ms = statistics.median(fsync_ms)
+    goal_rows = goals(rows, fdatasync_ms)
     info = machine()
     result = {
         "benchmark": "gateway",
@@ -775,6 +845,8 @@ def main(argv: list[str]) -> int:
                      "request": {"method": "POST", "path": INFER_PATH, "body": BODY.decode(), "principal": "load-tester"},
                      "wrk_threads": 1, "aggregation": "median over rounds"},
         "audit_records": audit,
+        "fdatasync_p50_ms": round(fdatasync_ms, 4),
+        "fdatasync_p50_ms_rounds": [round(x, 4) for x in fsync_ms],
         "summary": rows,
         "goals": goal_rows,
         "runs": [r.as_json() for r in runs],
@@ -792,6 +864,7 @@ def main(argv: list[str]) -> int:
     print(cpu_table(rows))
     if audit:
         print("\nAudit records written (fsync): " + ", ".join(f"{v}: {n}" for v, n in audit.items()))
+    print(f"\nfdatasync p50 of the audit disk (small append + fdatasync, median of rounds): {fdatasync_ms:.3f} ms")
     if goal_rows:
         print("\nGoals:")
         for g in goal_rows:

@@ -88,6 +88,10 @@ class RenderError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
+# An address of the form `unix:/run/authz/authz.sock` names a Unix domain socket.
+UNIX_PREFIX = "unix:"
+
+
 def split_addr(addr: str, what: str) -> tuple[str, int]:
     """Splits `host:port`, naming the parameter in the error."""
     host, sep, port = addr.rpartition(":")
@@ -107,23 +111,31 @@ def is_ip(host: str) -> bool:
 def cluster(name: str, addr: str, what: str, values: dict, *, http2: bool, lb: str = "ROUND_ROBIN",
             health_check: dict | None = None, extra: dict | None = None) -> dict:
     """A cluster of `addr`, one `host:port` or several comma-separated (a local stack with a
-    replica): STATIC for IP literals, STRICT_DNS (every A record) otherwise."""
-    hosts = [split_addr(a, what) for a in addr.split(",")]
-    host = hosts[0][0]
-    if any(is_ip(h) != is_ip(host) for h, _ in hosts):
-        raise RenderError(f"{what}: mixes IP literals and names: {addr!r}")
+    replica): STATIC for IP literals, STRICT_DNS (every A record) otherwise; or one Unix domain
+    socket, `unix:/absolute/path` (STATIC)."""
+    if addr.startswith(UNIX_PREFIX):
+        path = addr.removeprefix(UNIX_PREFIX)
+        if not path.startswith("/") or "," in path:
+            raise RenderError(f"{what}: expected unix:/absolute/path, got {addr!r}")
+        addresses = [{"pipe": {"path": path}}]
+        host = None
+    else:
+        hosts = [split_addr(a, what) for a in addr.split(",")]
+        host = hosts[0][0]
+        if any(is_ip(h) != is_ip(host) for h, _ in hosts):
+            raise RenderError(f"{what}: mixes IP literals and names: {addr!r}")
+        addresses = [{"socket_address": {"address": h, "port_value": port}} for h, port in hosts]
     c: dict = {
         "name": name,
-        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if host is None or is_ip(host) else "STRICT_DNS",
         "connect_timeout": "0.25s",
         "lb_policy": lb,
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": h, "port_value": port}}}} for h, port in hosts]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a}} for a in addresses]}],
         },
     }
-    if not is_ip(host):
+    if host is not None and not is_ip(host):
         # Re-resolved every 5s (Envoy's default), so pods that come and go behind a headless
         # Service or compose's DNS are picked up without a restart.
         c["dns_lookup_family"] = "V4_PREFERRED"
@@ -276,7 +288,33 @@ def access_log() -> list[dict]:
     }]
 
 
-def http_filters() -> list[dict]:
+# The request headers authz reads (authz/src/request.rs): credentials, the reason, correlation.
+# The path, method and host travel in their own CheckRequest fields.
+AUTHZ_READ_HEADERS = ("authorization", "x-api-key", "x-access-reason", "x-request-id", "traceparent")
+# How Envoy calls authz, each setting measured by `make bench` (docs/benchmarks.md, "Envoy's side
+# of the call") and kept because it paid; a values file may set `ext_authz: {...}` to override one.
+EXT_AUTHZ_CALL = {
+    # Only the headers authz reads go into the check: Envoy copies and encodes fewer bytes per
+    # call, authz parses fewer. A header authz does not read cannot change its decision.
+    "allowed_headers_only": True,
+    # No x-envoy-* headers on the Check call itself (authz reads none of them).
+    "skip_envoy_headers": True,
+    # ext_authz's own stats only; no per-response cluster stats for the authz cluster.
+    "charge_cluster_response_stats": False,
+}
+
+
+def ext_authz_call(values: dict) -> dict:
+    """EXT_AUTHZ_CALL with the values file's overrides (unknown keys are an error)."""
+    overrides = values.get("ext_authz") or {}
+    unknown = sorted(set(overrides) - set(EXT_AUTHZ_CALL))
+    if unknown:
+        raise RenderError(f"ext_authz: unknown setting(s) {', '.join(unknown)} (known: {', '.join(EXT_AUTHZ_CALL)})")
+    return {**EXT_AUTHZ_CALL, **overrides}
+
+
+def http_filters(values: dict) -> list[dict]:
+    call = ext_authz_call(values)
     return [
         {
             # Runs before ext_authz, so a client cannot hand authz (or, after an allow, the model
@@ -305,12 +343,19 @@ def http_filters() -> list[dict]:
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
                 "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": AUTHZ_TIMEOUT},
+                "grpc_service": {"envoy_grpc": {"cluster_name": "authz",
+                                                **({"skip_envoy_headers": True} if call["skip_envoy_headers"] else {})},
+                                 "timeout": AUTHZ_TIMEOUT},
                 # Fail closed: no decision, no access. Envoy answers status_on_error instead.
                 "failure_mode_allow": False,
                 "status_on_error": {"code": "ServiceUnavailable"},
-                # authz maps verified mTLS peers (source.principal) to principals.
-                "include_peer_certificate": True,
+                # authz maps verified mTLS peers to principals by `source.principal` (the URI SAN
+                # Envoy verified), which Envoy sends without this; the PEM certificate itself is
+                # never read, so it is not copied into every check.
+                "include_peer_certificate": False,
+                **({"allowed_headers": {"patterns": [{"exact": h} for h in AUTHZ_READ_HEADERS]}}
+                   if call["allowed_headers_only"] else {}),
+                **({} if call["charge_cluster_response_stats"] else {"charge_cluster_response_stats": False}),
                 # The start of the body lets authz read model_name from a gRPC ModelInfer frame;
                 # the rest of a large body streams on unbuffered after the check.
                 "with_request_body": {
@@ -375,7 +420,7 @@ def ingress_listener(values: dict, tls: dict | None = None) -> dict:
             }],
         },
         "local_reply_config": local_reply_config(),
-        "http_filters": http_filters(),
+        "http_filters": http_filters(values),
     }
     if values.get("otlp_addr"):
         hcm["tracing"] = {

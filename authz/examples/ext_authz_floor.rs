@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! cargo build --release -p authz --example ext_authz_floor
-//! target/release/examples/ext_authz_floor 127.0.0.1:50061
+//! target/release/examples/ext_authz_floor 127.0.0.1:50061      # or unix:/tmp/floor.sock
 //! ```
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
@@ -33,24 +33,30 @@ impl Authorization for AllowAll {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(addr) = std::env::args().nth(1) else {
-        return Err("usage: ext_authz_floor HOST:PORT".into());
+        return Err("usage: ext_authz_floor HOST:PORT | unix:/PATH".into());
     };
-    let addr: std::net::SocketAddr = addr.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let server =
+            tonic::transport::Server::builder().add_service(AuthorizationServer::new(AllowAll));
         eprintln!("ext_authz_floor: allowing every request on {addr}");
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AllowAll))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = tokio::signal::ctrl_c().await;
-                },
-            )
-            .await?;
+        if let Some(path) = addr.strip_prefix("unix:") {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)?;
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            server.serve_with_incoming_shutdown(incoming, stop).await?;
+        } else {
+            let listener =
+                tokio::net::TcpListener::bind(addr.parse::<std::net::SocketAddr>()?).await?;
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            server.serve_with_incoming_shutdown(incoming, stop).await?;
+        }
         Ok(())
     })
 }

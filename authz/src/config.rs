@@ -83,6 +83,12 @@ pub struct ServerConfig {
     /// gRPC listen address (ext_authz and grpc.health.v1).
     #[serde(default = "default_grpc_addr")]
     pub grpc_addr: SocketAddr,
+    /// Also serve gRPC on this Unix domain socket (e.g. `"/run/authz/authz.sock"`), for an
+    /// Envoy on the same host: no TCP/IP stack between them (docs/benchmarks.md measures it). A
+    /// stale socket file is replaced at start; who may connect is decided by the permissions of
+    /// its directory. The TCP listener stays (health checks, other Envoys).
+    #[serde(default)]
+    pub grpc_unix_socket: Option<PathBuf>,
     /// Admin HTTP listen address.
     #[serde(default = "default_admin_addr")]
     pub admin_addr: SocketAddr,
@@ -98,10 +104,33 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
 }
 
+impl ServerConfig {
+    /// The longest Unix socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
+    pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+    fn validate(&self, p: &mut Problems) {
+        if let Some(path) = &self.grpc_unix_socket {
+            let len = path.as_os_str().len();
+            if !path.is_absolute() || len > Self::MAX_UNIX_SOCKET_PATH {
+                p.add(
+                    "server.grpc_unix_socket",
+                    format!(
+                        "must be an absolute path of at most {} bytes (got {} bytes: {})",
+                        Self::MAX_UNIX_SOCKET_PATH,
+                        len,
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             grpc_addr: default_grpc_addr(),
+            grpc_unix_socket: None,
             admin_addr: default_admin_addr(),
             reload_poll_interval: DEFAULT_RELOAD_POLL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -281,6 +310,7 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Problems::default();
         self.validate_request(&mut p);
+        self.server.validate(&mut p);
         if self.policy.files.is_empty() {
             p.add("policy.files", "at least one policy file is required");
         }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use telemetry::Tracer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,13 +24,15 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::runtime::{self, Runtime, SharedRuntime};
-use crate::service::{AuthzService, StartError, serve_grpc};
+use crate::service::{AuthzService, StartError, serve_grpc, serve_grpc_unix};
 
-/// The two already-bound listeners of a server.
+/// The already-bound listeners of a server.
 #[derive(Debug)]
 pub struct Listeners {
     /// ext_authz and `grpc.health.v1`.
     pub grpc: TcpListener,
+    /// The same gRPC services on a Unix domain socket (`[server] grpc_unix_socket`), if any.
+    pub grpc_unix: Option<UnixListener>,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub admin: TcpListener,
 }
@@ -48,9 +50,35 @@ impl Listeners {
         };
         Ok(Self {
             grpc: bind("gRPC", server.grpc_addr).await?,
+            grpc_unix: match &server.grpc_unix_socket {
+                Some(path) => Some(bind_unix(path)?),
+                None => None,
+            },
             admin: bind("admin", server.admin_addr).await?,
         })
     }
+}
+
+/// Binds a Unix socket at `path`, first removing a socket file a previous run left there (a
+/// file of any other kind is an error, never removed).
+fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let err = |source| ServeError::BindUnix {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    UnixListener::bind(path).map_err(err)
 }
 
 /// Serving failed.
@@ -63,6 +91,14 @@ pub enum ServeError {
         what: &'static str,
         /// The configured address.
         addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC Unix socket could not be bound.
+    #[error("binding gRPC Unix socket {}", path.display())]
+    BindUnix {
+        /// The configured path.
+        path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
@@ -142,6 +178,7 @@ impl Server {
         let settings = self.service.runtime().load().config.server.clone();
         tracing::info!(
             grpc = ?listeners.grpc.local_addr().ok(),
+            grpc_unix = ?listeners.grpc_unix.as_ref().and_then(|l| l.local_addr().ok()),
             admin = ?listeners.admin.local_addr().ok(),
             "authz serving"
         );
@@ -169,10 +206,11 @@ impl Server {
             readiness: readiness.clone(),
         };
         Running {
-            grpc: tokio::spawn(serve_grpc(
+            grpc: tokio::spawn(serve_both(
                 listeners.grpc,
+                listeners.grpc_unix,
                 self.service.clone(),
-                became_true(drain_rx.clone()),
+                drain_rx.clone(),
             )),
             admin: tokio::spawn(serve_admin(
                 listeners.admin,
@@ -243,6 +281,22 @@ fn server_result(
     admin
         .map_err(|e| ServeError::Task("admin", e))?
         .map_err(ServeError::Admin)
+}
+
+/// The gRPC services on the TCP listener and, when configured, the Unix socket, until `drain`;
+/// the first failure of either.
+async fn serve_both(
+    tcp: TcpListener,
+    unix: Option<UnixListener>,
+    service: AuthzService,
+    drain: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let Some(unix) = unix else {
+        return serve_grpc(tcp, service, became_true(drain)).await;
+    };
+    let on_unix = serve_grpc_unix(unix, service.clone(), became_true(drain.clone()));
+    let on_tcp = serve_grpc(tcp, service, became_true(drain));
+    tokio::try_join!(on_tcp, on_unix).map(|_| ())
 }
 
 /// Completes once `rx` holds `true` (or its sender is gone).

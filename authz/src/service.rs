@@ -447,19 +447,49 @@ pub async fn serve_grpc(
     service: AuthzService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // TCP_NODELAY: a gRPC answer is several small writes (headers, message, trailers); with
+    // Nagle the last one waits for Envoy's delayed ACK, adding ~40 ms to every decision
+    // (measured by `make bench`, docs/benchmarks.md).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_incoming(incoming, service, shutdown).await
+}
+
+/// As [`serve_grpc`], on a Unix domain socket (`[server] grpc_unix_socket`).
+///
+/// # Errors
+/// A transport error from the server.
+pub async fn serve_grpc_unix(
+    listener: tokio::net::UnixListener,
+    service: AuthzService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    serve_incoming(incoming, service, shutdown).await
+}
+
+async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    service: AuthzService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (reporter, health) = tonic_health::server::health_reporter();
     // Stops when serving stops (aborted below).
     let health_task = tokio::spawn(service.readiness().report_health(reporter));
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(AuthorizationServer::new(service))
-        .serve_with_incoming_shutdown(
-            // TCP_NODELAY: a gRPC answer is several small writes (headers, message, trailers);
-            // with Nagle the last one waits for Envoy's delayed ACK, adding ~40 ms to every
-            // decision (measured by `make bench`, docs/benchmarks.md).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_task.abort();
     result

@@ -49,6 +49,7 @@ async fn traced(server: &Server, receiver: &OtlpReceiver) -> (AuthzService, Trac
     .unwrap();
     let svc = traced.service().clone();
     let listeners = Listeners {
+        grpc_unix: None,
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };

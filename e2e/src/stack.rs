@@ -107,6 +107,7 @@ pub struct StackBuilder {
     modelserver_settings: Vec<(String, toml::Value)>,
     replica: bool,
     embedded: Option<PathBuf>,
+    authz_unix_socket: bool,
 }
 
 impl StackBuilder {
@@ -145,6 +146,14 @@ impl StackBuilder {
     /// own ports, behind the same Envoy clusters as the first, as a scaled-out deployment runs.
     pub fn modelserver_replica(mut self, on: bool) -> Self {
         self.replica = on;
+        self
+    }
+
+    /// Whether Envoy calls authz on a Unix domain socket (`[server] grpc_unix_socket` in the
+    /// stack's directory, `--authz-addr unix:PATH` for Envoy) instead of its TCP port, as a
+    /// gateway with authz on the same host can. authz keeps its TCP listener either way.
+    pub fn authz_unix_socket(mut self, on: bool) -> Self {
+        self.authz_unix_socket = on;
         self
     }
 
@@ -307,6 +316,8 @@ pub struct Stack {
     otlp: Option<String>,
     /// The folder Envoy loads `libauthz_module.so` from, in the embedded mode.
     module_dir: Option<PathBuf>,
+    /// The Unix socket Envoy calls authz on, with [`StackBuilder::authz_unix_socket`].
+    authz_unix_socket: Option<PathBuf>,
     // Holds the dev key, the generated configs and the audit files while the stack runs.
     dir: tempfile::TempDir,
 }
@@ -327,6 +338,7 @@ impl Stack {
             modelserver_settings: Vec::new(),
             replica: false,
             embedded: None,
+            authz_unix_socket: false,
         }
     }
 
@@ -383,6 +395,7 @@ impl Stack {
             audit_dir,
             otlp: b.otlp.clone(),
             module_dir: None,
+            authz_unix_socket: b.authz_unix_socket.then(|| dir.path().join("authz.sock")),
             dir,
         };
         if let Some(module) = &b.embedded {
@@ -567,7 +580,13 @@ impl Stack {
         Command::new(tool("python3"))
             .arg(repo_root().join("envoy/render.py"))
             .args(["--target", "local"])
-            .args(["--authz-addr", &format!("127.0.0.1:{}", p.authz_grpc)])
+            .args([
+                "--authz-addr",
+                &match &self.authz_unix_socket {
+                    Some(path) => format!("unix:{}", path.display()),
+                    None => format!("127.0.0.1:{}", p.authz_grpc),
+                },
+            ])
             .args(self.render_ports())
             .args(self.otlp.iter().flat_map(|_| {
                 [
@@ -1123,6 +1142,14 @@ fn configure_authz(path: &Path, dir: &Path, ports: &Ports, b: &StackBuilder) -> 
                 rl.remove("redis_cluster_nodes");
             }
         }
+    }
+    if b.authz_unix_socket {
+        let socket = dir.join("authz.sock");
+        set(
+            &mut doc,
+            "server.grpc_unix_socket",
+            socket.display().to_string().into(),
+        );
     }
     let audit_dir = if b.audit || doc.contains_key("audit") {
         let audit = dir.join("audit");

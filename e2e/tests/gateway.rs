@@ -7,12 +7,21 @@
 //! at a time because they assert on its counters; each test uses principals and models no other
 //! test here rate-limits, so their order does not matter. Faults (processes
 //! stopped) are in `gateway_faults.rs`, gRPC in `gateway_grpc.rs`.
+//!
+//! Envoy calls authz on a Unix domain socket here (the same-host topology of `make up` and
+//! compose); the other files use authz's TCP listener, so both transports carry the suite.
 
 use e2e::stack::{HttpResponse, SharedStack, Stack};
 
-/// One stack for this file (in-process rate-limit store, no Redis); `STACK.lock()` hands it to
-/// one test at a time, since the tests compare its counters before and after their requests.
-static STACK: SharedStack = SharedStack::new(|| Stack::builder().redis(false).audit(false));
+/// One stack for this file (in-process rate-limit store, no Redis, authz on a Unix socket);
+/// `STACK.lock()` hands it to one test at a time, since the tests compare its counters before and
+/// after their requests.
+static STACK: SharedStack = SharedStack::new(|| {
+    Stack::builder()
+        .redis(false)
+        .audit(false)
+        .authz_unix_socket(true)
+});
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const SECURITY: &[&str] = &["security-engineer", "mission-user"];

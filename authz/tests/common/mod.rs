@@ -169,6 +169,7 @@ impl Server {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners {
+            grpc_unix: None,
             grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
