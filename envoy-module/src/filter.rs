@@ -226,7 +226,15 @@ impl Filter {
         match answer.http_response {
             Some(HttpResponse::OkResponse(ok)) => {
                 for (name, value) in pairs(&ok.headers) {
-                    host.set_request_header(&name, &value);
+                    // The ABI cannot set an empty value (it removes the header). The only empty
+                    // one authz sets is `x-authz-model-version` of an unversioned request, and
+                    // the model server reads its absence as that same "no version"
+                    // (modelserver/src/access.rs).
+                    if value.is_empty() {
+                        host.remove_request_header(&name);
+                    } else {
+                        host.set_request_header(&name, &value);
+                    }
                 }
                 for name in &ok.headers_to_remove {
                     host.remove_request_header(name);

@@ -137,15 +137,10 @@ fn scenario(s: &Stack) -> (Vec<(String, HttpResponse)>, usize) {
 #[test]
 fn the_module_decides_like_the_service_audits_and_survives_cancelled_requests() {
     let module = module();
-    // Both modes from one builder: in-process limits, audit on. The model server does not check
-    // the decision headers: through the 1.40 ABI the module cannot send the empty
-    // `x-authz-model-version` of an unversioned model, so a gateway-mode model server refuses its
-    // allows (docs/embedded.md, "Not done yet"); the decisions are compared here.
-    let builder = || {
-        Stack::builder()
-            .redis(false)
-            .modelserver_setting("authorization.mode", "none")
-    };
+    // Both modes from one builder: in-process limits, audit on, the model server in its default
+    // `gateway` mode (the module's allows leave out the empty `x-authz-model-version`, which the
+    // model server reads as "no version").
+    let builder = || Stack::builder().redis(false);
     let mut embedded = builder().embedded(&module).start();
     let logs = embedded.envoy_logs();
     assert!(
