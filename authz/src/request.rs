@@ -13,7 +13,7 @@
 pub mod grpc_body;
 pub mod path;
 
-pub use grpc_body::{GrpcBodyError, parse_grpc_model};
+pub use grpc_body::{GrpcBodyError, first_frame_len, parse_grpc_model};
 pub use path::{MAX_PATH_BYTES, PathError, Route, parse_path};
 
 use std::borrow::Cow;

@@ -53,15 +53,7 @@ fn call(
     body: Bytes,
     trailers: &[(&str, &str)],
 ) -> GrpcAnswer {
-    let addr = stack.envoy_addr();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    rt.block_on(async move {
-        let mut client = raw_grpc::connect(addr).await;
-        raw_grpc::call(&mut client, addr, path, headers, body, trailers).await
-    })
+    raw_grpc::call_once(stack.envoy_addr(), path, headers, body, trailers)
 }
 
 const OK: Option<u32> = Some(0);

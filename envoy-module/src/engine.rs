@@ -17,12 +17,25 @@ use futures::FutureExt;
 /// writer thread's fsync) rather than computing, so two threads keep up with Envoy's workers.
 const RUNTIME_THREADS: usize = 2;
 
+/// The largest first gRPC message the filter reads whole before deciding (4 MiB): above any
+/// OIP request that names a model and carries a small tensor, and small enough that one stream's
+/// buffer stays bounded. A larger message is refused, never decided on a prefix;
+/// `render_embedded.py` raises Envoy's per-connection buffer limit to match.
+pub const DEFAULT_MAX_GRPC_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The filter configuration (the `filter_config` string of the `dynamic_modules` filter).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleConfig {
     /// The `authz.toml` that `authz serve` would be started with.
     pub config: PathBuf,
+    /// The largest first gRPC message read whole (its 5-byte frame header not counted).
+    #[serde(default = "default_max_grpc_message_bytes")]
+    pub max_grpc_message_bytes: usize,
+}
+
+fn default_max_grpc_message_bytes() -> usize {
+    DEFAULT_MAX_GRPC_MESSAGE_BYTES
 }
 
 /// Loading the filter configuration failed; Envoy then rejects the filter (and its listener).
@@ -42,10 +55,18 @@ pub enum LoadError {
     Start(#[from] authz::service::StartError),
 }
 
+/// Receives a check's answer, on some other thread, exactly once.
+pub type Done = Box<dyn FnOnce(CheckResponse) + Send>;
+
 /// Runs one check to its answer, off the Envoy worker thread.
 pub trait Checker: Send + Sync {
-    /// Starts deciding `req`; `done` gets the answer on some other thread (exactly once).
-    fn spawn_check(&self, req: CheckRequest, done: Box<dyn FnOnce(CheckResponse) + Send>);
+    /// Starts deciding `req`; `done` gets the answer.
+    fn spawn_check(&self, req: CheckRequest, done: Done);
+    /// Starts denying `req` with `reason` without reading it (audited like any decision); `done`
+    /// gets the answer.
+    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done);
+    /// The largest first gRPC message the filter reads whole (frame header not counted).
+    fn max_grpc_message_bytes(&self) -> usize;
 }
 
 /// The module's Tokio runtime, started on first use and never stopped (a dynamic module is
@@ -68,6 +89,7 @@ fn tokio_runtime() -> Result<&'static tokio::runtime::Runtime, std::io::Error> {
 pub struct Engine {
     service: AuthzService,
     handle: tokio::runtime::Handle,
+    max_grpc_message_bytes: usize,
 }
 
 impl Engine {
@@ -93,22 +115,40 @@ impl Engine {
         Ok(Engine {
             service,
             handle: rt.handle().clone(),
+            max_grpc_message_bytes: config.max_grpc_message_bytes,
         })
     }
 }
 
-impl Checker for Engine {
-    fn spawn_check(&self, req: CheckRequest, done: Box<dyn FnOnce(CheckResponse) + Send>) {
-        let service = self.service.clone();
+impl Engine {
+    /// Runs `decide` on the module's runtime; a panic in it answers 503.
+    fn spawn<F>(&self, decide: F, done: Done)
+    where
+        F: Future<Output = Decision> + Send + 'static,
+    {
         self.handle.spawn(async move {
-            let decided = std::panic::AssertUnwindSafe(service.decide(&req))
-                .catch_unwind()
-                .await;
+            let decided = std::panic::AssertUnwindSafe(decide).catch_unwind().await;
             done(match decided {
                 Ok(decision) => to_check_response(&decision),
                 Err(_) => unavailable("the decision pipeline failed"),
             });
         });
+    }
+}
+
+impl Checker for Engine {
+    fn spawn_check(&self, req: CheckRequest, done: Done) {
+        let service = self.service.clone();
+        self.spawn(async move { service.decide(&req).await }, done);
+    }
+
+    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
+        let service = self.service.clone();
+        self.spawn(async move { service.refuse(&req, reason, why).await }, done);
+    }
+
+    fn max_grpc_message_bytes(&self) -> usize {
+        self.max_grpc_message_bytes
     }
 }
 

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use authz::decision::ReasonCode;
+use authz::request::first_frame_len;
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HeaderMap, HeaderValue, HeaderValueOption, SocketAddress,
@@ -26,12 +28,8 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 
 use crate::abi::{self, body_status, headers_status};
-use crate::engine::{Checker, unavailable};
+use crate::engine::{Checker, Done, unavailable};
 use crate::host::{Host, Wake};
-
-/// How much of a gRPC request body the check sees: the same 1 KiB Envoy's ext_authz filter is
-/// configured to send (`AUTHZ_BODY_BYTES` in `envoy/render.py`), so both modes decide alike.
-pub const BODY_PEEK_BYTES: usize = 1024;
 
 /// The path prefix of OIP gRPC calls, whose model is named in the message, not the path.
 const GRPC_SERVICE_PREFIX: &str = "/inference.GRPCInferenceService/";
@@ -44,7 +42,8 @@ pub const EVENT_DECIDED: u64 = 1;
 enum Phase {
     /// Nothing seen yet.
     Start,
-    /// A gRPC call: headers held, body frames collected until [`BODY_PEEK_BYTES`] or its end.
+    /// A gRPC call: headers held, body frames collected until the whole first message is here
+    /// (or the body ends).
     CollectingBody,
     /// Paused; the pipeline is deciding.
     Deciding,
@@ -100,6 +99,9 @@ pub struct Filter {
     pending: Option<Arc<Pending>>,
     /// `response_headers_to_add` of an allow (`RateLimit-*`), set on the upstream's response.
     response_headers: Vec<(String, String)>,
+    /// A gRPC request (`content-type: application/grpc...`): a denial then carries its own
+    /// `grpc-status` (see [`grpc_status_of`]).
+    grpc: bool,
 }
 
 impl Drop for Filter {
@@ -119,6 +121,7 @@ impl Filter {
             check: None,
             pending: None,
             response_headers: Vec::new(),
+            grpc: false,
         }
     }
 
@@ -131,6 +134,9 @@ impl Filter {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
             .map_or("", |h| h.path.as_str());
+        self.grpc = host.request_headers().iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case(b"content-type") && v.starts_with(b"application/grpc")
+        });
         if path.starts_with(GRPC_SERVICE_PREFIX) && !end_of_stream {
             self.check = Some(check);
             self.phase = Phase::CollectingBody;
@@ -145,25 +151,11 @@ impl Filter {
     pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> i32 {
         match self.phase {
             Phase::CollectingBody => {
-                let Some(mut check) = self.check.take() else {
+                let Some(check) = self.check.take() else {
                     self.fail(host, "request state lost");
                     return body_status::STOP_ITERATION_AND_WATERMARK;
                 };
-                let full = match http_of(&mut check) {
-                    Some(http) => {
-                        let room = BODY_PEEK_BYTES.saturating_sub(http.raw_body.len());
-                        let frame = host.received_body();
-                        http.raw_body
-                            .extend_from_slice(&frame[..room.min(frame.len())]);
-                        http.raw_body.len() >= BODY_PEEK_BYTES
-                    }
-                    None => true,
-                };
-                if full || end_of_stream {
-                    self.start(host, check);
-                } else {
-                    self.check = Some(check);
-                }
+                self.collect_first_message(host, check, end_of_stream);
                 body_status::STOP_ITERATION_AND_WATERMARK
             }
             Phase::Deciding | Phase::Answered => body_status::STOP_ITERATION_AND_WATERMARK,
@@ -171,7 +163,50 @@ impl Filter {
         }
     }
 
-    /// Request trailers: a gRPC call whose body ended without filling the peek is decided now.
+    /// Adds the frame just received to a gRPC call's body and, once the whole first message is
+    /// here, decides on it: the model authz reads is then the one the model server decodes (a
+    /// duplicated `model_name` anywhere in the message is refused as malformed, not resolved by
+    /// protobuf's last-wins). A message declared larger than the configured limit is refused
+    /// before it is read; a body that ends early is decided on what arrived (the model server
+    /// rejects the cut frame).
+    fn collect_first_message(
+        &mut self,
+        host: &mut impl Host,
+        mut check: CheckRequest,
+        end_of_stream: bool,
+    ) {
+        let limit = self.checker.max_grpc_message_bytes();
+        let Some(http) = http_of(&mut check) else {
+            self.fail(host, "request state lost");
+            return;
+        };
+        let frame = host.received_body();
+        let want = first_frame_len(&http.raw_body).unwrap_or(usize::MAX);
+        let room = want.saturating_sub(http.raw_body.len());
+        http.raw_body
+            .extend_from_slice(&frame[..room.min(frame.len())]);
+        match first_frame_len(&http.raw_body) {
+            Some(len) if len - 5 > limit => {
+                http.raw_body.truncate(5);
+                let why = format!("gRPC message larger than the {limit} bytes authz reads");
+                self.refuse(host, check, ReasonCode::MalformedRequest, why);
+                return;
+            }
+            Some(len) if http.raw_body.len() >= len => {
+                http.raw_body.truncate(len);
+                self.start(host, check);
+                return;
+            }
+            _ => {}
+        }
+        if end_of_stream {
+            self.start(host, check);
+        } else {
+            self.check = Some(check);
+        }
+    }
+
+    /// Request trailers: a gRPC call whose body ended before its first message did is decided now.
     pub fn on_request_trailers(&mut self, host: &mut impl Host) -> i32 {
         if self.phase == Phase::CollectingBody
             && let Some(check) = self.check.take()
@@ -214,11 +249,27 @@ impl Filter {
     }
 
     fn start(&mut self, host: &mut impl Host, check: CheckRequest) {
+        let done = self.pause(host);
+        self.checker.spawn_check(check, done);
+    }
+
+    fn refuse(
+        &mut self,
+        host: &mut impl Host,
+        check: CheckRequest,
+        reason: ReasonCode,
+        why: String,
+    ) {
+        let done = self.pause(host);
+        self.checker.spawn_refusal(check, reason, why, done);
+    }
+
+    /// Pauses for an answer; what the deciding task calls with it.
+    fn pause(&mut self, host: &mut impl Host) -> Done {
         let pending = Arc::new(Pending::new(host.scheduler()));
         self.pending = Some(Arc::clone(&pending));
         self.phase = Phase::Deciding;
-        self.checker
-            .spawn_check(check, Box::new(move |answer| pending.deliver(answer)));
+        Box::new(move |answer| pending.deliver(answer))
     }
 
     /// Applies a `CheckResponse` the way Envoy's ext_authz filter does.
@@ -248,7 +299,11 @@ impl Filter {
                 let status = denied
                     .status
                     .map_or(403, |s| u32::try_from(s.code).unwrap_or(403));
-                host.send_response(status, &pairs(&denied.headers), &denied.body);
+                let mut headers = pairs(&denied.headers);
+                if self.grpc {
+                    headers.push(("grpc-status".to_owned(), grpc_status_of(status).to_string()));
+                }
+                host.send_response(status, &headers, &denied.body);
             }
             // The pipeline always answers allow or deny; anything else fails closed.
             Some(HttpResponse::ErrorResponse(_)) | None => {
@@ -257,6 +312,21 @@ impl Filter {
                 self.apply(host, denied);
             }
         }
+    }
+}
+
+/// The `grpc-status` of a denial with HTTP `status`: Envoy's `Grpc::Utility::httpToGrpcStatus`,
+/// which its local reply to a gRPC request uses under ext_authz. Through the 1.40 module ABI
+/// `send_response` passes gRPC status OK instead (a denial would read as an empty success), and
+/// a `grpc-status` the reply's headers carry takes precedence, so the module sets it.
+fn grpc_status_of(status: u32) -> u32 {
+    match status {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
     }
 }
 

@@ -21,7 +21,8 @@
 //! - The configuration is read when Envoy creates the filter config; changes to `authz.toml` or
 //!   policies are not reloaded (reload Envoy's listener, or restart it).
 //! - No metrics are exported (the pipeline's registry exists but nothing scrapes it).
-//! - For gRPC only the first 1 KiB of the body is inspected, as with ext_authz.
+//! - A gRPC call's first message is read whole up to `max_grpc_message_bytes` (4 MiB by
+//!   default); a larger one is refused, and the stream buffers it meanwhile.
 //! - A failure of the module itself (panic, a decision task lost) answers 503 with reason
 //!   `unavailable`; such a 503 has no audit record, since no decision was made.
 //!

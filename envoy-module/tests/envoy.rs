@@ -4,8 +4,8 @@
 //! (and `authz audit verify` accepts the file), and survives clients that disconnect while their
 //! request is paused for a decision.
 //!
-//! `cargo test` builds the module (this crate's cdylib) before running this file; the test loads
-//! that build, found next to the test binary.
+//! The test loads the module of this build (`cargo build -p envoy-module`, which `make build`
+//! runs), found next to the test binary.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use e2e::raw_grpc;
 use e2e::stack::{HttpResponse, Stack};
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
@@ -219,4 +220,116 @@ fn the_module_decides_like_the_service_audits_and_survives_cancelled_requests() 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One gRPC call over its own h2c connection to the stack's Envoy.
+fn grpc_call(stack: &Stack, method: &str, auth: &str, body: bytes::Bytes) -> raw_grpc::GrpcAnswer {
+    let path = format!("/inference.GRPCInferenceService/{method}");
+    raw_grpc::call_once(
+        stack.envoy_addr(),
+        &path,
+        &[("authorization", auth)],
+        body,
+        &[],
+    )
+}
+
+/// A `ModelInferRequest` naming `first`, then padding past the 1 KiB ext_authz would see, then
+/// `then` as a second `model_name` when given, then benchmark-echo's inputs.
+fn infer_message(first: &str, then: Option<&str>) -> Vec<u8> {
+    let mut m = Vec::new();
+    raw_grpc::field(&mut m, 1, first.as_bytes());
+    raw_grpc::padding(&mut m);
+    if let Some(t) = then {
+        raw_grpc::field(&mut m, 1, t.as_bytes());
+    }
+    raw_grpc::infer_inputs(first, &mut m);
+    m
+}
+
+#[test]
+fn grpc_is_decided_on_the_whole_first_message() {
+    let stack = Stack::builder().redis(false).embedded(module()).start();
+    let auth = format!("Bearer {}", stack.token("analyst-grpc", ANALYST));
+    let malformed = |s: &Stack| {
+        s.audit_records()
+            .iter()
+            .filter(|r| r["reason"] == "malformed_request")
+            .count()
+    };
+
+    // One name, padded past the 1 KiB prefix: read whole, allowed, run.
+    let ok = grpc_call(
+        &stack,
+        "ModelInfer",
+        &auth,
+        raw_grpc::frame(&infer_message("benchmark-echo", None)),
+    );
+    assert_eq!(
+        ok.status,
+        Some(0),
+        "{}\n{}",
+        ok.message,
+        stack.diagnostics()
+    );
+    let seen = stack.envoy_requests_to_modelserver();
+
+    // The duplicate-field attack: an allowed name first, another past 1 KiB (protobuf decoders
+    // keep the last). ext_authz sees only the first and the model server refuses the mismatch;
+    // the module sees both and refuses the message itself, before anything goes upstream. A
+    // second copy of the same name, or of a version, is as malformed.
+    let mut version_twice = Vec::new();
+    raw_grpc::field(&mut version_twice, 1, b"benchmark-echo");
+    raw_grpc::field(&mut version_twice, 2, b"1");
+    raw_grpc::padding(&mut version_twice);
+    raw_grpc::field(&mut version_twice, 2, b"2");
+    for (what, message) in [
+        (
+            "another name past 1 KiB",
+            infer_message("benchmark-echo", Some("threat-triage")),
+        ),
+        (
+            "the same name twice",
+            infer_message("benchmark-echo", Some("benchmark-echo")),
+        ),
+        ("a version twice", version_twice),
+    ] {
+        let answer = grpc_call(&stack, "ModelInfer", &auth, raw_grpc::frame(&message));
+        assert_ne!(answer.status, Some(0), "{what}");
+        assert!(
+            answer.message.contains("malformed_request"),
+            "{what}: {}",
+            answer.message
+        );
+    }
+    assert_eq!(malformed(&stack), 3, "each refusal is audited");
+
+    // A message declared larger than the module reads (4 MiB) is refused unread, and audited.
+    let mut huge = vec![0u8];
+    huge.extend_from_slice(&(4 * 1024 * 1024 + 1u32).to_be_bytes());
+    let mut head = Vec::new();
+    raw_grpc::field(&mut head, 1, b"benchmark-echo");
+    huge.extend_from_slice(&head);
+    let answer = grpc_call(&stack, "ModelInfer", &auth, bytes::Bytes::from(huge));
+    assert_ne!(answer.status, Some(0));
+    assert!(
+        answer.message.contains("malformed_request"),
+        "{}",
+        answer.message
+    );
+    assert_eq!(malformed(&stack), 4);
+    assert_eq!(
+        stack.envoy_requests_to_modelserver(),
+        seen,
+        "no refused message went upstream"
+    );
+
+    // A whole message over 1 MiB (the ext_authz configuration's buffer limit and HTTP/2 stream
+    // window, which render_embedded.py raises) and within 4 MiB is read and run.
+    let mut big = Vec::new();
+    raw_grpc::field(&mut big, 1, b"benchmark-echo");
+    raw_grpc::field(&mut big, 1000, &vec![b'p'; 2 * 1024 * 1024]);
+    raw_grpc::infer_inputs("benchmark-echo", &mut big);
+    let answer = grpc_call(&stack, "ModelInfer", &auth, raw_grpc::frame(&big));
+    assert_eq!(answer.status, Some(0), "{}", answer.message);
 }

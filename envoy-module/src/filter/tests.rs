@@ -65,17 +65,26 @@ impl Host for FakeHost {
     }
 }
 
-type Done = Box<dyn FnOnce(CheckResponse) + Send>;
+/// The fake's gRPC message limit.
+const LIMIT: usize = 2048;
 
 /// Holds each check until the test answers it, as the module's runtime would later.
 #[derive(Default)]
 struct FakeChecker {
     checks: Mutex<Vec<(CheckRequest, Done)>>,
+    refusals: Mutex<Vec<(ReasonCode, String)>>,
 }
 
 impl Checker for FakeChecker {
     fn spawn_check(&self, req: CheckRequest, done: Done) {
         self.checks.lock().unwrap().push((req, done));
+    }
+    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
+        self.refusals.lock().unwrap().push((reason, why));
+        self.checks.lock().unwrap().push((req, done));
+    }
+    fn max_grpc_message_bytes(&self) -> usize {
+        LIMIT
     }
 }
 
@@ -205,9 +214,7 @@ fn a_request_cancelled_while_paused_is_never_woken_nor_touched() {
     );
 }
 
-#[test]
-fn grpc_calls_are_decided_on_the_start_of_the_body() {
-    let (checker, mut filter, mut host) = setup();
+fn grpc_host(host: &mut FakeHost) {
     host.headers = vec![
         (b":method".to_vec(), b"POST".to_vec()),
         (
@@ -215,27 +222,78 @@ fn grpc_calls_are_decided_on_the_start_of_the_body() {
             b"/inference.GRPCInferenceService/ModelInfer".to_vec(),
         ),
     ];
-    assert_eq!(
-        filter.on_request_headers(&mut host, false),
-        headers_status::STOP_ITERATION
-    );
-    host.body = vec![7; 600];
-    filter.on_request_body(&mut host, false);
-    assert!(
-        checker.checks.lock().unwrap().is_empty(),
-        "600 bytes: not yet"
-    );
-    filter.on_request_body(&mut host, false);
-    let req = checker.answer(allow());
-    let body = req
-        .attributes
+}
+
+/// A gRPC frame header declaring a `len`-byte message.
+fn frame_header(len: u32) -> Vec<u8> {
+    let mut b = vec![0];
+    b.extend_from_slice(&len.to_be_bytes());
+    b
+}
+
+fn raw_body(req: CheckRequest) -> Vec<u8> {
+    req.attributes
         .unwrap()
         .request
         .unwrap()
         .http
         .unwrap()
-        .raw_body;
-    assert_eq!(body.len(), BODY_PEEK_BYTES);
+        .raw_body
+}
+
+#[test]
+fn grpc_calls_are_decided_on_their_whole_first_message() {
+    let (checker, mut filter, mut host) = setup();
+    grpc_host(&mut host);
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        headers_status::STOP_ITERATION
+    );
+    host.body = frame_header(1500);
+    host.body.extend([7; 595]);
+    filter.on_request_body(&mut host, false);
+    host.body = vec![7; 600];
+    filter.on_request_body(&mut host, false);
+    assert!(
+        checker.checks.lock().unwrap().is_empty(),
+        "1200 of 1505 bytes: not yet"
+    );
+    // The rest of the message and the start of a second one.
+    host.body = vec![7; 400];
+    filter.on_request_body(&mut host, false);
+    let body = raw_body(checker.answer(allow()));
+    assert_eq!(
+        body.len(),
+        1505,
+        "exactly the first message, frame header included"
+    );
+}
+
+#[test]
+fn a_grpc_message_over_the_limit_is_refused_unread() {
+    let (checker, mut filter, mut host) = setup();
+    grpc_host(&mut host);
+    filter.on_request_headers(&mut host, false);
+    host.body = frame_header(u32::try_from(LIMIT).unwrap() + 1);
+    host.body.extend([7; 100]);
+    filter.on_request_body(&mut host, false);
+    let (reason, why) = checker.refusals.lock().unwrap().remove(0);
+    assert_eq!(reason, ReasonCode::MalformedRequest);
+    assert!(why.contains("2048 bytes"), "{why}");
+    let d = Decision::new(reason, why);
+    assert_eq!(raw_body(checker.answer(to_check_response(&d))).len(), 5);
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.sent.as_ref().map(|s| s.0), Some(400));
+    assert_eq!(host.continued, 0);
+    // Exactly at the limit is read and decided.
+    let (checker, mut filter, mut host) = setup();
+    grpc_host(&mut host);
+    filter.on_request_headers(&mut host, false);
+    host.body = frame_header(u32::try_from(LIMIT).unwrap());
+    host.body.extend(vec![7; LIMIT]);
+    filter.on_request_body(&mut host, false);
+    assert!(checker.refusals.lock().unwrap().is_empty());
+    assert_eq!(raw_body(checker.answer(allow())).len(), LIMIT + 5);
 }
 
 #[test]
