@@ -434,6 +434,9 @@ impl Stack {
             );
         }
         stack.wait_envoy();
+        if stack.module_dir.is_some() {
+            stack.wait_authz();
+        }
         eprintln!(
             "e2e stack ready in {:.1}s: envoy 127.0.0.1:{} ({:?})",
             started.elapsed().as_secs_f64(),
@@ -608,9 +611,15 @@ impl Stack {
         });
     }
 
+    /// authz's `/readyz`: served by `authz serve`, or in the embedded mode by the module inside
+    /// Envoy (on the same `[server] admin_addr`).
     fn wait_authz(&mut self) {
         let addr = loopback(self.ports.authz_admin);
-        wait_for_http(addr, "/readyz", READY_TIMEOUT, self.authz.as_mut());
+        let proc = match self.authz.as_mut() {
+            Some(authz) => Some(authz),
+            None => self.envoy.as_mut(),
+        };
+        wait_for_http(addr, "/readyz", READY_TIMEOUT, proc);
     }
 
     fn wait_modelserver(&mut self) {
@@ -911,6 +920,22 @@ impl Stack {
                     .unwrap_or(0)
             })
             .sum()
+    }
+
+    /// authz's Prometheus text (`/metrics` on its admin port), in both modes.
+    ///
+    /// # Panics
+    /// When authz's admin port does not answer.
+    pub fn authz_metrics(&self) -> String {
+        let (status, body) = http_get(self.authz_admin(), "/metrics")
+            .expect("authz's admin port answers (the module's, in the embedded mode)");
+        assert_eq!(status, 200, "authz /metrics: {body}");
+        body
+    }
+
+    /// authz's admin address (`/healthz`, `/readyz`, `/metrics`), in both modes.
+    pub fn authz_admin(&self) -> SocketAddr {
+        loopback(self.ports.authz_admin)
     }
 
     /// The model server's Prometheus text (`/metrics` on its metrics port).

@@ -1,10 +1,12 @@
-//! The authz pipeline inside Envoy: one [`Engine`] per filter configuration, all of them on one
-//! Tokio runtime owned by the module, so Redis round trips and the audit group commit never run
-//! on an Envoy worker thread.
+//! The authz pipeline inside Envoy: one [`Engine`] per `authz.toml` (shared by the filter
+//! configurations naming it), all of them on one Tokio runtime owned by the module, so Redis
+//! round trips, the audit group commit, config reloads and the admin server never run on an
+//! Envoy worker thread.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+use authz::admin::{AdminState, serve_admin};
 use authz::decision::{Decision, ReasonCode};
 use authz::metrics::Metrics;
 use authz::response::to_check_response;
@@ -12,6 +14,7 @@ use authz::runtime::{Runtime, SharedRuntime};
 use authz::service::AuthzService;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use futures::FutureExt;
+use tokio::sync::watch;
 
 /// Threads of the module's Tokio runtime. A check spends its time waiting (Redis, the audit
 /// writer thread's fsync) rather than computing, so two threads keep up with Envoy's workers.
@@ -53,6 +56,12 @@ pub enum LoadError {
     /// The rate limiter or the audit log could not be started.
     #[error("starting the pipeline: {0}")]
     Start(#[from] authz::service::StartError),
+    /// The admin server (`/metrics`, `/readyz`) cannot listen on `[server] admin_addr`.
+    #[error("admin server on {addr}: {error}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// Receives a check's answer, on some other thread, exactly once.
@@ -85,42 +94,124 @@ fn tokio_runtime() -> Result<&'static tokio::runtime::Runtime, std::io::Error> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
-/// The pipeline of one filter configuration: the same [`AuthzService`] `authz serve` runs.
-pub struct Engine {
-    service: AuthzService,
-    handle: tokio::runtime::Handle,
+/// One filter configuration: the pipeline of its `authz.toml` and its own gRPC message limit.
+pub struct FilterConfig {
+    engine: Arc<Engine>,
     max_grpc_message_bytes: usize,
 }
 
-impl Engine {
-    /// Loads `authz.toml` named by the filter config JSON and starts the pipeline, as
-    /// `authz serve` does. Blocks (Envoy calls this on its main thread, at configuration time).
+impl FilterConfig {
+    /// Parses the filter config JSON and starts (or joins) the pipeline of the `authz.toml` it
+    /// names. Blocks (Envoy calls this on its main thread, at configuration time).
     ///
     /// # Errors
     /// [`LoadError`] naming what is wrong.
     pub fn load(filter_config: &[u8]) -> Result<Self, LoadError> {
         let config: ModuleConfig = serde_json::from_slice(filter_config)?;
-        let rt = tokio_runtime()?;
-        let metrics = Arc::new(Metrics::new());
-        let service = rt.block_on(async {
-            let runtime = Runtime::load(&config.config, Arc::clone(&metrics))
-                .await
-                .map_err(|e| LoadError::Config {
-                    path: config.config.display().to_string(),
-                    errors: e.to_string(),
-                })?;
-            let shared: SharedRuntime = Arc::new(arc_swap::ArcSwap::from_pointee(runtime));
-            Ok::<_, LoadError>(AuthzService::start(shared, metrics)?)
-        })?;
-        Ok(Engine {
-            service,
-            handle: rt.handle().clone(),
+        Ok(FilterConfig {
+            engine: Engine::for_config(&config.config)?,
             max_grpc_message_bytes: config.max_grpc_message_bytes,
         })
     }
 }
 
+impl Checker for FilterConfig {
+    fn spawn_check(&self, req: CheckRequest, done: Done) {
+        let service = self.engine.service.clone();
+        self.engine
+            .spawn(async move { service.decide(&req).await }, done);
+    }
+
+    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
+        let service = self.engine.service.clone();
+        self.engine
+            .spawn(async move { service.refuse(&req, reason, why).await }, done);
+    }
+
+    fn max_grpc_message_bytes(&self) -> usize {
+        self.max_grpc_message_bytes
+    }
+}
+
+/// The pipeline of one `authz.toml`, as `authz serve` runs it: the same [`AuthzService`], the
+/// reload watcher (file polling every `[server] reload_poll_interval`; an invalid change keeps
+/// the running configuration) and the admin server (`/metrics`, `/readyz`, `/healthz` on
+/// `[server] admin_addr`).
+///
+/// Every filter configuration naming the same file shares one engine (the plain and the TLS
+/// listener; a listener update's new configuration, created while the old one still runs), so
+/// an audit chain has one writer and the admin address one listener.
+pub struct Engine {
+    service: AuthzService,
+    handle: tokio::runtime::Handle,
+    /// Set to `true` when the engine is dropped: stops the reload watcher and the admin server.
+    stop: watch::Sender<bool>,
+}
+
+/// The running engines by `authz.toml` path; an entry lives while a filter configuration holds it.
+static ENGINES: Mutex<Vec<(PathBuf, Weak<Engine>)>> = Mutex::new(Vec::new());
+
 impl Engine {
+    /// The running engine of `path`, or a new one.
+    ///
+    /// # Errors
+    /// [`LoadError`] when a new engine cannot start.
+    fn for_config(path: &Path) -> Result<Arc<Engine>, LoadError> {
+        let mut engines = ENGINES.lock().unwrap_or_else(PoisonError::into_inner);
+        engines.retain(|(_, e)| e.strong_count() > 0);
+        if let Some(engine) = engines
+            .iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, e)| e.upgrade())
+        {
+            return Ok(engine);
+        }
+        let engine = Arc::new(Engine::start(path)?);
+        engines.push((path.to_owned(), Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    fn start(path: &Path) -> Result<Self, LoadError> {
+        let rt = tokio_runtime()?;
+        let metrics = Arc::new(Metrics::new());
+        let (stop, stopped) = watch::channel(false);
+        let service = rt.block_on(async {
+            let runtime = Runtime::load(path, Arc::clone(&metrics))
+                .await
+                .map_err(|e| LoadError::Config {
+                    path: path.display().to_string(),
+                    errors: e.to_string(),
+                })?;
+            let server = runtime.config.server.clone();
+            let admin = tokio::net::TcpListener::bind(server.admin_addr)
+                .await
+                .map_err(|error| LoadError::Admin {
+                    addr: server.admin_addr,
+                    error,
+                })?;
+            let shared: SharedRuntime = Arc::new(arc_swap::ArcSwap::from_pointee(runtime));
+            let service = AuthzService::start(Arc::clone(&shared), Arc::clone(&metrics))?;
+            let state = AdminState {
+                metrics: Arc::clone(&metrics),
+                readiness: service.readiness(),
+            };
+            tokio::spawn(serve_admin(admin, state, stopped_signal(stopped.clone())));
+            tokio::spawn(authz::runtime::watch_files(
+                path.to_owned(),
+                shared,
+                metrics,
+                server.reload_poll_interval,
+                stopped_signal(stopped),
+            ));
+            Ok::<_, LoadError>(service)
+        })?;
+        Ok(Engine {
+            service,
+            handle: rt.handle().clone(),
+            stop,
+        })
+    }
+
     /// Runs `decide` on the module's runtime; a panic in it answers 503.
     fn spawn<F>(&self, decide: F, done: Done)
     where
@@ -136,26 +227,17 @@ impl Engine {
     }
 }
 
-impl Checker for Engine {
-    fn spawn_check(&self, req: CheckRequest, done: Done) {
-        let service = self.service.clone();
-        self.spawn(async move { service.decide(&req).await }, done);
-    }
-
-    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
-        let service = self.service.clone();
-        self.spawn(async move { service.refuse(&req, reason, why).await }, done);
-    }
-
-    fn max_grpc_message_bytes(&self) -> usize {
-        self.max_grpc_message_bytes
-    }
+/// Completes once `stop` turns `true` (or its sender is gone).
+async fn stopped_signal(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // Envoy destroyed the filter configuration (listener removed or shutting down): let the
-        // audit writer answer what is queued and stop.
+        // Every filter configuration of this file is gone (listener removed, Envoy shutting
+        // down): stop the watcher and the admin server, let the audit writer answer what is
+        // queued and stop.
+        let _ = self.stop.send(true);
         self.service.audit().clone().shutdown();
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::abi::{
     self, ConfigEnvoyPtr, ConfigModulePtr, EnvoyBuffer, FilterEnvoyPtr, FilterModulePtr,
 };
-use crate::engine::{Checker, Engine};
+use crate::engine::{Checker, FilterConfig};
 use crate::filter::Filter;
 use crate::host::EnvoyHost;
 
@@ -69,10 +69,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> ConfigModulePtr {
     // SAFETY: Envoy's buffer, valid for this call (copied here).
     let bytes = unsafe { config.to_vec() };
-    let loaded = catch_unwind(|| Engine::load(&bytes));
+    let loaded = catch_unwind(|| FilterConfig::load(&bytes));
     match loaded {
-        Ok(Ok(engine)) => {
-            let checker: Arc<dyn Checker> = Arc::new(engine);
+        Ok(Ok(config)) => {
+            let checker: Arc<dyn Checker> = Arc::new(config);
             Box::into_raw(Box::new(checker)).cast_const().cast()
         }
         Ok(Err(e)) => {

@@ -14,13 +14,15 @@
 //! - [`host`]: what a stream needs from Envoy, as a trait; `EnvoyHost` calls the ABI.
 //! - [`filter`]: one stream: pause, decide, resume or answer; the ownership that makes a
 //!   request cancelled while paused safe.
-//! - [`engine`]: loads the configuration and runs checks on the module's runtime.
+//! - [`engine`]: one pipeline per `authz.toml` (with its reload watcher and admin server),
+//!   shared by the filter configurations naming it; runs checks on the module's runtime.
 //!
 //! # What it does not guarantee (yet)
 //!
-//! - The configuration is read when Envoy creates the filter config; changes to `authz.toml` or
-//!   policies are not reloaded (reload Envoy's listener, or restart it).
-//! - No metrics are exported (the pipeline's registry exists but nothing scrapes it).
+//! - Reloads poll the files (`[server] reload_poll_interval`); SIGHUP is Envoy's, not ours.
+//! - The admin server (`/metrics`, `/readyz`) binds `[server] admin_addr` inside Envoy: two
+//!   Envoys on one host (a hot restart) need distinct addresses, or the second one's filter
+//!   configuration fails to load.
 //! - A gRPC call's first message is read whole up to `max_grpc_message_bytes` (4 MiB by
 //!   default); a larger one is refused, and the stream buffers it meanwhile.
 //! - A failure of the module itself (panic, a decision task lost) answers 503 with reason

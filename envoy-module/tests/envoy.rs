@@ -333,3 +333,60 @@ fn grpc_is_decided_on_the_whole_first_message() {
     let answer = grpc_call(&stack, "ModelInfer", &auth, raw_grpc::frame(&big));
     assert_eq!(answer.status, Some(0), "{}", answer.message);
 }
+
+/// Polls `what` every 100 ms for up to 15 s (the config is polled every 2 s).
+fn eventually(what: &str, stack: &Stack, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 15 s\n{}",
+            stack.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_module_reloads_its_config_keeps_it_on_an_invalid_change_and_serves_metrics() {
+    let stack = Stack::builder().redis(false).embedded(module()).start();
+    let admin = stack.authz_admin();
+    assert_eq!(e2e::http_get(admin, "/readyz").map(|r| r.0).ok(), Some(200));
+    let analyst = stack.token("analyst-reload", ANALYST);
+    let no_reason = || {
+        stack
+            .infer(Some(&analyst), "mission-summarizer", None, "e-reload")
+            .status
+    };
+    assert_eq!(no_reason(), 403, "mission-summarizer requires a reason");
+    let metrics = stack.authz_metrics();
+    assert!(
+        metrics.contains(
+            "authz_decisions_total{decision=\"deny\",reason=\"reason_required\",model=\"mission-summarizer\"} 1"
+        ),
+        "the module's decisions are counted on its admin port:\n{metrics}"
+    );
+
+    // An invalid change is rejected, counted, and the running configuration keeps deciding.
+    let path = stack.authz_config_path().to_owned();
+    let valid = std::fs::read_to_string(&path).expect("the authz config");
+    std::fs::write(&path, format!("{valid}\n[models.broken]\nrate_limit = 7\n"))
+        .expect("write the config");
+    eventually("a rejected reload", &stack, || {
+        stack
+            .authz_metrics()
+            .contains("authz_config_reloads_total{result=\"failure\"} 1")
+    });
+    assert_eq!(no_reason(), 403, "the running configuration is kept");
+
+    // A valid change applies: the reason requirement is lifted.
+    let mut config: toml::Table = toml::from_str(&valid).expect("the config is TOML");
+    config["models"]["mission-summarizer"]["requires_reason"] = false.into();
+    std::fs::write(&path, toml::to_string(&config).expect("TOML")).expect("write the config");
+    eventually("a successful reload", &stack, || {
+        stack
+            .authz_metrics()
+            .contains("authz_config_reloads_total{result=\"success\"} 1")
+    });
+    assert_eq!(no_reason(), 200, "the reloaded configuration decides");
+}
