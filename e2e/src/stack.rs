@@ -933,6 +933,11 @@ impl Stack {
         body
     }
 
+    /// Whether authz runs inside Envoy (the embedded mode) rather than behind ext_authz.
+    pub fn embedded(&self) -> bool {
+        self.module_dir.is_some()
+    }
+
     /// authz's admin address (`/healthz`, `/readyz`, `/metrics`), in both modes.
     pub fn authz_admin(&self) -> SocketAddr {
         loopback(self.ports.authz_admin)
