@@ -14,7 +14,12 @@ so both modes differ only in where the decision is made:
 - the listeners' per-connection buffer limit is raised to hold the whole first gRPC message the
   module reads (`--max-grpc-message-bytes`, 4 MiB by default) and its frame header.
 
-Usage: render_embedded.py --authz-config PATH [render.py's --target local overrides] --out FILE
+Usage: render_embedded.py --authz-config PATH [--target local|compose] [render.py's overrides] --out FILE
+
+The compose render is committed (envoy/rendered/compose-embedded.yaml, for compose's `embedded`
+profile):
+  render_embedded.py --target compose --authz-config /etc/authz/authz.toml \
+    --out envoy/rendered/compose-embedded.yaml
 """
 
 from __future__ import annotations
@@ -105,12 +110,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--max-grpc-message-bytes", type=int, default=MAX_GRPC_MESSAGE_BYTES,
                    help="largest first gRPC message the module reads whole (larger: refused)")
+    p.add_argument("--target", choices=("local", "compose"), default="local",
+                   help="render.py's values to start from (compose: envoy/rendered/compose-embedded.yaml)")
     p.add_argument("--listen-port", type=int)
     p.add_argument("--admin-port", type=int)
     p.add_argument("--modelserver-http")
     p.add_argument("--modelserver-grpc")
     args = p.parse_args(argv)
-    values = render.load_values("local")
+    values = render.load_values(args.target)
     values.update({k: getattr(args, k) for k in ("listen_port", "admin_port", "modelserver_http",
                                                   "modelserver_grpc") if getattr(args, k) is not None})
     config = embed(render.build_config(values), str(Path(args.authz_config).resolve()),
