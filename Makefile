@@ -15,11 +15,14 @@ test: bootstrap lint build test-rust test-conformance test-scripts validate-depl
 bootstrap:
 	@scripts/bootstrap.sh
 
+# The binaries, and libauthz_module.so (a cdylib, which `--bins` does not build) for the
+# embedded mode and its tests.
 build:
-	$(ENV) && cargo build --workspace --locked --bins
+	$(ENV) && cargo build --workspace --locked --bins && cargo build --locked -p envoy-module --lib
 
 build-release:
-	$(ENV) && cargo build --workspace --locked --release --bins
+	$(ENV) && cargo build --workspace --locked --release --bins \
+		&& cargo build --locked --release -p envoy-module --lib
 
 lint:
 	cargo fmt --all -- --check

@@ -16,6 +16,9 @@ Variants (docs/benchmarks.md explains them and how to read the numbers):
   D  Envoy's own jwt_authn + rbac + local_ratelimit for the demo policy (bench/envoy_variants.py)
   N  Envoy + ext_authz to an allow-all gRPC server (authz/examples/ext_authz_floor.rs): the floor
      of any ext_authz service, not one of the issue's four
+  M  the embedded mode: authz inside Envoy as a dynamic module (libauthz_module.so, docs/embedded.md),
+     the same config as B (in-process rate limit, fsync audit), no ext_authz call
+  R  as M, rate-limit counters in Redis (as C)
 
 Per run it also reads the CPU time (utime + stime from /proc) that each process spent, so the
 results say which component a request's CPU goes to: a quick profile for free.
@@ -64,7 +67,12 @@ VARIANTS = {
     # everything at once (authz/examples/ext_authz_floor.rs). What any ext_authz service costs
     # before it decides anything; B - N is what authz's decision, rate limit and audit add.
     "N": {"kind": "ext-authz", "authz": "floor", "label": "N: ext_authz to an allow-all gRPC server (ext_authz floor)"},
+    # The embedded mode (issue 18): B's and C's pipeline and config inside Envoy, no ext_authz call.
+    "M": {"kind": "embedded", "authz": "memory", "label": "M: authz module in Envoy (memory limiter, fsync audit)"},
+    "R": {"kind": "embedded", "authz": "redis", "label": "R: authz module in Envoy (Redis limiter, fsync audit)"},
 }
+# The order variants run in, within each round and concurrency.
+ORDER = "ABCDNMR"
 MODEL = "benchmark-echo"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 BODY = b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["hello, gateway"]}]}'
@@ -385,17 +393,22 @@ def summarize(runs: list[RunResult], variants: list[str], concurrencies: list[in
 
 
 def goals(rows: list[dict], fdatasync_ms: float | None = None) -> list[dict]:
-    """The goals of issues 10 and 17, each with its measured value and whether it is met."""
+    """The goals of issues 10, 17 and 18, each with its measured value and whether it is met."""
     def row(v, c):
         return next((r for r in rows if r["variant"] == v and r["concurrency"] == c), None)
 
     out = []
-    bn = [(c, row("B", c), row("N", c)) for c in (16, 64)]
-    bn = [(c, b, n) for c, b, n in bn if b and n]
-    if bn:
-        out.append({"goal": "B / N throughput >= 0.90 at c=16 and c=64",
-                    "value": ", ".join(f"c={c}: {b['rps'] / n['rps']:.2f}" for c, b, n in bn),
-                    "met": min(b["rps"] / n["rps"] for _, b, n in bn) >= 0.90})
+
+    def throughput_ratio(v, base, least):
+        """`v / base throughput >= least at c=16 and c=64`, when both ran."""
+        pairs = [(c, row(v, c), row(base, c)) for c in (16, 64)]
+        pairs = [(c, x, y) for c, x, y in pairs if x and y]
+        if pairs:
+            out.append({"goal": f"{v} / {base} throughput >= {least:.2f} at c=16 and c=64",
+                        "value": ", ".join(f"c={c}: {x['rps'] / y['rps']:.2f}" for c, x, y in pairs),
+                        "met": min(x["rps"] / y["rps"] for _, x, y in pairs) >= least})
+
+    throughput_ratio("B", "N", 0.90)
     b1, n1 = row("B", 1), row("N", 1)
     if b1 and n1 and fdatasync_ms is not None:
         over = b1["p50_ms"] - n1["p50_ms"]
@@ -410,6 +423,13 @@ def goals(rows: list[dict], fdatasync_ms: float | None = None) -> list[dict]:
     if n64 and a64:
         out.append({"goal": "N / A throughput at c=64 >= 0.65",
                     "value": f"{n64['rps'] / a64['rps']:.2f}", "met": n64["rps"] / a64["rps"] >= 0.65})
+    # Issue 18: the embedded mode.
+    throughput_ratio("M", "D", 0.85)
+    m1 = row("M", 1)
+    if m1 and m1["p50_overhead_vs_a_ms"] is not None and fdatasync_ms is not None:
+        over = m1["p50_overhead_vs_a_ms"]
+        out.append({"goal": "M p50 over A at c=1 <= fdatasync p50 + 0.1 ms",
+                    "value": f"{over:.3f} ms (fdatasync p50 {fdatasync_ms:.3f} ms)", "met": over <= fdatasync_ms + 0.1})
     b1 = row("B", 1)
     if b1 and b1["p50_overhead_vs_a_ms"] is not None:
         out.append({"goal": "B p50 overhead over A at c=1 < 0.5 ms",
@@ -531,7 +551,7 @@ def tool_version(argv: list[str]) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default=env("BENCH_VARIANTS", "A,B,C,D,N"), help="comma list of A,B,C,D,N")
+    p.add_argument("--variants", default=env("BENCH_VARIANTS", "A,B,C,D,N,M,R"), help="comma list of A,B,C,D,N,M,R")
     p.add_argument("--concurrency", default=env("BENCH_CONCURRENCY", "1,16,64"), help="comma list")
     p.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "3")))
     p.add_argument("--duration", type=int, default=int(env("BENCH_DURATION", "5")), help="whole seconds per run")
@@ -610,7 +630,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown or not args.variants:
         p.error(f"--variants: unknown {unknown}; choose from {','.join(VARIANTS)}")
-    args.variants = [v for v in "ABCDN" if v in args.variants] + extras  # always A B C D N order, then extras
+    args.variants = [v for v in ORDER if v in args.variants] + extras  # always A B C D N M R order, then extras
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if any(c < 1 for c in args.concurrency) or args.rounds < 1 or args.duration <= 0:
         p.error("concurrency, rounds and duration must be positive")
@@ -696,9 +716,11 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
                 raise BenchError(f"authz rejects the variant {v} config {cfg} (variants B and C need authz with "
                                  f"[rate_limit] and [audit]; BENCH_VARIANTS=A,D runs without authz):\n"
                                  f"{check.stdout}{check.stderr}")
-            authz = stack.start(f"authz-{v}", [spec.get("bin") or str(authz_bin), "serve", "--config", str(cfg)],
-                                env=spec.get("env"))
-            endpoints.setdefault("_wait", []).append((f"authz {v}", http_ok(f"http://127.0.0.1:{authz_admin}/readyz"), authz))
+            if spec["kind"] != "embedded":
+                authz = stack.start(f"authz-{v}", [spec.get("bin") or str(authz_bin), "serve", "--config", str(cfg)],
+                                    env=spec.get("env"))
+                endpoints.setdefault("_wait", []).append((f"authz {v}", http_ok(f"http://127.0.0.1:{authz_admin}/readyz"),
+                                                          authz))
         listen, admin = ports.take(f"envoy {v}"), ports.take(f"envoy {v} admin")
         values = envoy_variants.local_values(
             listen_port=listen, admin_port=admin,
@@ -708,12 +730,21 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
         if spec.get("envoy_call"):
             values["ext_authz"] = spec["envoy_call"]
         envoy_yaml = run / f"envoy-{v}.yaml"
-        envoy_yaml.write_text(envoy_variants.render_variant(spec["kind"], values, str(dev / "jwks.json")))
+        envoy_env = None
+        if spec["kind"] == "embedded":
+            envoy_yaml.write_text(embedded_envoy(values, run / f"authz-{v}.toml"))
+            envoy_env = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir(bin_dir, run))}
+        else:
+            envoy_yaml.write_text(envoy_variants.render_variant(spec["kind"], values, str(dev / "jwks.json")))
         # The JSON access log (one line per request, as in production) goes to /dev/null: every
         # variant formats it alike, none pays for a growing file. Envoy's own log is kept.
         envoy = stack.start(f"envoy-{v}", [shutil.which("envoy") or "envoy", "-c", str(envoy_yaml),
                                            "--use-dynamic-base-id", "--log-level", "warn"],
-                            stdout_to_null=True)
+                            stdout_to_null=True, env=envoy_env)
+        if spec["kind"] == "embedded":
+            # The module serves authz's /readyz on the config's admin port, inside Envoy.
+            endpoints.setdefault("_wait", []).append((f"authz module {v}",
+                                                      http_ok(f"http://127.0.0.1:{authz_admin}/readyz"), envoy))
         endpoints[v] = {"url": f"http://127.0.0.1:{listen}", "envoy": envoy, "authz": authz,
                         "audit_dir": run / f"audit-{v}" if authz_admin else None,
                         "stats": {f"envoy-{v}": f"http://127.0.0.1:{admin}/stats",
@@ -729,6 +760,27 @@ def start_stack(args, stack: Stack, ports: PortPlan) -> dict:
     endpoints["_components"] = components
     endpoints["_token"] = token
     return endpoints
+
+
+def module_dir(bin_dir: Path, run: Path) -> Path:
+    """A folder holding only libauthz_module.so (what ENVOY_DYNAMIC_MODULES_SEARCH_PATH names)."""
+    module = bin_dir / "libauthz_module.so"
+    if not module.is_file():
+        raise BenchError(f"{module} is missing: build it with `cargo build --release -p envoy-module` (or `make bench`)")
+    folder = run / "modules"
+    if not folder.is_dir():
+        folder.mkdir()
+        shutil.copy(module, folder / module.name)
+    return folder
+
+
+def embedded_envoy(values: dict, authz_config: Path) -> str:
+    """The variant's Envoy config with ext_authz swapped for the module (envoy-module/render_embedded.py)."""
+    sys.path.insert(0, str(ROOT / "envoy-module"))
+    import render_embedded  # noqa: PLC0415  (only the embedded variants need it)
+    config = render_embedded.embed(envoy_variants.render.build_config(values), str(authz_config))
+    header = ["# GENERATED by bench/bench.py: benchmark variant 'embedded' (render_embedded.py)."]
+    return "\n".join(header + envoy_variants.render.emit(config)) + "\n"
 
 
 def verify_variant(v: str, url: str, token: str, procs: list[Proc]) -> None:

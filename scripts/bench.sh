@@ -16,7 +16,7 @@
 # empty round trip GET /v2/health/live; a second table and bench-results/modelserver-batching.json.
 # docs/benchmarks.md explains the variants and how to read the numbers.
 #
-# Settings (environment): BENCH_VARIANTS (A,B,C,D,N), BENCH_EXTRA (experiments, see --help),
+# Settings (environment): BENCH_VARIANTS (A,B,C,D,N,M,R), BENCH_EXTRA (experiments, see --help),
 # BENCH_CONCURRENCY (1,16,64), BENCH_ROUNDS (3), BENCH_DURATION (5, seconds per run), BENCH_WARMUP (2), BENCH_PORT_BASE (unset: free ports; else
 # consecutive ports from there, each checked free), BENCH_MODEL_REPOSITORY (models/),
 # BENCH_OUT (bench-results/). Extra arguments go to bench/bench.py (see --help).

@@ -13,6 +13,13 @@
 #    against mission-summarizer through Envoy;
 #  - on Ctrl-C or SIGTERM stops every process it started and checks that no port stays bound.
 #
+# AUTHZ_MODE chooses where authz decides (docs/embedded.md):
+#  - `service` (the default): `authz serve`, called by Envoy's ext_authz filter;
+#  - `embedded`: no authz process; Envoy loads libauthz_module.so (from the binaries' folder) as a
+#    dynamic module that runs the same pipeline from the same authz.toml, and serves authz's
+#    /readyz and /metrics on the authz admin port. The config is rendered by
+#    envoy-module/render_embedded.py.
+#
 # A port already in use is an error naming the port and, where `ss` can tell, who holds it.
 # Every port can be changed through the environment (ENVOY_PORT, ENVOY_ADMIN_PORT, AUTHZ_GRPC_PORT,
 # AUTHZ_ADMIN_PORT, MODELSERVER_HTTP_PORT, MODELSERVER_GRPC_PORT, MODELSERVER_METRICS_PORT,
@@ -42,6 +49,8 @@ RUN="${UP_RUN_DIR:-$ROOT/.run}"
 DEV="${UP_DEV_DIR:-$ROOT/.dev}"
 AUTHZ="$BIN_DIR/authz"
 MODELSERVER="$BIN_DIR/modelserver"
+AUTHZ_MODE="${AUTHZ_MODE:-service}"
+MODULE="$BIN_DIR/libauthz_module.so"
 LOGS="$RUN/logs"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-60}"
 
@@ -64,6 +73,12 @@ done
 for bin in "$AUTHZ" "$MODELSERVER"; do
   [[ -x "$bin" ]] || die "$bin is missing: build it with \`cargo build --release --bins\` (or \`make up\`)"
 done
+case "$AUTHZ_MODE" in
+  service) ;;
+  embedded)
+    [[ -f "$MODULE" ]] || die "$MODULE is missing: build it with \`cargo build --release -p envoy-module\` (or \`make up\`)" ;;
+  *) die "AUTHZ_MODE must be service or embedded, not '$AUTHZ_MODE'" ;;
+esac
 [[ -n "${ORT_DYLIB_PATH:-}" && -f "$ORT_DYLIB_PATH" ]] \
   || die "ORT_DYLIB_PATH does not name libonnxruntime: run scripts/bootstrap.sh and \`source .tools/env\`"
 
@@ -155,12 +170,19 @@ PY
   || die "the authz config $RUN/authz.toml is invalid:
 $(cat "$LOGS/authz-check-config.log")"
 
-python3 envoy/render.py --target local \
-  --listen-port "$ENVOY_PORT" --admin-port "$ENVOY_ADMIN_PORT" \
-  --authz-addr "127.0.0.1:$AUTHZ_GRPC_PORT" \
-  --modelserver-http "127.0.0.1:$MODELSERVER_HTTP_PORT" \
-  --modelserver-grpc "127.0.0.1:$MODELSERVER_GRPC_PORT" \
-  --out "$RUN/envoy.yaml"
+RENDER_PORTS=(--listen-port "$ENVOY_PORT" --admin-port "$ENVOY_ADMIN_PORT"
+  --modelserver-http "127.0.0.1:$MODELSERVER_HTTP_PORT"
+  --modelserver-grpc "127.0.0.1:$MODELSERVER_GRPC_PORT")
+if [[ "$AUTHZ_MODE" == embedded ]]; then
+  # Envoy finds the module by name in ENVOY_DYNAMIC_MODULES_SEARCH_PATH: a folder of its own.
+  mkdir -p "$RUN/modules"
+  cp "$MODULE" "$RUN/modules/libauthz_module.so"
+  python3 envoy-module/render_embedded.py --authz-config "$RUN/authz.toml" "${RENDER_PORTS[@]}" \
+    --out "$RUN/envoy.yaml"
+else
+  python3 envoy/render.py --target local "${RENDER_PORTS[@]}" \
+    --authz-addr "127.0.0.1:$AUTHZ_GRPC_PORT" --out "$RUN/envoy.yaml"
+fi
 
 # ---- processes --------------------------------------------------------------------------------
 declare -A PIDS=()
@@ -210,11 +232,14 @@ start() {  # start NAME LOG CMD...
 
 start redis-server "$LOGS/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
   --save "" --appendonly no --dir "$RUN/redis"
-start authz "$LOGS/authz.log" "$AUTHZ" serve --config "$RUN/authz.toml"
+if [[ "$AUTHZ_MODE" == service ]]; then
+  start authz "$LOGS/authz.log" "$AUTHZ" serve --config "$RUN/authz.toml"
+fi
 start modelserver "$LOGS/modelserver.log" "$MODELSERVER" serve --model-repository "$ROOT/models" \
   --address 127.0.0.1 --http-port "$MODELSERVER_HTTP_PORT" --grpc-port "$MODELSERVER_GRPC_PORT" \
   --metrics-port "$MODELSERVER_METRICS_PORT"
-start envoy "$LOGS/envoy.log" envoy -c "$RUN/envoy.yaml" --use-dynamic-base-id --log-level warn --drain-time-s 1
+start envoy "$LOGS/envoy.log" env ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$RUN/modules" \
+  envoy -c "$RUN/envoy.yaml" --use-dynamic-base-id --log-level warn --drain-time-s 1
 
 # wait_for NAME DESCRIPTION CHECK...: polls CHECK until it succeeds; fails when NAME exits first
 # or after READY_TIMEOUT_S, showing the end of NAME's log.
@@ -233,15 +258,25 @@ $(tail -n 30 "$LOGS/$name.log" 2>/dev/null || tail -n 30 "$LOGS/${name%-server}.
 clusters_healthy() {
   local out
   out="$(curl -fsS "http://127.0.0.1:$ENVOY_ADMIN_PORT/clusters")" || return 1
-  for c in authz modelserver_http modelserver_grpc; do
+  local clusters=(modelserver_http modelserver_grpc)
+  [[ "$AUTHZ_MODE" == embedded ]] || clusters+=(authz)
+  for c in "${clusters[@]}"; do
     grep -q "^$c::.*::health_flags::healthy$" <<<"$out" || return 1
   done
 }
 
 wait_for redis-server "Redis answers PING" redis-cli -p "$REDIS_PORT" ping
-wait_for authz "authz is ready" curl -fsS "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"
+if [[ "$AUTHZ_MODE" == service ]]; then
+  wait_for authz "authz is ready" curl -fsS "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"
+fi
 wait_for modelserver "the model server is ready" curl -fsS "http://127.0.0.1:$MODELSERVER_HTTP_PORT/v2/health/ready"
 wait_for envoy "Envoy is ready" curl -fsS "http://127.0.0.1:$ENVOY_ADMIN_PORT/ready"
+if [[ "$AUTHZ_MODE" == embedded ]]; then
+  wait_for envoy "the authz module is ready" curl -fsS "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"
+  AUTHZ_SAYS="authz inside Envoy (AUTHZ_MODE=embedded; /metrics and /readyz on :$AUTHZ_ADMIN_PORT)"
+else
+  AUTHZ_SAYS="authz :$AUTHZ_GRPC_PORT/:$AUTHZ_ADMIN_PORT"
+fi
 wait_for envoy "Envoy's health checks pass for authz and the model server" clusters_healthy
 wait_for envoy "the gateway answers /v2/health/ready" curl -fsS "http://127.0.0.1:$ENVOY_PORT/v2/health/ready"
 
@@ -249,7 +284,7 @@ TOKEN="$("$AUTHZ" token --sub analyst-1 --roles analyst,mission-user --ttl 1h --
 
 cat <<EOF
 
-The gateway is up: Envoy on http://127.0.0.1:$ENVOY_PORT (admin :$ENVOY_ADMIN_PORT), authz :$AUTHZ_GRPC_PORT/:$AUTHZ_ADMIN_PORT,
+The gateway is up: Envoy on http://127.0.0.1:$ENVOY_PORT (admin :$ENVOY_ADMIN_PORT), $AUTHZ_SAYS,
 modelserver :$MODELSERVER_HTTP_PORT/:$MODELSERVER_GRPC_PORT/:$MODELSERVER_METRICS_PORT, Redis :$REDIS_PORT.
 Logs: ${LOGS#"$ROOT"/}/   Audit: ${RUN#"$ROOT"/}/audit/ (witness: ${RUN#"$ROOT"/}/witness/)   Dev keys and demo config: ${DEV#"$ROOT"/}/
 

@@ -5,7 +5,7 @@
 #      (the config's behaviour against real Envoy on loopback);
 #   2. monitoring: renders up to date, `promtool check` of rules and config, `promtool test rules`,
 #      and every dashboard query parses;
-#   3. compose: `docker-compose config -q`, with and without the gpu profile;
+#   3. compose: `docker-compose config -q`, with and without the gpu and embedded profiles;
 #   4. Kubernetes: `kubectl kustomize` of the base, each overlay and the Istio set, `kubernetes-validate --strict`
 #      on the result (custom resources are checked for structure by step 6), and `authz check-config`
 #      on the authz ConfigMap laid out as the pod mounts it (scripts/check_k8s_authz_config.py; needs
@@ -45,6 +45,11 @@ need() {
 # --- 1. Envoy -----------------------------------------------------------------------------
 step "Envoy configuration"
 run "envoy renders match envoy/render.py + envoy/values" "$PY" envoy/render.py --check
+# The embedded mode's compose render (not run through `envoy --mode validate`: validating loads the
+# dynamic module, which loads the authz.toml it names, a path inside the container).
+run "envoy/rendered/compose-embedded.yaml matches envoy-module/render_embedded.py" bash -c \
+  "$PY envoy-module/render_embedded.py --target compose --authz-config /etc/authz/authz.toml \
+     --out '$WORK/compose-embedded.yaml' && diff -u envoy/rendered/compose-embedded.yaml '$WORK/compose-embedded.yaml'"
 if need envoy "run scripts/bootstrap.sh"; then
   for f in envoy/rendered/local.yaml envoy/rendered/compose.yaml envoy/rendered/k8s.yaml; do
     run "envoy --mode validate $f" envoy --mode validate -c "$f"
@@ -83,6 +88,7 @@ step "compose.yaml"
 if need docker-compose "Debian package docker-compose; run scripts/bootstrap.sh"; then
   run "docker-compose config" docker-compose -f compose.yaml config -q
   run "docker-compose --profile gpu config" docker-compose -f compose.yaml --profile gpu config -q
+  run "docker-compose --profile embedded config" docker-compose -f compose.yaml --profile embedded config -q
 fi
 
 # --- 4. Kubernetes ------------------------------------------------------------------------
@@ -123,6 +129,7 @@ step "checkov (Dockerfiles and rendered manifests)"
 if need "$CHECKOV" "its own virtualenv, made by scripts/bootstrap.sh"; then
   export BC_SKIP_MAPPING=TRUE
   run "checkov Dockerfiles" "$CHECKOV" --config-file deploy/checkov.yaml --framework dockerfile -d deploy/docker
+  run "checkov compose-only Dockerfiles" "$CHECKOV" --config-file deploy/checkov.yaml --framework dockerfile -d deploy/compose
   run "checkov Kubernetes manifests" "$CHECKOV" --config-file deploy/checkov.yaml --framework kubernetes -d "$WORK/k8s"
 fi
 

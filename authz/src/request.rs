@@ -16,7 +16,7 @@ mod headers;
 mod meta;
 pub mod path;
 
-pub use grpc_body::{GrpcBodyError, parse_grpc_model};
+pub use grpc_body::{GrpcBodyError, first_frame_len, parse_grpc_model};
 pub use meta::{RequestMeta, request_meta, traceparent};
 pub use path::{MAX_PATH_BYTES, PathError, Route, parse_path};
 

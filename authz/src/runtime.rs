@@ -218,13 +218,36 @@ pub async fn watch(
     poll: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; file polling only");
             None
         }
     };
+    watch_with(file, shared, metrics, poll, hup, shutdown).await;
+}
+
+/// [`watch`] without SIGHUP, for a pipeline inside another program whose signals are not its own
+/// (the Envoy dynamic module): reloads on a change of any watched file, every `poll`.
+pub async fn watch_files(
+    file: PathBuf,
+    shared: SharedRuntime,
+    metrics: Arc<Metrics>,
+    poll: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    watch_with(file, shared, metrics, poll, None, shutdown).await;
+}
+
+async fn watch_with(
+    file: PathBuf,
+    shared: SharedRuntime,
+    metrics: Arc<Metrics>,
+    poll: Duration,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let mut seen = fingerprint(&file, &shared.load());
     let poll_every = if poll.is_zero() {
         Duration::from_secs(3600)

@@ -193,6 +193,27 @@ impl AuthzService {
         decision
     }
 
+    /// A check its adapter refused before the pipeline could read the request (the embedded
+    /// filter's gRPC message beyond the bytes it reads): denied with `reason`, audited and counted
+    /// like every other decision, under the request's ids and source address.
+    pub async fn refuse(
+        &self,
+        req: &CheckRequest,
+        reason: ReasonCode,
+        message: impl Into<String>,
+    ) -> Decision {
+        let started = Instant::now();
+        let rt = self.runtime.load_full();
+        let meta = request_meta(req);
+        let mut decision = Decision::new(reason, message);
+        decision.source_ip = meta.source_ip;
+        decision.request_id = meta.request_id;
+        decision.trace_id = meta.trace_id;
+        self.record(&mut decision, started).await;
+        self.observe(&rt, &decision, started);
+        decision
+    }
+
     async fn rate_limit(&self, rt: &Runtime, d: &mut Decision) {
         let (Some(model), Some(principal)) = (d.model.as_deref(), d.principal.as_ref()) else {
             return;

@@ -11,7 +11,9 @@
 //!   what it printed so failures can show it.
 //! - [`RedisServer`], [`RedisCluster`] and [`Envoy`] start the real servers on free loopback
 //!   ports and wait until they answer, polling instead of sleeping a fixed time.
-//! - [`workspace_binary`] locates `authz` / `modelserver` as built by cargo in this workspace.
+//! - [`workspace_binary`] locates `authz` / `modelserver` as built by cargo in this workspace,
+//!   [`workspace_module`] the embedded mode's `libauthz_module.so`; [`both_modes!`] runs one
+//!   test body against a stack of each mode.
 //! - [`otlp::OtlpReceiver`] stands in for a trace collector: it keeps the spans our services
 //!   export over OTLP/HTTP JSON so tests can assert on them.
 //! - [`raw_grpc`] writes OIP gRPC messages by hand and sends them over raw HTTP/2, trailers
@@ -119,6 +121,63 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Path of `libauthz_module.so`, the embedded mode's Envoy dynamic module, as built by cargo.
+///
+/// # Panics
+/// When it has not been built, saying which cargo command builds it.
+pub fn workspace_module() -> PathBuf {
+    let path = workspace_binary("authz").with_file_name("libauthz_module.so");
+    assert!(
+        path.is_file(),
+        "libauthz_module.so not found at {}; build it with `cargo build -p envoy-module` \
+         (`make test` does this first)",
+        path.display()
+    );
+    path
+}
+
+/// One test body, both modes: each `fn name(s: &Stack) { ... }` becomes a module `name` with two
+/// tests, `service` (authz behind ext_authz) and `embedded` (the authz module inside Envoy), each
+/// running the body on its shared stack. Both must pass the same assertions: the decisions a
+/// client sees are the same in both modes, except where a body asks [`stack::Stack::embedded`].
+///
+/// ```ignore
+/// static SERVICE: SharedStack = SharedStack::new(|| Stack::builder().redis(false));
+/// static EMBEDDED: SharedStack =
+///     SharedStack::new(|| Stack::builder().redis(false).embedded(e2e::workspace_module()));
+/// e2e::both_modes! {
+///     service: SERVICE, embedded: EMBEDDED;
+///     /// Docs stay on the module.
+///     fn health_is_public(s: &Stack) { assert_eq!(s.request("GET", "/v2/health/ready", &[], None).status, 200); }
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_modes {
+    (
+        service: $service:path, embedded: $embedded:path;
+        $( $(#[$meta:meta])* fn $name:ident($s:ident: &Stack) $body:block )*
+    ) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                use super::*;
+
+                fn body($s: &$crate::stack::Stack) $body
+
+                #[test]
+                fn service() {
+                    body(&$service.lock());
+                }
+
+                #[test]
+                fn embedded() {
+                    body(&$embedded.lock());
+                }
+            }
+        )*
+    };
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -209,3 +209,24 @@ pub async fn call(
         },
     }
 }
+
+/// [`call`] over its own h2c connection to `addr`, from synchronous code (a test body).
+///
+/// # Panics
+/// As [`call`]; and when no Tokio runtime can be built.
+pub fn call_once(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    trailers: &[(&str, &str)],
+) -> GrpcAnswer {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async move {
+        let mut client = connect(addr).await;
+        call(&mut client, addr, path, headers, body, trailers).await
+    })
+}

@@ -106,6 +106,7 @@ pub struct StackBuilder {
     otlp: Option<String>,
     modelserver_settings: Vec<(String, toml::Value)>,
     replica: bool,
+    embedded: Option<PathBuf>,
     authz_unix_socket: bool,
 }
 
@@ -162,6 +163,14 @@ impl StackBuilder {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`), every 50 ms.
     pub fn otlp(mut self, endpoint: impl Into<String>) -> Self {
         self.otlp = Some(endpoint.into());
+        self
+    }
+
+    /// Runs the decision inside Envoy (the embedded mode, docs/embedded.md): no authz process;
+    /// Envoy renders with `envoy-module/render_embedded.py` and loads `module` (the built
+    /// `libauthz_module.so`) with the stack's authz config.
+    pub fn embedded(mut self, module: impl Into<PathBuf>) -> Self {
+        self.embedded = Some(module.into());
         self
     }
 
@@ -305,6 +314,8 @@ pub struct Stack {
     audit_dir: Option<PathBuf>,
     /// OTLP/HTTP base URL the services export spans to, when tracing is on.
     otlp: Option<String>,
+    /// The folder Envoy loads `libauthz_module.so` from, in the embedded mode.
+    module_dir: Option<PathBuf>,
     /// The Unix socket Envoy calls authz on, with [`StackBuilder::authz_unix_socket`].
     authz_unix_socket: Option<PathBuf>,
     // Holds the dev key, the generated configs and the audit files while the stack runs.
@@ -326,6 +337,7 @@ impl Stack {
             otlp: None,
             modelserver_settings: Vec::new(),
             replica: false,
+            embedded: None,
             authz_unix_socket: false,
         }
     }
@@ -382,14 +394,24 @@ impl Stack {
             key_path,
             audit_dir,
             otlp: b.otlp.clone(),
+            module_dir: None,
             authz_unix_socket: b.authz_unix_socket.then(|| dir.path().join("authz.sock")),
             dir,
         };
+        if let Some(module) = &b.embedded {
+            let module_dir = stack.dir.path().join("modules");
+            fs::create_dir_all(&module_dir).expect("the module directory can be created");
+            fs::copy(module, module_dir.join("libauthz_module.so"))
+                .unwrap_or_else(|e| panic!("copying {}: {e}", module.display()));
+            stack.module_dir = Some(module_dir);
+        }
         // Everything starts at once; the waits below then overlap their start-up times.
         if stack.ports.redis.is_some() {
             stack.redis = Some(stack.spawn_redis());
         }
-        stack.authz = Some(stack.spawn_authz());
+        if stack.module_dir.is_none() {
+            stack.authz = Some(stack.spawn_authz());
+        }
         stack.modelserver = Some(stack.spawn_modelserver());
         if let Some(ports) = stack.replica_ports {
             stack.replica = Some(stack.spawn_modelserver_on("modelserver-replica", ports));
@@ -399,7 +421,9 @@ impl Stack {
         if stack.redis.is_some() {
             stack.wait_redis();
         }
-        stack.wait_authz();
+        if stack.authz.is_some() {
+            stack.wait_authz();
+        }
         stack.wait_modelserver();
         if let Some([http, ..]) = stack.replica_ports {
             wait_for_http(
@@ -410,6 +434,9 @@ impl Stack {
             );
         }
         stack.wait_envoy();
+        if stack.module_dir.is_some() {
+            stack.wait_authz();
+        }
         eprintln!(
             "e2e stack ready in {:.1}s: envoy 127.0.0.1:{} ({:?})",
             started.elapsed().as_secs_f64(),
@@ -487,45 +514,24 @@ impl Stack {
     }
 
     fn spawn_envoy(&self) -> Process {
-        let p = &self.ports;
         let config = self.dir.path().join("envoy.yaml");
-        let out = Command::new(tool("python3"))
-            .arg(repo_root().join("envoy/render.py"))
-            .args(["--target", "local"])
-            .args(["--listen-port", &p.envoy.to_string()])
-            .args(["--admin-port", &p.envoy_admin.to_string()])
-            .args([
-                "--authz-addr",
-                &match &self.authz_unix_socket {
-                    Some(path) => format!("unix:{}", path.display()),
-                    None => format!("127.0.0.1:{}", p.authz_grpc),
-                },
-            ])
-            .args([
-                "--modelserver-http",
-                &self.modelserver_addrs(p.modelserver_http, 0),
-            ])
-            .args([
-                "--modelserver-grpc",
-                &self.modelserver_addrs(p.modelserver_grpc, 1),
-            ])
-            .args(self.otlp.iter().flat_map(|_| {
-                [
-                    "--otlp-addr".to_owned(),
-                    format!("127.0.0.1:{}", free_port()),
-                ]
-            }))
-            .arg("--out")
-            .arg(&config)
-            .output()
-            .expect("python3 envoy/render.py can be started");
+        let out = if self.module_dir.is_some() {
+            self.render_embedded(&config)
+        } else {
+            self.render(&config)
+        };
         assert!(
             out.status.success(),
-            "envoy/render.py failed:\n{}{}",
+            "rendering the Envoy config failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         let mut cmd = Command::new(tool("envoy"));
+        if let Some(dir) = &self.module_dir {
+            // Info for the loader, so its "ABI version ... matched" line is in the log.
+            cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir)
+                .args(["--component-log-level", "dynamic_modules:info"]);
+        }
         cmd.arg("-c")
             .arg(&config)
             .arg("--use-dynamic-base-id")
@@ -542,6 +548,61 @@ impl Stack {
         Process::spawn("envoy", die_with_parent(cmd))
     }
 
+    /// The listener, admin and model server options both renderers take.
+    fn render_ports(&self) -> [String; 8] {
+        let p = &self.ports;
+        [
+            "--listen-port".to_owned(),
+            p.envoy.to_string(),
+            "--admin-port".to_owned(),
+            p.envoy_admin.to_string(),
+            "--modelserver-http".to_owned(),
+            self.modelserver_addrs(p.modelserver_http, 0),
+            "--modelserver-grpc".to_owned(),
+            self.modelserver_addrs(p.modelserver_grpc, 1),
+        ]
+    }
+
+    /// `envoy-module/render_embedded.py`: render.py's local config with the module in place of
+    /// ext_authz.
+    fn render_embedded(&self, config: &Path) -> std::process::Output {
+        Command::new(tool("python3"))
+            .arg(repo_root().join("envoy-module/render_embedded.py"))
+            .arg("--authz-config")
+            .arg(&self.config_path)
+            .args(self.render_ports())
+            .arg("--out")
+            .arg(config)
+            .output()
+            .expect("python3 envoy-module/render_embedded.py can be started")
+    }
+
+    /// `envoy/render.py --target local` with this stack's ports.
+    fn render(&self, config: &Path) -> std::process::Output {
+        let p = &self.ports;
+        Command::new(tool("python3"))
+            .arg(repo_root().join("envoy/render.py"))
+            .args(["--target", "local"])
+            .args([
+                "--authz-addr",
+                &match &self.authz_unix_socket {
+                    Some(path) => format!("unix:{}", path.display()),
+                    None => format!("127.0.0.1:{}", p.authz_grpc),
+                },
+            ])
+            .args(self.render_ports())
+            .args(self.otlp.iter().flat_map(|_| {
+                [
+                    "--otlp-addr".to_owned(),
+                    format!("127.0.0.1:{}", free_port()),
+                ]
+            }))
+            .arg("--out")
+            .arg(config)
+            .output()
+            .expect("python3 envoy/render.py can be started")
+    }
+
     fn wait_redis(&mut self) {
         let port = self.ports.redis.expect("only called with a redis port");
         let proc = self.redis.as_mut();
@@ -550,9 +611,15 @@ impl Stack {
         });
     }
 
+    /// authz's `/readyz`: served by `authz serve`, or in the embedded mode by the module inside
+    /// Envoy (on the same `[server] admin_addr`).
     fn wait_authz(&mut self) {
         let addr = loopback(self.ports.authz_admin);
-        wait_for_http(addr, "/readyz", READY_TIMEOUT, self.authz.as_mut());
+        let proc = match self.authz.as_mut() {
+            Some(authz) => Some(authz),
+            None => self.envoy.as_mut(),
+        };
+        wait_for_http(addr, "/readyz", READY_TIMEOUT, proc);
     }
 
     fn wait_modelserver(&mut self) {
@@ -568,7 +635,12 @@ impl Stack {
     fn wait_envoy(&mut self) {
         let admin = self.envoy_admin();
         wait_for_http(admin, "/ready", READY_TIMEOUT, self.envoy.as_mut());
-        self.wait_clusters_healthy(&ENVOY_CLUSTERS);
+        // The embedded mode has no authz cluster.
+        let clusters: Vec<&str> = ENVOY_CLUSTERS
+            .into_iter()
+            .filter(|c| self.module_dir.is_none() || *c != "authz")
+            .collect();
+        self.wait_clusters_healthy(&clusters);
     }
 
     /// Waits until Envoy's active health checks report every named cluster's host healthy.
@@ -850,6 +922,27 @@ impl Stack {
             .sum()
     }
 
+    /// authz's Prometheus text (`/metrics` on its admin port), in both modes.
+    ///
+    /// # Panics
+    /// When authz's admin port does not answer.
+    pub fn authz_metrics(&self) -> String {
+        let (status, body) = http_get(self.authz_admin(), "/metrics")
+            .expect("authz's admin port answers (the module's, in the embedded mode)");
+        assert_eq!(status, 200, "authz /metrics: {body}");
+        body
+    }
+
+    /// Whether authz runs inside Envoy (the embedded mode) rather than behind ext_authz.
+    pub fn embedded(&self) -> bool {
+        self.module_dir.is_some()
+    }
+
+    /// authz's admin address (`/healthz`, `/readyz`, `/metrics`), in both modes.
+    pub fn authz_admin(&self) -> SocketAddr {
+        loopback(self.ports.authz_admin)
+    }
+
     /// The model server's Prometheus text (`/metrics` on its metrics port).
     ///
     /// # Panics
@@ -867,6 +960,16 @@ impl Stack {
             .as_ref()
             .map(Process::logs)
             .unwrap_or_default()
+    }
+
+    /// Envoy's own log (stderr) and access log (stdout) so far.
+    pub fn envoy_logs(&self) -> String {
+        self.envoy.as_ref().map(Process::logs).unwrap_or_default()
+    }
+
+    /// Whether Envoy still runs (a crash in a dynamic module takes it down).
+    pub fn envoy_running(&mut self) -> bool {
+        self.envoy.as_mut().is_some_and(Process::is_running)
     }
 
     /// The sum of one model server metric over every series whose labels contain `model="M"`

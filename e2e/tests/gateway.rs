@@ -13,14 +13,20 @@
 
 use e2e::stack::{HttpResponse, SharedStack, Stack};
 
-/// One stack for this file (in-process rate-limit store, no Redis, authz on a Unix socket);
-/// `STACK.lock()` hands it to one test at a time, since the tests compare its counters before and
-/// after their requests.
-static STACK: SharedStack = SharedStack::new(|| {
+/// One stack per mode for this file (in-process rate-limit store, no Redis; authz on a Unix
+/// socket, or inside Envoy); `lock()` hands it to one test at a time, since the tests compare its
+/// counters before and after their requests. Every test runs against both (`both_modes!`).
+static SERVICE: SharedStack = SharedStack::new(|| {
     Stack::builder()
         .redis(false)
         .audit(false)
         .authz_unix_socket(true)
+});
+static EMBEDDED: SharedStack = SharedStack::new(|| {
+    Stack::builder()
+        .redis(false)
+        .audit(false)
+        .embedded(e2e::workspace_module())
 });
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
@@ -53,9 +59,10 @@ fn expect_not_forwarded(s: &Stack, user_agent: &str) {
     );
 }
 
-#[test]
-fn analyst_gets_a_mission_summary_with_a_reason() {
-    let s = STACK.lock();
+e2e::both_modes! {
+    service: SERVICE, embedded: EMBEDDED;
+
+fn analyst_gets_a_mission_summary_with_a_reason(s: &Stack) {
     let token = s.token("analyst-1", ANALYST);
     let before = s.modelserver_metric("nv_inference_count", Some("mission-summarizer"));
     let resp = s.infer(
@@ -65,7 +72,7 @@ fn analyst_gets_a_mission_summary_with_a_reason() {
         "row-analyst-summary",
     );
     expect(
-        &s,
+        s,
         &resp,
         200,
         None,
@@ -95,9 +102,7 @@ fn analyst_gets_a_mission_summary_with_a_reason() {
     );
 }
 
-#[test]
-fn a_missing_or_blank_reason_is_reason_required() {
-    let s = STACK.lock();
+fn a_missing_or_blank_reason_is_reason_required(s: &Stack) {
     let token = s.token("analyst-1", ANALYST);
     let before = s.envoy_requests_to_modelserver();
     for (reason, ua) in [
@@ -107,20 +112,18 @@ fn a_missing_or_blank_reason_is_reason_required() {
     ] {
         let resp = s.infer(Some(&token), "mission-summarizer", reason, ua);
         expect(
-            &s,
+            s,
             &resp,
             403,
             Some("reason_required"),
             &format!("reason {reason:?}"),
         );
-        expect_not_forwarded(&s, ua);
+        expect_not_forwarded(s, ua);
     }
     assert_eq!(s.envoy_requests_to_modelserver(), before);
 }
 
-#[test]
-fn analyst_is_not_allowed_threat_triage() {
-    let s = STACK.lock();
+fn analyst_is_not_allowed_threat_triage(s: &Stack) {
     let token = s.token("analyst-1", ANALYST);
     let before = s.modelserver_metric("nv_inference_count", Some("threat-triage"));
     let resp = s.infer(
@@ -130,31 +133,29 @@ fn analyst_is_not_allowed_threat_triage() {
         "row-analyst-triage",
     );
     expect(
-        &s,
+        s,
         &resp,
         403,
         Some("role_not_allowed"),
         "analyst-1 -> threat-triage",
     );
-    expect_not_forwarded(&s, "row-analyst-triage");
+    expect_not_forwarded(s, "row-analyst-triage");
     assert_eq!(
         s.modelserver_metric("nv_inference_count", Some("threat-triage")),
         before
     );
 }
 
-#[test]
-fn no_credentials_is_401_with_www_authenticate() {
-    let s = STACK.lock();
+fn no_credentials_is_401_with_www_authenticate(s: &Stack) {
     let resp = s.infer(None, "mission-summarizer", Some(REASON), "row-anonymous");
-    expect(&s, &resp, 401, Some("unauthenticated"), "no credentials");
+    expect(s, &resp, 401, Some("unauthenticated"), "no credentials");
     let challenge = resp.header("www-authenticate").unwrap_or_default();
     assert!(
         challenge.starts_with("Bearer"),
         "WWW-Authenticate: {challenge:?} ({:?})",
         resp.headers
     );
-    expect_not_forwarded(&s, "row-anonymous");
+    expect_not_forwarded(s, "row-anonymous");
 
     // A garbage token is not "no credentials" but is never accepted either.
     let resp = s.infer(
@@ -164,14 +165,12 @@ fn no_credentials_is_401_with_www_authenticate() {
         "row-garbage-token",
     );
     assert_eq!(resp.status, 401, "garbage token: {}", resp.body);
-    expect_not_forwarded(&s, "row-garbage-token");
+    expect_not_forwarded(s, "row-garbage-token");
 }
 
 /// Documented choice: an unknown model is authz's 403 `unknown_model`, decided before routing to
 /// the model server (which would answer 404), so callers cannot probe which models exist.
-#[test]
-fn unknown_model_is_403_unknown_model() {
-    let s = STACK.lock();
+fn unknown_model_is_403_unknown_model(s: &Stack) {
     let token = s.token("analyst-1", ANALYST);
     let resp = s.infer(
         Some(&token),
@@ -180,13 +179,13 @@ fn unknown_model_is_403_unknown_model() {
         "row-unknown-model",
     );
     expect(
-        &s,
+        s,
         &resp,
         403,
         Some("unknown_model"),
         "analyst-1 -> no-such-model",
     );
-    expect_not_forwarded(&s, "row-unknown-model");
+    expect_not_forwarded(s, "row-unknown-model");
     // A model that exists in the repository but not in authz's config is unknown too.
     let resp = s.infer(
         Some(&token),
@@ -195,22 +194,20 @@ fn unknown_model_is_403_unknown_model() {
         "row-unlisted-model",
     );
     expect(
-        &s,
+        s,
         &resp,
         403,
         Some("unknown_model"),
         "analyst-1 -> simple-fp32 (not in authz config)",
     );
-    expect_not_forwarded(&s, "row-unlisted-model");
+    expect_not_forwarded(s, "row-unlisted-model");
 }
 
-#[test]
-fn benchmark_echo_needs_no_reason() {
-    let s = STACK.lock();
+fn benchmark_echo_needs_no_reason(s: &Stack) {
     let token = s.token("analyst-1", ANALYST);
     let resp = s.infer(Some(&token), "benchmark-echo", None, "row-echo");
     expect(
-        &s,
+        s,
         &resp,
         200,
         None,
@@ -222,15 +219,13 @@ fn benchmark_echo_needs_no_reason() {
 }
 
 /// Needs the rate limiter (issue 6) in authz: threat-triage allows 20 requests per minute.
-#[test]
-fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
-    let s = STACK.lock();
+fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected(s: &Stack) {
     let token = s.token("security-1", SECURITY);
     for i in 1..=20 {
         let ua = format!("row-security-{i}");
         let resp = s.infer(Some(&token), "threat-triage", Some(REASON), &ua);
         expect(
-            &s,
+            s,
             &resp,
             200,
             None,
@@ -262,7 +257,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
         "row-security-21",
     );
     expect(
-        &s,
+        s,
         &resp,
         429,
         Some("rate_limited"),
@@ -274,7 +269,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
         .unwrap_or_else(|| panic!("429 without a numeric Retry-After: {:?}", resp.headers));
     // 20/min is one request per 3 s: the next one is at most 3 s away (rounded up).
     assert!((1..=3).contains(&retry_after), "Retry-After {retry_after}");
-    expect_not_forwarded(&s, "row-security-21");
+    expect_not_forwarded(s, "row-security-21");
     assert_eq!(
         s.modelserver_metric("nv_inference_count", Some("threat-triage")),
         before
@@ -288,7 +283,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
         "row-admin-after",
     );
     expect(
-        &s,
+        s,
         &resp,
         200,
         None,
@@ -299,9 +294,7 @@ fn security_engineer_gets_20_triages_then_429_and_admin_is_unaffected() {
 /// Envoy removes client-sent `x-authz-*` headers before ext_authz, and authz sets its own on an
 /// allow. The access log's `principal`/`decision_id` fields are the request headers as Envoy
 /// forwards them to the model server, so they show what the model server received.
-#[test]
-fn a_client_sent_authz_principal_never_reaches_the_model_server() {
-    let s = STACK.lock();
+fn a_client_sent_authz_principal_never_reaches_the_model_server(s: &Stack) {
     let token = s.token("spoof-analyst", ANALYST);
 
     // Allowed request with forged identity headers: authz's values replace them.
@@ -317,7 +310,7 @@ fn a_client_sent_authz_principal_never_reaches_the_model_server() {
         ],
         Some(e2e::stack::demo_infer_body("benchmark-echo")),
     );
-    expect(&s, &resp, 200, None, "spoofing headers with a valid token");
+    expect(s, &resp, 200, None, "spoofing headers with a valid token");
     let entry = s
         .access_log_entry("row-spoof-allowed")
         .unwrap_or_else(|| panic!("no access-log entry\n{}", s.diagnostics()));
@@ -362,13 +355,13 @@ fn a_client_sent_authz_principal_never_reaches_the_model_server() {
         Some(e2e::stack::demo_infer_body("benchmark-echo")),
     );
     expect(
-        &s,
+        s,
         &resp,
         401,
         Some("unauthenticated"),
         "forged principal without credentials",
     );
-    expect_not_forwarded(&s, "row-spoof-anonymous");
+    expect_not_forwarded(s, "row-spoof-anonymous");
 
     // Underscore spellings (which some servers map to dashes) are rejected outright.
     let resp = s.request(
@@ -391,9 +384,7 @@ fn a_client_sent_authz_principal_never_reaches_the_model_server() {
 /// The path tricks of issue 3, sent through Envoy by a caller who may use mission-summarizer and
 /// benchmark-echo but not threat-triage: none of them reaches threat-triage (or anything else:
 /// the model server sees no request at all), whatever Envoy or authz answers.
-#[test]
-fn path_tricks_reach_no_model() {
-    let s = STACK.lock();
+fn path_tricks_reach_no_model(s: &Stack) {
     let token = s.token("tricky-analyst", ANALYST);
     let auth = format!("Bearer {token}");
     // (path, expected status, expected `error.code`; None: Envoy's own bodiless 400)
@@ -503,9 +494,7 @@ fn path_tricks_reach_no_model() {
 
 /// Model metadata and readiness are authorized per model like inference (without the access
 /// reason, which only inference needs).
-#[test]
-fn model_metadata_is_authorized_per_model() {
-    let s = STACK.lock();
+fn model_metadata_is_authorized_per_model(s: &Stack) {
     let token = s.token("meta-analyst", ANALYST);
     let auth = format!("Bearer {token}");
     let get = |path: &str, ua: &str| {
@@ -518,7 +507,7 @@ fn model_metadata_is_authorized_per_model() {
     };
     let resp = get("/v2/models/mission-summarizer", "row-meta-allowed");
     expect(
-        &s,
+        s,
         &resp,
         200,
         None,
@@ -527,7 +516,7 @@ fn model_metadata_is_authorized_per_model() {
     assert_eq!(resp.json()["name"], "mission-summarizer", "{}", resp.body);
     let resp = get("/v2/models/mission-summarizer/ready", "row-ready-allowed");
     expect(
-        &s,
+        s,
         &resp,
         200,
         None,
@@ -535,31 +524,30 @@ fn model_metadata_is_authorized_per_model() {
     );
     let resp = get("/v2/models/threat-triage", "row-meta-denied");
     expect(
-        &s,
+        s,
         &resp,
         403,
         Some("role_not_allowed"),
         "analyst metadata of threat-triage",
     );
-    expect_not_forwarded(&s, "row-meta-denied");
+    expect_not_forwarded(s, "row-meta-denied");
     let resp = get("/v2/models/threat-triage/config", "row-config-denied");
     expect(
-        &s,
+        s,
         &resp,
         403,
         Some("role_not_allowed"),
         "analyst config of threat-triage",
     );
-    expect_not_forwarded(&s, "row-config-denied");
+    expect_not_forwarded(s, "row-config-denied");
 }
 
 /// Public paths need no credentials and write no decision; the health of the gateway reflects
 /// the model server's.
-#[test]
-fn health_paths_are_public() {
-    let s = STACK.lock();
+fn health_paths_are_public(s: &Stack) {
     for path in ["/v2/health/ready", "/v2/health/live"] {
         let resp = s.request("GET", path, &[], None);
         assert_eq!(resp.status, 200, "{path}: {}", resp.body);
     }
+}
 }

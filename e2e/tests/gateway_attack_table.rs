@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use e2e::raw_grpc::{self, GrpcAnswer, field, fields, infer_inputs, padding, string_field};
-use e2e::stack::Stack;
+use e2e::stack::{SharedStack, Stack, StackBuilder};
 
 const SVC: &str = "/inference.GRPCInferenceService";
 const REASON: &str = "triage of the overnight field reports";
@@ -314,16 +314,25 @@ fn cases(callers: &[Caller]) -> Vec<Case> {
     out
 }
 
-#[test]
-fn hundreds_of_grpc_attack_cases_allow_nothing_unexpected() {
+/// The table's stack: limits high enough that no case is answered 429 (the table is about who
+/// may call what).
+fn table_stack() -> StackBuilder {
     let mut builder = Stack::builder().redis(false);
-    // Limits high enough that no case is answered 429: the table is about who may call what.
     for model in ["mission-summarizer", "threat-triage", "benchmark-echo"] {
         builder = builder
             .authz_setting(&format!("models.{model}.rate_limit.rate"), 1_000_000)
             .authz_setting(&format!("models.{model}.rate_limit.period"), "1s");
     }
-    let stack = builder.start();
+    builder
+}
+
+static SERVICE: SharedStack = SharedStack::new(table_stack);
+static EMBEDDED: SharedStack = SharedStack::new(|| table_stack().embedded(e2e::workspace_module()));
+
+e2e::both_modes! {
+    service: SERVICE, embedded: EMBEDDED;
+
+fn hundreds_of_grpc_attack_cases_allow_nothing_unexpected(stack: &Stack) {
     let jwt = |sub, roles: &[&'static str]| Caller {
         name: sub,
         credential: (
@@ -382,7 +391,7 @@ fn hundreds_of_grpc_attack_cases_allow_nothing_unexpected() {
         .into_iter()
         .filter_map(|r| Some((r["decision_id"].as_str()?.to_owned(), r)))
         .collect();
-    let policies = oracle(&stack);
+    let policies = oracle(stack);
 
     let mut unexpected = Vec::new();
     let mut plain_refused = Vec::new();
@@ -457,4 +466,5 @@ fn hundreds_of_grpc_attack_cases_allow_nothing_unexpected() {
         "{} cases, {allowed} allowed, 0 unexpected allows",
         cases.len()
     );
+}
 }

@@ -1,6 +1,6 @@
 //! `scripts/up.sh`, the run command behind `make up`, as a user runs it: it brings the stack up,
 //! the curl it prints works when pasted, Ctrl-C stops every process and frees every port, and a
-//! taken port is a clear error. Run on free ports, with the debug binaries and temporary
+//! taken port is a clear error; in both authz modes (`AUTHZ_MODE=embedded`: the module in Envoy). Run on free ports, with the debug binaries and temporary
 //! `.run`/`.dev` folders (the script's `*_PORT`, `UP_BIN_DIR`, `UP_RUN_DIR`, `UP_DEV_DIR`).
 
 use std::net::TcpListener;
@@ -80,9 +80,24 @@ fn port_free(port: u16) -> bool {
 
 #[test]
 fn make_up_prints_a_working_curl_and_ctrl_c_frees_every_port_even_launched_in_the_background() {
+    up_serves_the_printed_curl_and_stops_cleanly("service", 4);
+}
+
+/// `AUTHZ_MODE=embedded make up`: no authz process; Envoy decides with the module.
+#[test]
+fn authz_mode_embedded_serves_the_same_curl_with_three_processes() {
+    e2e::workspace_module();
+    up_serves_the_printed_curl_and_stops_cleanly("embedded", 3);
+}
+
+/// Runs up.sh in `mode` (AUTHZ_MODE) launched with SIGINT ignored, pastes the curl it prints,
+/// then Ctrl-C: the `processes` it started are gone and every port is free.
+fn up_serves_the_printed_curl_and_stops_cleanly(mode: &str, processes: usize) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let ports = free_ports();
-    let mut up = Process::spawn("up.sh", up_command_sigint_ignored(&ports, dir.path()));
+    let mut cmd = up_command_sigint_ignored(&ports, dir.path());
+    cmd.env("AUTHZ_MODE", mode);
+    let mut up = Process::spawn("up.sh", cmd);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !up.logs().contains("Press Ctrl-C") {
         assert!(up.is_running(), "up.sh exited early:\n{}", up.logs());
@@ -127,7 +142,7 @@ fn make_up_prints_a_working_curl_and_ctrl_c_frees_every_port_even_launched_in_th
         .filter_map(|l| l.split("(pid ").nth(1))
         .filter_map(|rest| rest.split(',').next()?.parse().ok())
         .collect();
-    assert_eq!(pids.len(), 4, "four processes started: {out}");
+    assert_eq!(pids.len(), processes, "{mode}: processes started: {out}");
     up.signal(libc::SIGINT);
     let code = up.wait_exit(Duration::from_secs(30));
     let out = up.logs();

@@ -11,7 +11,8 @@
 //! - This server reads them from the request's **initial headers only** ([`GatewayDecision::from_headers`]):
 //!   REST from the request head; gRPC from a tonic interceptor ([`intercept`]) that runs before the
 //!   message is decoded, so request trailers, which tonic later merges into the metadata, are never
-//!   consulted. A header given twice counts as not given.
+//!   consulted. A header given twice counts as not given. An absent [`HEADER_VERSION`] means
+//!   "no version" like an empty one (an Envoy dynamic module cannot send an empty header).
 //! - Every model-scoped call ([`ModelCall`]: the decoded name, version and action) is compared with
 //!   that decision by [`ModelServer::model`](crate::server::ModelServer::model), the only way a
 //!   front end obtains a model, before any model work. A missing decision, an empty or defaulted
@@ -32,7 +33,7 @@ use crate::error::ServerError;
 
 /// The model authz authorized.
 pub const HEADER_MODEL: &str = "x-authz-model";
-/// The version authz authorized ("" when the request named none).
+/// The version authz authorized ("" or the header left out when the request named none).
 pub const HEADER_VERSION: &str = "x-authz-model-version";
 /// The action authz authorized: `infer`, `ready`, `metadata`, `config` or `statistics`.
 pub const HEADER_ACTION: &str = "x-authz-action";
@@ -175,12 +176,18 @@ impl GatewayDecision {
 
     /// Why `call` is not what this decision allowed, or `None` when it is exactly that.
     fn mismatch(&self, call: &ModelCall<'_>) -> Option<Cause> {
-        let (Some(model), Some(version), Some(action)) = (
-            self.model.value(),
-            self.version.value(),
-            self.action.value(),
-        ) else {
+        let (Some(model), Some(action)) = (self.model.value(), self.action.value()) else {
             return Some(Cause::Missing);
+        };
+        // An absent version header means "no version", exactly as an empty one does: an Envoy
+        // dynamic module cannot set an empty header value (the 1.40 ABI removes the header
+        // instead), so the embedded mode states "no version" by leaving it out. This never widens
+        // access: either way the call must then name no version. A repeated or non-ASCII version
+        // is still no decision.
+        let version = match &self.version {
+            Field::Absent => "",
+            Field::Value(v) => v.as_str(),
+            Field::Invalid => return Some(Cause::Missing),
         };
         if call.name.is_empty() || model != call.name {
             return Some(Cause::Model);
@@ -456,7 +463,7 @@ mod tests {
         };
         assert_eq!(cause(&allowed(), metadata), Some("action_mismatch"));
         assert_eq!(cause(&[], ECHO_INFER), Some("missing_decision"));
-        for drop in [HEADER_MODEL, HEADER_VERSION, HEADER_ACTION] {
+        for drop in [HEADER_MODEL, HEADER_ACTION] {
             let h: Vec<_> = allowed().into_iter().filter(|(k, _)| *k != drop).collect();
             assert_eq!(cause(&h, ECHO_INFER), Some("missing_decision"), "{drop}");
         }
@@ -464,6 +471,38 @@ mod tests {
         let mut h = allowed();
         h.push((HEADER_MODEL, "threat-triage"));
         assert_eq!(cause(&h, ECHO_INFER), Some("missing_decision"));
+        let mut h = allowed();
+        h.push((HEADER_VERSION, ""));
+        assert_eq!(cause(&h, ECHO_INFER), Some("missing_decision"));
+    }
+
+    /// The embedded mode's allows carry no `x-authz-model-version` for an unversioned request
+    /// (an Envoy dynamic module cannot set an empty header): that is "no version", and it
+    /// authorizes only calls that name none.
+    #[test]
+    fn an_absent_version_is_no_version() {
+        let unversioned: Vec<_> = allowed()
+            .into_iter()
+            .filter(|(k, _)| *k != HEADER_VERSION)
+            .collect();
+        assert_eq!(cause(&unversioned, ECHO_INFER), None);
+        let versioned = ModelCall {
+            version: Some("1"),
+            ..ECHO_INFER
+        };
+        assert_eq!(cause(&unversioned, versioned), Some("version_mismatch"));
+        let empty_version = ModelCall {
+            version: Some(""),
+            ..ECHO_INFER
+        };
+        assert_eq!(cause(&unversioned, empty_version), None);
+        // Only the version may be left out: the model and the action are the decision.
+        let no_model: Vec<_> = unversioned
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != HEADER_MODEL)
+            .collect();
+        assert_eq!(cause(&no_model, ECHO_INFER), Some("missing_decision"));
     }
 
     #[test]

@@ -34,6 +34,16 @@ pub enum GrpcBodyError {
     InvalidName,
 }
 
+/// The length of the first gRPC frame declared by its 5-byte header (the header included), once
+/// `body` holds that header: how many bytes an adapter that reads the whole first message (the
+/// embedded filter) must collect before calling [`parse_grpc_model`].
+pub fn first_frame_len(body: &[u8]) -> Option<usize> {
+    let header: [u8; 4] = body.get(1..5)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(header))
+        .ok()?
+        .checked_add(5)
+}
+
 /// Reads `model_name` (field 1) and `model_version` (field 2) from the first gRPC frame in `body`.
 ///
 /// # Errors
@@ -213,6 +223,24 @@ mod tests {
         // A partial body (declared longer than received) is fine when both fields are inside.
         let b = frame(&[(1, b"m"), (3, b"x")], false, 5000);
         assert_eq!(parse_grpc_model(&b, Action::Infer).unwrap().name, "m");
+    }
+
+    #[test]
+    fn the_first_frame_length_counts_its_header() {
+        let b = frame(&[(1, b"m")], false, 7);
+        assert_eq!(first_frame_len(&b), Some(5 + 3 + 7));
+        assert_eq!(first_frame_len(&b[..4]), None);
+        // A duplicate anywhere in a whole message is refused, however far from the start.
+        let pad = [b'x'; 120];
+        let mut fields: Vec<(u8, &[u8])> = vec![(1, b"m")];
+        fields.extend(std::iter::repeat_n((3u8, pad.as_slice()), 20));
+        fields.push((1, b"n"));
+        let whole = frame(&fields, false, 0);
+        assert!(whole.len() > 2048);
+        assert_eq!(
+            parse_grpc_model(&whole, Action::Infer),
+            Err(GrpcBodyError::Duplicate)
+        );
     }
 
     #[test]

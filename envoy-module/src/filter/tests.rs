@@ -1,0 +1,307 @@
+use std::sync::atomic::AtomicUsize;
+
+use authz::decision::{AuthMethod, Decision, Principal, ReasonCode};
+use authz::response::to_check_response;
+
+use super::*;
+
+/// A local reply: status, headers, body.
+type LocalReply = (u32, Vec<(String, String)>, String);
+
+/// Records what the filter asked of Envoy.
+#[derive(Default)]
+struct FakeHost {
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    set: Vec<(String, String)>,
+    removed: Vec<String>,
+    response_set: Vec<(String, String)>,
+    sent: Option<LocalReply>,
+    continued: usize,
+    wake: Arc<FakeWake>,
+}
+
+#[derive(Default)]
+struct FakeWake {
+    wakes: AtomicUsize,
+}
+
+impl Wake for FakeWake {
+    fn wake(&self, _event_id: u64) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Host for FakeHost {
+    fn request_headers(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.headers.clone()
+    }
+    fn received_body(&self) -> Vec<u8> {
+        self.body.clone()
+    }
+    fn source_address(&self) -> Option<String> {
+        Some("10.1.2.3:5555".into())
+    }
+    fn peer_uri_san(&self) -> Option<String> {
+        None
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.set.push((name.into(), value.into()));
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.removed.push(name.into());
+    }
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.response_set.push((name.into(), value.into()));
+    }
+    fn send_response(&mut self, status: u32, headers: &[(String, String)], body: &str) {
+        self.sent = Some((status, headers.to_vec(), body.into()));
+    }
+    fn continue_decoding(&mut self) {
+        self.continued += 1;
+    }
+    fn scheduler(&mut self) -> Arc<dyn Wake> {
+        Arc::clone(&self.wake) as Arc<dyn Wake>
+    }
+}
+
+/// The fake's gRPC message limit.
+const LIMIT: usize = 2048;
+
+/// Holds each check until the test answers it, as the module's runtime would later.
+#[derive(Default)]
+struct FakeChecker {
+    checks: Mutex<Vec<(CheckRequest, Done)>>,
+    refusals: Mutex<Vec<(ReasonCode, String)>>,
+}
+
+impl Checker for FakeChecker {
+    fn spawn_check(&self, req: CheckRequest, done: Done) {
+        self.checks.lock().unwrap().push((req, done));
+    }
+    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
+        self.refusals.lock().unwrap().push((reason, why));
+        self.checks.lock().unwrap().push((req, done));
+    }
+    fn max_grpc_message_bytes(&self) -> usize {
+        LIMIT
+    }
+}
+
+impl FakeChecker {
+    fn answer(&self, answer: CheckResponse) -> CheckRequest {
+        let (req, done) = self.checks.lock().unwrap().remove(0);
+        done(answer);
+        req
+    }
+}
+
+fn rest_headers() -> Vec<(Vec<u8>, Vec<u8>)> {
+    [
+        (":method", "POST"),
+        (":path", "/v2/models/m/infer"),
+        (":authority", "gw"),
+        ("authorization", "Bearer t"),
+        ("x-access-reason", "a"),
+        ("x-access-reason", "b"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+    .collect()
+}
+
+fn allow() -> CheckResponse {
+    let mut d = Decision::new(ReasonCode::Allowed, "ok");
+    d.principal = Some(Principal {
+        id: "analyst-1".into(),
+        auth_method: AuthMethod::Jwt,
+        roles: vec![],
+    });
+    d.model = Some("m".into());
+    d.response_headers
+        .push(("ratelimit-remaining".into(), "4".into()));
+    to_check_response(&d)
+}
+
+fn setup() -> (Arc<FakeChecker>, Filter, FakeHost) {
+    let checker = Arc::new(FakeChecker::default());
+    let filter = Filter::new(Arc::clone(&checker) as Arc<dyn Checker>);
+    let host = FakeHost {
+        headers: rest_headers(),
+        ..FakeHost::default()
+    };
+    (checker, filter, host)
+}
+
+#[test]
+fn an_allow_resumes_with_the_services_headers_and_without_credentials() {
+    let (checker, mut filter, mut host) = setup();
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        headers_status::STOP_ALL_ITERATION_AND_WATERMARK
+    );
+    // Paused: body frames are held, nothing applied yet.
+    assert_eq!(
+        filter.on_request_body(&mut host, false),
+        body_status::STOP_ITERATION_AND_WATERMARK
+    );
+    let req = checker.answer(allow());
+    // The check carries every header line as received (the repeat included) and the peer.
+    let attrs = req.attributes.unwrap();
+    let http = attrs.request.unwrap().http.unwrap();
+    assert_eq!(http.path, "/v2/models/m/infer");
+    assert_eq!(http.header_map.unwrap().headers.len(), 6);
+    assert!(format!("{:?}", attrs.source).contains("10.1.2.3"));
+    assert_eq!(host.wake.wakes.load(Ordering::SeqCst), 1);
+
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.continued, 1);
+    let set: Vec<&str> = host.set.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(set.contains(&"x-authz-principal") && set.contains(&"x-authz-decision-id"));
+    // The unversioned model's empty `x-authz-model-version` is left out (the ABI cannot set an
+    // empty value; the model server reads its absence as "no version"), never set empty.
+    assert!(!set.contains(&"x-authz-model-version"), "{set:?}");
+    assert_eq!(
+        host.removed,
+        ["x-authz-model-version", "authorization", "x-api-key"]
+    );
+    assert!(host.sent.is_none());
+    // The rate-limit headers go on the upstream's response.
+    filter.on_response_headers(&mut host);
+    assert_eq!(
+        host.response_set,
+        [("ratelimit-remaining".into(), "4".into())]
+    );
+    assert_eq!(
+        filter.on_request_body(&mut host, true),
+        body_status::CONTINUE
+    );
+}
+
+#[test]
+fn a_denial_is_answered_locally_with_status_headers_and_json_body() {
+    let (checker, mut filter, mut host) = setup();
+    filter.on_request_headers(&mut host, true);
+    let mut d = Decision::new(ReasonCode::RateLimited, "slow down");
+    d.response_headers = vec![("retry-after".into(), "3".into())];
+    checker.answer(to_check_response(&d));
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    let (status, headers, body) = host.sent.expect("a local reply");
+    assert_eq!(status, 429);
+    assert!(headers.contains(&("retry-after".into(), "3".into())));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(host.continued, 0);
+}
+
+#[test]
+fn a_request_cancelled_while_paused_is_never_woken_nor_touched() {
+    let (checker, mut filter, mut host) = setup();
+    filter.on_request_headers(&mut host, true);
+    let wake = Arc::clone(&host.wake);
+    // The client disconnects: Envoy destroys the filter while the check is in flight.
+    drop(filter);
+    drop(host);
+    // The decision lands afterwards, on another thread; it only reaches reference-counted state.
+    let handle = std::thread::spawn(move || {
+        checker.answer(allow());
+    });
+    handle.join().unwrap();
+    assert_eq!(
+        wake.wakes.load(Ordering::SeqCst),
+        0,
+        "no wake for a gone stream"
+    );
+}
+
+fn grpc_host(host: &mut FakeHost) {
+    host.headers = vec![
+        (b":method".to_vec(), b"POST".to_vec()),
+        (
+            b":path".to_vec(),
+            b"/inference.GRPCInferenceService/ModelInfer".to_vec(),
+        ),
+    ];
+}
+
+/// A gRPC frame header declaring a `len`-byte message.
+fn frame_header(len: u32) -> Vec<u8> {
+    let mut b = vec![0];
+    b.extend_from_slice(&len.to_be_bytes());
+    b
+}
+
+fn raw_body(req: CheckRequest) -> Vec<u8> {
+    req.attributes
+        .unwrap()
+        .request
+        .unwrap()
+        .http
+        .unwrap()
+        .raw_body
+}
+
+#[test]
+fn grpc_calls_are_decided_on_their_whole_first_message() {
+    let (checker, mut filter, mut host) = setup();
+    grpc_host(&mut host);
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        headers_status::STOP_ITERATION
+    );
+    host.body = frame_header(1500);
+    host.body.extend([7; 595]);
+    filter.on_request_body(&mut host, false);
+    host.body = vec![7; 600];
+    filter.on_request_body(&mut host, false);
+    assert!(
+        checker.checks.lock().unwrap().is_empty(),
+        "1200 of 1505 bytes: not yet"
+    );
+    // The rest of the message and the start of a second one.
+    host.body = vec![7; 400];
+    filter.on_request_body(&mut host, false);
+    let body = raw_body(checker.answer(allow()));
+    assert_eq!(
+        body.len(),
+        1505,
+        "exactly the first message, frame header included"
+    );
+}
+
+#[test]
+fn a_grpc_message_over_the_limit_is_refused_unread() {
+    let (checker, mut filter, mut host) = setup();
+    grpc_host(&mut host);
+    filter.on_request_headers(&mut host, false);
+    host.body = frame_header(u32::try_from(LIMIT).unwrap() + 1);
+    host.body.extend([7; 100]);
+    filter.on_request_body(&mut host, false);
+    let (reason, why) = checker.refusals.lock().unwrap().remove(0);
+    assert_eq!(reason, ReasonCode::MalformedRequest);
+    assert!(why.contains("2048 bytes"), "{why}");
+    let d = Decision::new(reason, why);
+    assert_eq!(raw_body(checker.answer(to_check_response(&d))).len(), 5);
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.sent.as_ref().map(|s| s.0), Some(400));
+    assert_eq!(host.continued, 0);
+    // Exactly at the limit is read and decided.
+    let (checker, mut filter, mut host) = setup();
+    grpc_host(&mut host);
+    filter.on_request_headers(&mut host, false);
+    host.body = frame_header(u32::try_from(LIMIT).unwrap());
+    host.body.extend(vec![7; LIMIT]);
+    filter.on_request_body(&mut host, false);
+    assert!(checker.refusals.lock().unwrap().is_empty());
+    assert_eq!(raw_body(checker.answer(allow())).len(), LIMIT + 5);
+}
+
+#[test]
+fn an_answer_without_a_response_fails_closed_with_503() {
+    let (checker, mut filter, mut host) = setup();
+    filter.on_request_headers(&mut host, true);
+    checker.answer(CheckResponse::default());
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.sent.as_ref().map(|s| s.0), Some(503));
+    assert_eq!(host.continued, 0);
+}
