@@ -39,6 +39,8 @@ fn event(n: u64) -> AuditEvent {
         rate_limit: None,
         source_ip: None,
         latency: Duration::from_micros(50),
+        request_time: None,
+        shadow: None,
     }
 }
 

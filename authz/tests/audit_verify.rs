@@ -29,6 +29,8 @@ fn event(n: usize) -> AuditEvent {
         rate_limit: None,
         source_ip: Some("192.0.2.7".parse().unwrap()),
         latency: Duration::from_micros(80),
+        request_time: None,
+        shadow: None,
     }
 }
 
