@@ -143,6 +143,47 @@ async fn a_malformed_shadow_is_counted_and_live_decisions_go_on() {
     );
 }
 
+#[tokio::test]
+async fn a_shadow_edited_into_a_broken_file_is_dropped_on_reload_and_comes_back_when_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = write(dir.path(), "candidate.cedar", &with_forbid());
+    let server = server_with_shadow(&shadow).await;
+    assert!(server.runtime.load().shadow.is_some());
+
+    std::fs::write(
+        &shadow,
+        "@id(\"x\") permit(principal, action, resource) when {",
+    )
+    .unwrap();
+    authz::runtime::reload(&server.config, &server.runtime, &server.metrics)
+        .await
+        .expect("a broken shadow never fails the reload of the live configuration");
+    assert!(server.runtime.load().shadow.is_none());
+    assert_eq!(analyst_summarizes(&server).await.status, 200);
+
+    std::fs::write(&shadow, with_forbid()).unwrap();
+    authz::runtime::reload(&server.config, &server.runtime, &server.metrics)
+        .await
+        .unwrap();
+    assert!(server.runtime.load().shadow.is_some());
+    assert_eq!(analyst_summarizes(&server).await.status, 200);
+    let records = audit_records(&server);
+    assert_eq!(records[0].shadow, None, "recorded while the shadow was off");
+    assert_eq!(
+        records[1].shadow.as_ref().map(|s| s.reason.as_str()),
+        Some("model_retired_for_role")
+    );
+    let (_, text) = server.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&text, "authz_policy_shadow_loads_total{result=\"failure\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "authz_policy_shadow_loads_total{result=\"success\"}"),
+        Some(2.0)
+    );
+}
+
 /// The demo config (for its schema, models and principals) in `dir`.
 fn demo_config(dir: &Path) -> Config {
     Config::load(&common::write_config(dir, "")).unwrap()
