@@ -75,6 +75,8 @@ fn event(n: u64) -> AuditEvent {
         }),
         source_ip: Some("10.1.2.3".parse().expect("a valid literal address")),
         latency: Duration::from_micros(180),
+        request_time: None,
+        shadow: None,
     }
 }
 

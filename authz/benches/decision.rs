@@ -302,6 +302,32 @@ async fn run() {
     let (s, w) = time_policy(true);
     let policy_fresh = stats("Cedar step alone, evaluated every time", s, w);
 
+    // 3c. With a `[policy] shadow` that disagrees on this input (the costlier case: its verdict
+    // is kept for the audit record and counted), the decision next to the same without one.
+    let candidate = dir.path().join("candidate.cedar");
+    let shipped = std::fs::read_to_string(config_dir.join("policies/gateway.cedar")).unwrap();
+    std::fs::write(
+        &candidate,
+        format!("{shipped}\n@id(\"bench-shadow\")\n@reason(\"bench_shadow\")\nforbid (principal, action, resource == Gateway::Model::\"mission-summarizer\");\n"),
+    )
+    .unwrap();
+    let shadow_config = dir.path().join("authz-shadow.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[policy]\n",
+        &format!("[policy]\nshadow = \"{}\"\n", candidate.display()),
+        1,
+    );
+    std::fs::write(&shadow_config, text).unwrap();
+    let rt_shadow = Runtime::load(&shadow_config, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    assert!(rt_shadow.shadow.is_some(), "the shadow policy loads");
+    time_steps(&rt_shadow, &warm[..1000]).await;
+    let (s, w) = time_steps(&rt_now, &warm).await;
+    let steps_again = stats("decision, warm, no shadow (again)", s, w);
+    let (s, w) = time_steps(&rt_shadow, &warm).await;
+    let steps_shadow = stats("decision, warm, disagreeing shadow", s, w);
+
     // 4. gRPC Check over loopback, concurrent clients.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -419,6 +445,8 @@ async fn run() {
         &traced_stats[1],
         &policy_stats,
         &policy_fresh,
+        &steps_again,
+        &steps_shadow,
         &grpc_stats,
     ] {
         println!(

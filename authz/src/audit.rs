@@ -39,6 +39,7 @@ pub use config::{AuditConfig, CheckpointConfig, Durability};
 pub use metrics::AuditMetrics;
 pub use record::{
     AuditDecision, AuditEvent, AuditPrincipal, AuditRecord, HeaderRecord, RateLimitState,
+    ShadowVerdict,
 };
 pub use writer::AuditLog;
 

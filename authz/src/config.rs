@@ -172,6 +172,14 @@ pub struct PolicyConfig {
     pub schema: PathBuf,
     /// Cedar policy files, evaluated as one policy set.
     pub files: Vec<PathBuf>,
+    /// A candidate policy file evaluated beside the active policies on every check, never
+    /// deciding anything: where it disagrees, the audit record carries its verdict and
+    /// `authz_policy_shadow_disagreements_total` counts it. Same schema, models and validation
+    /// as `files`, reloaded with them; one that fails to load is logged and counted
+    /// (`authz_policy_shadow_loads_total{result="failure"}`) and the shadow is off until it
+    /// loads. See docs/policy-rollout.md.
+    #[serde(default)]
+    pub shadow: Option<PathBuf>,
 }
 
 /// A known principal (see [`Config::principals`]).
@@ -288,6 +296,7 @@ impl Config {
         };
         abs(&mut self.policy.schema);
         self.policy.files.iter_mut().for_each(abs);
+        self.policy.shadow.iter_mut().for_each(abs);
         for i in &mut self.authn.issuers {
             if let Some(f) = &mut i.jwks_file {
                 abs(f);
@@ -307,6 +316,7 @@ impl Config {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut v = vec![self.policy.schema.clone()];
         v.extend(self.policy.files.iter().cloned());
+        v.extend(self.policy.shadow.iter().cloned());
         v
     }
 

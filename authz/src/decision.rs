@@ -196,6 +196,17 @@ impl ReasonCode {
     pub fn is_allow(&self) -> bool {
         matches!(self, ReasonCode::Allowed | ReasonCode::PublicPath)
     }
+
+    /// Whether this code is given only after policy allowed the request (the rate limit and
+    /// the audit step run only then), so policy's own verdict was `allowed`.
+    pub fn is_after_policy(&self) -> bool {
+        matches!(
+            self,
+            ReasonCode::RateLimited
+                | ReasonCode::RateLimitUnavailable
+                | ReasonCode::AuditUnavailable
+        )
+    }
 }
 
 impl fmt::Display for ReasonCode {
@@ -238,6 +249,12 @@ pub struct Decision {
     pub response_headers: Vec<(String, String)>,
     /// What the rate limiter decided, when it ran (for headers and the audit record).
     pub rate_limit: Option<crate::ratelimit::RateLimitOutcome>,
+    /// The request time policy was evaluated with (Unix seconds), when policy ran.
+    pub request_time: Option<i64>,
+    /// The shadow policy's verdict, only when one is configured and it disagrees with the
+    /// active policy's (reason code or deciding policies aside, the reason code carries the
+    /// decision). Never changes the answer; it is evidence for the audit record and a metric.
+    pub shadow: Option<crate::policy::PolicyOutcome>,
 }
 
 impl Decision {
@@ -258,6 +275,8 @@ impl Decision {
             trace_id: None,
             response_headers: Vec::new(),
             rate_limit: None,
+            request_time: None,
+            shadow: None,
         }
     }
 
@@ -274,6 +293,12 @@ impl Decision {
     /// `"allow"` or `"deny"`, as used in metrics and logs.
     pub fn decision_str(&self) -> &'static str {
         if self.allowed() { "allow" } else { "deny" }
+    }
+
+    /// Whether policy allowed the request, even if a later step (rate limit, audit) denied it:
+    /// those steps run only on a policy allow.
+    pub fn policy_allowed(&self) -> bool {
+        self.reason.is_allow() || self.reason.is_after_policy()
     }
 
     /// Replaces the verdict (e.g. the rate limiter turning an allow into `rate_limited`).

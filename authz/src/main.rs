@@ -130,6 +130,39 @@ enum PolicyCommand {
         /// Cases file (TOML, see config/README.md).
         cases: PathBuf,
     },
+    /// Decide every policy decision in audit files again with a candidate policy file and
+    /// print what would change: principal, model, action, old -> new decision and reason, count.
+    /// Exit 0 no change, 1 changes, 2 some record (named by file:line) or the candidate cannot
+    /// be evaluated.
+    Replay {
+        /// Config file (schema and models; the active policies are not read).
+        #[arg(long, env = "AUTHZ_CONFIG")]
+        config: PathBuf,
+        /// The candidate policy file (Cedar), validated like the active ones.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Audit files or directories (rotated files are read in order).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Compare two policy files over the configured principals (`[[principals]]`, API keys,
+    /// mTLS identities, one per role) and models: who gains or loses which model and action.
+    /// Exit 0 no change, 1 changes, 2 a policy file cannot be loaded.
+    Diff {
+        /// Config file (schema, models, principals).
+        #[arg(long, env = "AUTHZ_CONFIG")]
+        config: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The policy file in force.
+        old: PathBuf,
+        /// The candidate policy file.
+        new: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +173,24 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { config, cases },
         } => run_policy_cases(&config, &cases),
+        Command::Policy {
+            command:
+                PolicyCommand::Replay {
+                    config,
+                    policy,
+                    json,
+                    files,
+                },
+        } => policy_replay(&config, &policy, &files, json),
+        Command::Policy {
+            command:
+                PolicyCommand::Diff {
+                    config,
+                    json,
+                    old,
+                    new,
+                },
+        } => policy_diff(&config, &old, &new, json),
         Command::Token {
             sub,
             roles,
@@ -197,6 +248,14 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let rt = tokio_runtime()?;
     match rt.block_on(Runtime::load(path, Arc::new(Metrics::new()))) {
         Ok(r) => {
+            // A shadow that does not load leaves `serve` running without one; here it is an
+            // error, so a rollout does not start with a shadow that is silently off.
+            if let (Some(shadow), None) = (&r.config.policy.shadow, &r.shadow) {
+                eprint!("{}: policy.shadow: ", path.display());
+                // Prints the shadow's problems.
+                let _ = load_candidate(&r.config, shadow);
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             println!(
                 "{}: ok ({} models, {} issuers, {} API keys, {} mTLS identities)",
                 path.display(),
@@ -307,6 +366,90 @@ fn run_policy_cases(config_path: &Path, cases_path: &Path) -> anyhow::Result<Exi
         failed.len()
     );
     Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Exit status of `policy replay` and `policy diff` when something cannot be evaluated.
+const EXIT_CANNOT_EVALUATE: u8 = 2;
+
+/// Loads `policy` with the config's schema and models; prints the problems on failure.
+fn load_candidate(config: &Config, policy: &Path) -> Option<authz::policy::PolicyEngine> {
+    match authz::policy::PolicyEngine::load(
+        &config.policy.schema,
+        std::slice::from_ref(&policy.to_path_buf()),
+        &config.models,
+    ) {
+        Ok(e) => Some(e),
+        Err(problems) => {
+            eprintln!("{}: cannot be evaluated:", policy.display());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            None
+        }
+    }
+}
+
+fn policy_replay(
+    config_path: &Path,
+    policy: &Path,
+    files: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let Some(candidate) = load_candidate(&config, policy) else {
+        return Ok(ExitCode::from(EXIT_CANNOT_EVALUATE));
+    };
+    let report = match authz::policy::replay::replay(&candidate, files) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_CANNOT_EVALUATE));
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", authz::policy::replay::report_text(&report));
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+fn policy_diff(config_path: &Path, old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use authz::policy::access;
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let (Some(old), Some(new)) = (load_candidate(&config, old), load_candidate(&config, new))
+    else {
+        return Ok(ExitCode::from(EXIT_CANNOT_EVALUATE));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    let principals = access::known_principals(&config);
+    let changes = access::diff(&principals, &old, &new, now);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&changes)?);
+    } else if changes.is_empty() {
+        println!("no change for {} principal(s)", principals.len());
+    } else {
+        print!("{}", access::diff_table(&changes));
+    }
+    Ok(if changes.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

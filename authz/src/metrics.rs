@@ -39,6 +39,17 @@ pub struct JwksLabels {
     pub result: &'static str,
 }
 
+/// Labels of `authz_policy_shadow_disagreements_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// The active policy's decision: `allow` or `deny`.
+    pub active: &'static str,
+    /// The shadow policy's decision: `allow` or `deny`.
+    pub shadow: &'static str,
+    /// Configured model name (a disagreement is only possible on one).
+    pub model: String,
+}
+
 /// All authz metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -52,6 +63,10 @@ pub struct Metrics {
     pub jwks_refresh: Family<JwksLabels, Counter>,
     /// Config/policy reloads by result.
     pub config_reload: Family<ResultLabels, Counter>,
+    /// Shadow policy loads by result.
+    pub shadow_loads: Family<ResultLabels, Counter>,
+    /// Checks where the shadow policy's reason code differs from the active policy's.
+    pub shadow_disagreements: Family<ShadowLabels, Counter>,
     /// The registry; locked only while encoding `/metrics` (the families update lock-free).
     registry: Mutex<Registry>,
 }
@@ -94,7 +109,21 @@ impl Metrics {
             "Configuration and policy reloads by result (success, failure)",
             config_reload.clone(),
         );
+        let shadow_loads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "authz_policy_shadow_loads",
+            "Shadow policy loads by result (success, failure: the shadow is off)",
+            shadow_loads.clone(),
+        );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "authz_policy_shadow_disagreements",
+            "Checks where the shadow policy's verdict (decision or reason code) differs from the active policy's, by active decision, shadow decision and model",
+            shadow_disagreements.clone(),
+        );
         Metrics {
+            shadow_loads,
+            shadow_disagreements,
             decisions,
             check_duration,
             token_cache,
@@ -135,6 +164,14 @@ impl Metrics {
                 issuer: issuer.to_owned(),
                 result,
             })
+            .inc();
+    }
+
+    /// Counts a shadow policy load.
+    pub fn shadow_loaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.shadow_loads
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

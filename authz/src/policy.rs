@@ -18,7 +18,9 @@
 //! would otherwise mean an allow.
 //!
 //! This module owns evaluation; `load` reads and validates the policies and builds the entities,
-//! `memo` caches answers, `cases` runs policy authors' test cases.
+//! `memo` caches answers, `cases` runs policy authors' test cases, `access` answers "what may this
+//! principal do?" (`authz policy diff`, `GET /v1/models`), `replay` decides the audit log's
+//! decisions again with a candidate policy set (`authz policy replay`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -29,9 +31,11 @@ use cedar_policy::{
     EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
 };
 
+pub mod access;
 pub mod cases;
 mod load;
 mod memo;
+pub mod replay;
 
 pub use load::valid_reason_code;
 
@@ -339,6 +343,31 @@ impl PolicyEngine {
         map.insert(key, Arc::clone(&entities));
         Ok(entities)
     }
+}
+
+/// An aligned text table: a header row, then `rows`, columns separated by two spaces.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, w) in cells.zip(widths) {
+            text.push_str(cell);
+            text.push_str(&" ".repeat(w.saturating_sub(cell.chars().count()) + 2));
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
 }
 
 fn error_outcome(e: String) -> PolicyOutcome {

@@ -48,6 +48,8 @@ pub struct Runtime {
     pub authenticator: Authenticator,
     /// Cedar policies and entities.
     pub policy: PolicyEngine,
+    /// The `[policy] shadow` candidate, when configured and it loaded.
+    pub shadow: Option<PolicyEngine>,
     /// Configured model names (for metric labels).
     pub model_names: BTreeSet<String>,
     /// Validated per-model rate limits of this configuration.
@@ -88,6 +90,7 @@ impl Runtime {
                     None
                 }
             };
+        let shadow = load_shadow(&config, &metrics);
         let issuers = load_issuers(&config, &metrics, &mut problems).await;
         let Some(policy) = policy.filter(|_| problems.is_empty()) else {
             return Err(ConfigErrors {
@@ -119,6 +122,7 @@ impl Runtime {
             limits,
             authenticator,
             policy,
+            shadow,
             config,
             _refreshers: refreshers,
         })
@@ -158,6 +162,34 @@ impl Runtime {
             None => "none".to_owned(),
             Some(m) if self.model_names.contains(m) => m.to_owned(),
             Some(_) => "unknown".to_owned(),
+        }
+    }
+}
+
+/// The `[policy] shadow` engine: same schema and models as the active policies. A shadow that
+/// fails to load is logged and counted, and the runtime goes on without one: a candidate never
+/// affects live decisions, not even by failing.
+fn load_shadow(config: &Config, metrics: &Metrics) -> Option<PolicyEngine> {
+    let path = config.policy.shadow.as_ref()?;
+    match PolicyEngine::load(
+        &config.policy.schema,
+        std::slice::from_ref(path),
+        &config.models,
+    ) {
+        Ok(engine) => {
+            metrics.shadow_loaded(true);
+            tracing::info!(policy.shadow = %path.display(), "shadow policy loaded");
+            Some(engine)
+        }
+        Err(problems) => {
+            metrics.shadow_loaded(false);
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                policy.shadow = %path.display(),
+                error = %problems.join("; "),
+                "shadow policy rejected; running without a shadow"
+            );
+            None
         }
     }
 }

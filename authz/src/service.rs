@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{self, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal};
 use crate::decision::{Decision, ReasonCode};
-use crate::metrics::{DecisionLabels, Metrics};
+use crate::metrics::{DecisionLabels, Metrics, ShadowLabels};
 use crate::policy::PolicyInput;
 use crate::ratelimit::{OnStoreError, RateLimitError, RateLimitOutcome, RateLimiter};
 use crate::readiness::Readiness;
@@ -283,6 +283,20 @@ impl AuthzService {
                 model: rt.model_label(d.model.as_deref()),
             })
             .inc();
+        if let Some(shadow) = &d.shadow {
+            self.metrics
+                .shadow_disagreements
+                .get_or_create(&ShadowLabels {
+                    active: policy_decision_str(d),
+                    shadow: if shadow.reason.is_allow() {
+                        "allow"
+                    } else {
+                        "deny"
+                    },
+                    model: rt.model_label(d.model.as_deref()),
+                })
+                .inc();
+        }
         if !d.allowed() {
             tracing::info!(
                 decision.id = %d.id,
@@ -294,6 +308,12 @@ impl AuthzService {
             );
         }
     }
+}
+
+/// The active policy's decision, before the rate limit and the audit could turn an allow into a
+/// denial: what the shadow policy is compared with.
+fn policy_decision_str(d: &Decision) -> &'static str {
+    if d.policy_allowed() { "allow" } else { "deny" }
 }
 
 /// The audit record of a decision: everything the evidence needs, nothing secret.
@@ -322,6 +342,16 @@ fn audit_event(d: &Decision, latency: Duration) -> AuditEvent {
         rate_limit: d.rate_limit.as_ref().map(audit_rate_limit),
         source_ip: d.source_ip,
         latency,
+        request_time: d.request_time,
+        shadow: d.shadow.as_ref().map(|s| audit::ShadowVerdict {
+            decision: if s.reason.is_allow() {
+                AuditDecision::Allow
+            } else {
+                AuditDecision::Deny
+            },
+            reason: s.reason.as_str().to_owned(),
+            policy_ids: s.policies.clone(),
+        }),
     }
 }
 
@@ -432,23 +462,35 @@ fn facts_step(
     Some((facts.credentials, model))
 }
 
-/// Step 3: the policy's decision on `model` for the authenticated principal, into `d`.
+/// Step 3: the policy's decision on `model` for the authenticated principal, into `d`; then,
+/// with the answer decided, the shadow policy's verdict on the same input (kept only where it
+/// disagrees). Both are memoized Cedar evaluations (`policy::memo`), a microsecond or two on a
+/// warm memo (`cargo bench -p authz --bench decision`, docs/benchmarks.md).
 fn policy_step(rt: &Runtime, model: &ModelRef, d: &mut Decision, check: &Span) {
     let Some(principal) = d.principal.as_ref() else {
         return;
     };
     let mut step = check.child("authz.policy");
-    let outcome = rt.policy.evaluate(&PolicyInput {
+    let request_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    let input = PolicyInput {
         principal,
         model: &model.name,
         version: model.version.as_deref(),
         action: model.action,
         access_reason: d.access_reason.as_deref(),
         source_ip: d.source_ip,
-        request_time: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
-    });
+        request_time,
+    };
+    let outcome = rt.policy.evaluate(&input);
+    let shadow = rt
+        .shadow
+        .as_ref()
+        .map(|shadow| shadow.evaluate(&input))
+        .filter(|s| s.reason != outcome.reason);
+    d.request_time = Some(request_time);
+    d.shadow = shadow;
     d.set_outcome(outcome.reason, outcome.message);
     d.policies = outcome.policies;
     if !d.allowed() {

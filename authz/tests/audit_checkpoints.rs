@@ -175,7 +175,7 @@ async fn checkpoints_are_signed_into_the_chain_and_reach_every_witness() {
     assert_eq!(metrics.checkpoints.get(), 5);
     let first: Value = serde_json::from_str(&chain_checkpoints[0]).unwrap();
     assert_eq!(first["replica"], "authz-0");
-    assert_eq!(first["v"], 2);
+    assert_eq!(first["v"], 3);
     assert!(first["signature"].as_str().unwrap().len() == 128);
     // The witness file holds exactly the chain's checkpoint lines, in order.
     assert_eq!(read_lines(&s.witness), chain_checkpoints);

@@ -52,6 +52,8 @@ fn event(n: usize) -> AuditEvent {
         }),
         source_ip: Some("10.1.2.3".parse().unwrap()),
         latency: Duration::from_micros(250),
+        request_time: None,
+        shadow: None,
     }
 }
 
@@ -156,7 +158,7 @@ async fn every_decision_becomes_one_durable_hashed_line_with_the_documented_fiel
     expected.sort();
     assert_eq!(sorted_keys, expected);
     assert!(
-        lines[2].starts_with(r#"{"v":2,"kind":"decision","seq":2,"time":""#),
+        lines[2].starts_with(r#"{"v":3,"kind":"decision","seq":2,"time":""#),
         "{}",
         lines[2]
     );

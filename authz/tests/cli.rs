@@ -305,3 +305,79 @@ fn dev_init_accepts_a_template_given_as_a_bare_file_name() {
         .arg(work.join("dev/authz.toml")));
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `policy diff` and `policy replay` as a rollout uses them: the table, `--json`, and the exit
+/// statuses 0 (no change), 1 (changes), 2 (cannot evaluate).
+#[test]
+fn policy_diff_and_replay_print_changes_and_exit_by_what_they_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dev_init(dir.path());
+    let shipped = repo().join("config/policies/gateway.cedar");
+    let candidate = dir.path().join("candidate.cedar");
+    std::fs::write(
+        &candidate,
+        std::fs::read_to_string(&shipped).unwrap().replace(
+            "when { principal in resource.allowed_roles };",
+            "when { principal in resource.allowed_roles && !(principal in Gateway::Role::\"load-tester\") };",
+        ),
+    )
+    .unwrap();
+    let diff = |new: &Path| {
+        run(authz()
+            .args(["policy", "diff", "--config"])
+            .arg(&cfg)
+            .arg(&shipped)
+            .arg(new))
+    };
+    let out = diff(&shipped);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = diff(&candidate);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("loses")
+            && table.contains("load-tester (api_key)")
+            && table.contains("benchmark-echo"),
+        "{table}"
+    );
+
+    // An audit file with one load-tester decision, as the writer lays it out.
+    let audit = dir.path().join("audit.jsonl");
+    std::fs::write(
+        &audit,
+        concat!(
+            r#"{"v":3,"kind":"header","seq":0,"time":"2026-01-01T00:00:00.000000000Z","file_seq":0,"writer":"authz/0.1.0","prev_hash":"0","hash":"1"}"#, "\n",
+            r#"{"v":3,"kind":"decision","seq":1,"time":"2026-01-01T00:00:00.000000000Z","decision_id":"0190f5a2-0000-7000-8000-000000000001","request_id":null,"trace_id":null,"principal":{"id":"load-tester","auth_method":"api_key","roles":["load-tester"]},"model":"benchmark-echo","version":null,"action":"infer","decision":"allow","status":200,"reason":"allowed","policy_ids":["permit-configured-roles"],"access_reason":null,"access_reason_truncated":false,"rate_limit":null,"source_ip":null,"latency_us":90,"request_time":1767225600,"prev_hash":"1","hash":"2"}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let replay = |policy: &Path, json: bool| {
+        let mut cmd = authz();
+        cmd.args(["policy", "replay", "--config"])
+            .arg(&cfg)
+            .arg("--policy")
+            .arg(policy);
+        if json {
+            cmd.arg("--json");
+        }
+        run(cmd.arg(&audit))
+    };
+    assert_eq!(replay(&shipped, false).status.code(), Some(0));
+    let out = replay(&candidate, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "load-tester  benchmark-echo  infer   allow (allowed) -> deny (role_not_allowed)  1"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&replay(&candidate, true).stdout).unwrap();
+    assert_eq!(json["changes"][0]["new_reason"], "role_not_allowed");
+    assert_eq!(json["changes"][0]["count"], 1);
+    let broken = dir.path().join("broken.cedar");
+    std::fs::write(&broken, "permit(principal, action, resource);").unwrap();
+    let out = replay(&broken, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("@id"), "{}", text(&out.stderr));
+}

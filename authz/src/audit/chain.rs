@@ -138,7 +138,11 @@ struct CanonicalRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     replica: &'a Option<String>,
     request_id: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_time: &'a Option<i64>,
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: &'a Option<crate::audit::record::ShadowVerdict>,
     source_ip: &'a Option<std::net::IpAddr>,
     status: u16,
     time: &'a str,
@@ -187,6 +191,8 @@ impl<'a> From<&'a crate::audit::AuditRecord> for CanonicalRecord<'a> {
             rate_limit,
             source_ip,
             latency_us,
+            request_time,
+            shadow,
             prev_hash,
             hash: _,
         } = r;
@@ -215,7 +221,9 @@ impl<'a> From<&'a crate::audit::AuditRecord> for CanonicalRecord<'a> {
             reason,
             replica,
             request_id,
+            request_time,
             seq: *seq,
+            shadow,
             source_ip,
             status: *status,
             time,
@@ -334,6 +342,12 @@ mod tests {
             }),
             source_ip: full.then(|| "2001:db8::1".parse().unwrap()),
             latency_us: n,
+            request_time: full.then_some(1_700_000_000),
+            shadow: full.then(|| crate::audit::ShadowVerdict {
+                decision: AuditDecision::Deny,
+                reason: "forbidden_by_policy".into(),
+                policy_ids: vec![text.clone()],
+            }),
             prev_hash: GENESIS.into(),
             hash: "ignored".into(),
         }

@@ -11,8 +11,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Schema version written in every line's `v` field. Version 2 added the `replica` member
-/// (every line) and checkpoint lines; version 1 lines (no `replica`) still verify.
-pub const SCHEMA_VERSION: u32 = 2;
+/// (every line) and checkpoint lines; version 1 lines (no `replica`) still verify. Version 3
+/// added `request_time` (the time policy was evaluated at, so `authz policy replay` has every
+/// fact a policy reads) and `shadow` (the shadow policy's verdict where it disagreed) to
+/// decision lines; both are absent from older lines, which still verify.
+pub const SCHEMA_VERSION: u32 = 3;
+/// The first schema version whose decision lines carry `request_time` when policy ran.
+pub const SCHEMA_VERSION_REQUEST_TIME: u32 = 3;
 /// `kind` of a decision record.
 pub const KIND_DECISION: &str = "decision";
 /// `kind` of a file header record.
@@ -59,6 +64,20 @@ pub struct RateLimitState {
     pub retry_after_ms: Option<u64>,
 }
 
+/// The shadow policy's verdict on a check where it disagreed with the active policy
+/// (schema version 3; see `[policy] shadow`). Members are in key order, so its JSON is already
+/// canonical (see `CanonicalRecord` in `audit/chain.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowVerdict {
+    /// What the shadow policy would have decided.
+    pub decision: AuditDecision,
+    /// Its deciding policy ids.
+    pub policy_ids: Vec<String>,
+    /// Its reason code.
+    pub reason: String,
+}
+
 /// What the Check pipeline knows about one decision: plain data, filled field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -95,6 +114,10 @@ pub struct AuditEvent {
     pub source_ip: Option<IpAddr>,
     /// Time from receiving the check to the decision (excluding the audit write itself).
     pub latency: Duration,
+    /// The request time policy was evaluated with (Unix seconds), when policy ran.
+    pub request_time: Option<i64>,
+    /// The shadow policy's verdict, only where it differs from the active one.
+    pub shadow: Option<ShadowVerdict>,
 }
 
 /// One decision line, as written and as read back.
@@ -147,6 +170,13 @@ pub struct AuditRecord {
     pub source_ip: Option<IpAddr>,
     /// Decision latency in microseconds.
     pub latency_us: u64,
+    /// The request time policy saw, Unix seconds (schema version 3; absent when policy did
+    /// not run and in older lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_time: Option<i64>,
+    /// The shadow policy's verdict where it disagreed (schema version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowVerdict>,
     /// The previous line's `hash` ([`GENESIS_HASH`] for the first line of a chain).
     pub prev_hash: String,
     /// SHA-256 (lowercase hex) of this line's canonical encoding without `hash`.
@@ -218,6 +248,8 @@ impl AuditRecord {
             rate_limit: event.rate_limit,
             source_ip: event.source_ip,
             latency_us: u64::try_from(event.latency.as_micros()).unwrap_or(u64::MAX),
+            request_time: event.request_time,
+            shadow: event.shadow,
             prev_hash,
             hash: String::new(),
         }

@@ -147,7 +147,7 @@ fn tampered(path: &Path, line: u64, problem: impl Into<String>) -> VerifyError {
 
 /// Expands directories to the audit files in them (`audit.jsonl` and `audit.jsonl.NNNNNN`),
 /// and in their subdirectories (one per replica), one level deep.
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
+pub(crate) fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
     let mut files = Vec::new();
     for path in paths {
         if !path.is_dir() {

@@ -26,6 +26,8 @@ pub fn event(n: impl std::fmt::Display) -> AuditEvent {
         rate_limit: None,
         source_ip: Some("192.0.2.7".parse().unwrap()),
         latency: Duration::from_micros(80),
+        request_time: None,
+        shadow: None,
     }
 }
 
