@@ -53,6 +53,8 @@ PUBLIC_GRPC_METHODS = tuple(p.rsplit("/", 1)[1] for p in CONTRACT["public_paths"
 MODELSERVER_READY_PATH = CONTRACT["paths"]["modelserver_ready"]
 ENVOY_METRICS_PATH = CONTRACT["paths"]["envoy_metrics"]
 ENVOY_READY_PATH = CONTRACT["paths"]["envoy_ready"]
+# `GET /v1/models`, the caller's model catalog, answered by authz in the check (catalog_route).
+CATALOG_PATH = CONTRACT["paths"]["catalog"]
 # Bytes of the request body sent to authz: enough for the first gRPC frame's model_name and
 # model_version fields, small enough that a check never buffers a tensor.
 AUTHZ_BODY_BYTES = 1024
@@ -206,6 +208,16 @@ def fixed_route(match: dict, status: int, code: str, message: str) -> dict:
             "typed_per_filter_config": ext_authz_disabled()}
 
 
+def catalog_route() -> dict:
+    """`GET /v1/models`: authz authenticates the caller and answers with its catalog itself (a
+    200 in the check's denied_response), so nothing is forwarded. The fixed answer below is
+    reached only when authz did not answer and `failure_mode_allow` let the request through."""
+    route = fixed_route({"path": CATALOG_PATH}, 503, "catalog_unavailable",
+                        "the model catalog is answered by authz, which is unavailable")
+    route["typed_per_filter_config"] = ext_authz_without_body()
+    return route
+
+
 def routes() -> list[dict]:
     """The ingress routes, first match wins. Everything not listed gets a fixed 404."""
     r: list[dict] = []
@@ -217,6 +229,7 @@ def routes() -> list[dict]:
         {"safe_regex": {"regex": r"/v2/models/[^/]+(/versions/[^/]+)?/infer"}},
         "modelserver_http", INFER_TIMEOUT, public=False))
     r.append(upstream_route({"prefix": "/v2/models/"}, "modelserver_http", METADATA_TIMEOUT, public=False))
+    r.append(catalog_route())
     for method in PUBLIC_GRPC_METHODS:
         r.append(upstream_route({"path": f"/{GRPC_SERVICE}/{method}", "grpc": {}},
                                 "modelserver_grpc", HEALTH_TIMEOUT, public=True))

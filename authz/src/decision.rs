@@ -255,6 +255,9 @@ pub struct Decision {
     /// active policy's (reason code or deciding policies aside, the reason code carries the
     /// decision). Never changes the answer; it is evidence for the audit record and a metric.
     pub shadow: Option<crate::policy::PolicyOutcome>,
+    /// The caller's catalog, on an allowed `GET /v1/models` (authz answers it itself:
+    /// `response.rs`). Audited with the action `list`.
+    pub catalog: Option<crate::catalog::Catalog>,
 }
 
 impl Decision {
@@ -277,6 +280,7 @@ impl Decision {
             rate_limit: None,
             request_time: None,
             shadow: None,
+            catalog: None,
         }
     }
 

@@ -40,6 +40,7 @@
 pub mod admin;
 pub mod audit;
 pub mod authn;
+pub mod catalog;
 pub mod config;
 pub mod decision;
 pub mod devkeys;

@@ -181,6 +181,8 @@ pub enum Target {
     Public,
     /// A model (from the REST path or the gRPC message).
     Model(ModelRef),
+    /// `GET /v1/models`: the caller's catalog, answered by authz itself ([`crate::catalog`]).
+    Catalog,
     /// Anything else: denied by default.
     Other,
 }
@@ -275,6 +277,7 @@ fn target(
     Ok(match route {
         Route::Public => Target::Public,
         Route::Other => Target::Other,
+        Route::Catalog => Target::Catalog,
         Route::Model(m) => Target::Model(m),
         Route::GrpcModel(action) => {
             let body = if http.raw_body.is_empty() {

@@ -66,7 +66,9 @@ fn set(key: &str, value: &str) -> HeaderValueOption {
 /// Builds the `CheckResponse` for a decision.
 pub fn to_check_response(d: &Decision) -> CheckResponse {
     let id = d.id.to_string();
-    if d.allowed() {
+    if let (true, Some(catalog)) = (d.allowed(), &d.catalog) {
+        catalog_response(catalog, &id)
+    } else if d.allowed() {
         allowed_response(d, &id)
     } else {
         denied_response(d, &id)
@@ -100,6 +102,34 @@ fn allowed_response(d: &Decision, id: &str) -> CheckResponse {
             headers_to_remove: CREDENTIAL_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
             response_headers_to_add: d.response_headers.iter().map(|(k, v)| set(k, v)).collect(),
             ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// `GET /v1/models`, answered by authz itself: Envoy's denied-response path with status 200 and
+/// the catalog as the body, so nothing is forwarded upstream (no upstream has the policy) and no
+/// identity header has to be trusted by a second listener. Envoy counts it under its ext_authz
+/// `denied` stat and logs the response flag `UAEX` (docs/policy-rollout.md, "What may I call?").
+fn catalog_response(catalog: &crate::catalog::Catalog, id: &str) -> CheckResponse {
+    // Serializing plain strings, numbers and bools cannot fail.
+    let body = serde_json::to_string(catalog).unwrap_or_default();
+    CheckResponse {
+        status: Some(RpcStatus {
+            // Any non-OK code makes Envoy answer with `denied_response`; the client sees 200.
+            code: code::PERMISSION_DENIED,
+            message: "catalog".to_owned(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: 200 }),
+            headers: vec![
+                set("content-type", "application/json"),
+                set(HEADER_DECISION_ID, id),
+                // The catalog depends on the credentials and the policy in force.
+                set("cache-control", "no-store"),
+            ],
+            body,
         })),
         ..Default::default()
     }
@@ -246,5 +276,28 @@ mod tests {
                 .value,
             "3"
         );
+    }
+
+    #[test]
+    fn the_catalog_is_a_200_answered_by_envoy_never_forwarded() {
+        let mut d = Decision::new(ReasonCode::Allowed, "catalog");
+        d.catalog = Some(crate::catalog::Catalog {
+            principal: "analyst-1".into(),
+            auth_method: "jwt",
+            models: vec![],
+        });
+        let r = to_check_response(&d);
+        assert_ne!(
+            r.status.unwrap().code,
+            0,
+            "a non-OK code: Envoy answers itself"
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = r.http_response else {
+            panic!("not answered by Envoy");
+        };
+        assert_eq!(denied.status.unwrap().code, 200);
+        let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+        assert_eq!(body["principal"], "analyst-1");
+        assert!(header(&denied.headers, "cache-control").is_some());
     }
 }

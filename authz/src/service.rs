@@ -19,6 +19,7 @@ use telemetry::{Span, TraceContext, Tracer};
 use tonic::{Request, Response, Status};
 
 use crate::audit::{self, AuditDecision, AuditEvent, AuditLog, AuditMetrics, AuditPrincipal};
+use crate::catalog;
 use crate::decision::{Decision, ReasonCode};
 use crate::metrics::{DecisionLabels, Metrics, ShadowLabels};
 use crate::policy::PolicyInput;
@@ -35,6 +36,9 @@ use crate::trace::{annotate_check, fail_step};
 /// A record that lands after this still exists, showing an allow the client never got: the log
 /// may over-report access, never under-report it.
 pub const AUDIT_APPEND_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The audit record's action for `GET /v1/models` (not a model action: no policy decides it).
+pub const CATALOG_ACTION: &str = "list";
 
 /// Starting the service's stateful steps failed.
 #[derive(Debug, thiserror::Error)]
@@ -329,7 +333,13 @@ fn audit_event(d: &Decision, latency: Duration) -> AuditEvent {
         }),
         model: d.model.clone(),
         version: d.version.clone(),
-        action: d.action.map_or("none", |a| a.as_str()).to_owned(),
+        action: match (d.action, &d.catalog) {
+            (Some(a), _) => a.as_str(),
+            // No policy decides a catalog read; `policy replay` skips it (no model).
+            (None, Some(_)) => CATALOG_ACTION,
+            (None, None) => "none",
+        }
+        .to_owned(),
         decision: if d.allowed() {
             AuditDecision::Allow
         } else {
@@ -398,7 +408,7 @@ async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Dec
     d.trace_id = meta.trace_id;
 
     // 1. Facts.
-    let Some((credentials, model)) = facts_step(rt, req, &mut d, step) else {
+    let Some((credentials, target)) = facts_step(rt, req, &mut d, step) else {
         return d;
     };
 
@@ -417,25 +427,38 @@ async fn authorize_traced(rt: &Runtime, req: &CheckRequest, check: &Span) -> Dec
     d.principal = Some(principal);
 
     // 3. Policy.
-    let Some(model) = model else {
-        d.set_outcome(
+    match target {
+        Target::Model(model) => policy_step(rt, &model, &mut d, check),
+        // Any authenticated caller may read its own catalog; what it lists is policy's.
+        Target::Catalog => {
+            if let Some(p) = &d.principal {
+                d.catalog = Some(catalog::catalog(&rt.policy, &rt.limits, p, unix_now()));
+                d.set_outcome(ReasonCode::Allowed, "catalog");
+            }
+        }
+        Target::Public | Target::Other => d.set_outcome(
             ReasonCode::PathNotAllowed,
             "this path is not exposed through the gateway",
-        );
-        return d;
-    };
-    policy_step(rt, &model, &mut d, check);
+        ),
+    }
     d
 }
 
+/// The current time in Unix seconds, as policy reads it.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Step 1 in span `step`: the request's facts into `d`. `None` when they already decide (a
-/// malformed request, a public path); else the credentials and the model, if the path names one.
+/// malformed request, a public path); else the credentials and what the request is about.
 fn facts_step(
     rt: &Runtime,
     req: &CheckRequest,
     d: &mut Decision,
     mut step: Span,
-) -> Option<(Credentials, Option<ModelRef>)> {
+) -> Option<(Credentials, Target)> {
     let facts = match Facts::from_check_request(req, &rt.rules) {
         Ok(f) => f,
         Err(e) => {
@@ -445,7 +468,7 @@ fn facts_step(
         }
     };
     d.access_reason = facts.access_reason.clone();
-    let model = match facts.target {
+    match &facts.target {
         Target::Public => {
             d.set_outcome(ReasonCode::PublicPath, "public path");
             return None;
@@ -454,12 +477,11 @@ fn facts_step(
             d.model = Some(m.name.clone());
             d.version = m.version.clone();
             d.action = Some(m.action);
-            Some(m)
         }
-        Target::Other => None,
-    };
+        Target::Catalog | Target::Other => {}
+    }
     step.end();
-    Some((facts.credentials, model))
+    Some((facts.credentials, facts.target))
 }
 
 /// Step 3: the policy's decision on `model` for the authenticated principal, into `d`; then,
@@ -471,9 +493,7 @@ fn policy_step(rt: &Runtime, model: &ModelRef, d: &mut Decision, check: &Span) {
         return;
     };
     let mut step = check.child("authz.policy");
-    let request_time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    let request_time = unix_now();
     let input = PolicyInput {
         principal,
         model: &model.name,

@@ -205,3 +205,37 @@ async fn a_dead_rate_limit_store_follows_each_models_on_store_error() {
     assert!(be.allowed(), "{:?}", be.reason);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn the_catalog_is_answered_by_authz_and_audited_as_a_list() {
+    let server = Server::start().await;
+    let listed = server
+        .check(req("/v1/models").api_key("demo-report-builder-key").build())
+        .await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(listed.body["principal"], "report-builder");
+    let names: Vec<&str> = listed.body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["benchmark-echo", "mission-summarizer"]);
+    let unauthenticated = server.check(req("/v1/models").build()).await;
+    assert_eq!(unauthenticated.status, 401);
+
+    let records = audit_records(server.dir.path());
+    let id = &listed.headers["x-authz-decision-id"];
+    let record = records
+        .iter()
+        .find(|r| r["decision_id"] == id.as_str())
+        .expect("the catalog read has its record");
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["action"], "list");
+    assert_eq!(record["principal"]["id"], "report-builder");
+    assert!(record["model"].is_null(), "{record}");
+    let id = unauthenticated.body["error"]["decision_id"]
+        .as_str()
+        .unwrap();
+    assert!(records.iter().any(|r| r["decision_id"] == id));
+}

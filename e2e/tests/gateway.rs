@@ -550,4 +550,82 @@ fn health_paths_are_public(s: &Stack) {
         assert_eq!(resp.status, 200, "{path}: {}", resp.body);
     }
 }
+
+/// `GET /v1/models`: each demo principal sees exactly the models the demo policy lets it call,
+/// with the reason flag and the limit of its roles; answered by authz, never forwarded.
+fn the_catalog_lists_exactly_what_each_principal_may_call(s: &Stack) {
+    let be = ("benchmark-echo", false, 120);
+    let ms = ("mission-summarizer", true, 30);
+    let tt = ("threat-triage", true, 20);
+    let jwt = |sub, roles| ("authorization", format!("Bearer {}", s.token(sub, roles)));
+    let cases = [
+        ("analyst-1", jwt("analyst-1", ANALYST), vec![be, ms]),
+        ("security-1", jwt("security-1", SECURITY), vec![be, ms, tt]),
+        ("admin-1", jwt("admin-1", ADMIN), vec![be, ms, tt]),
+        (
+            "report-builder",
+            ("x-api-key", "demo-report-builder-key".to_owned()),
+            vec![be, ms],
+        ),
+    ];
+    for (principal, (header, value), expected) in cases {
+        let ua = format!("row-catalog-{principal}");
+        let resp = s.request(
+            "GET",
+            "/v1/models",
+            &[("user-agent", &ua), (header, &value)],
+            None,
+        );
+        expect(s, &resp, 200, None, &format!("catalog of {principal}"));
+        let body = resp.json();
+        assert_eq!(body["principal"], principal, "{body}");
+        let got: Vec<(&str, bool, u64)> = body["models"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no models: {body}"))
+            .iter()
+            .map(|m| {
+                assert_eq!(m["rate_limit"]["period"], "60s", "{m}");
+                assert!(m["remaining"].is_null(), "{m}");
+                (
+                    m["name"].as_str().unwrap_or_default(),
+                    m["reason_required"].as_bool().unwrap_or_default(),
+                    m["rate_limit"]["rate"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "catalog of {principal}: {body}");
+        assert_eq!(resp.header("cache-control"), Some("no-store"));
+        expect_not_forwarded(s, &ua);
+    }
+}
+
+/// The catalog needs credentials like any call, and a client-sent `x-authz-principal` names
+/// nobody: Envoy strips it before the check, authz lists the token's principal.
+fn the_catalog_needs_credentials_and_ignores_a_forged_principal(s: &Stack) {
+    let resp = s.request(
+        "GET",
+        "/v1/models",
+        &[("x-authz-principal", "admin-1")],
+        None,
+    );
+    expect(s, &resp, 401, Some("unauthenticated"), "catalog without credentials");
+    let token = s.token("analyst-1", ANALYST);
+    let resp = s.request(
+        "GET",
+        "/v1/models",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-authz-principal", "admin-1"),
+        ],
+        None,
+    );
+    expect(s, &resp, 200, None, "catalog with a forged principal header");
+    let body = resp.json();
+    assert_eq!(body["principal"], "analyst-1", "{body}");
+    let names: Vec<&str> = body["models"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!names.contains(&"threat-triage"), "{body}");
+}
 }

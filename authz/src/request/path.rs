@@ -18,6 +18,8 @@ pub enum Route {
     Model(ModelRef),
     /// An OIP gRPC method that names its model in the message.
     GrpcModel(Action),
+    /// `GET /v1/models`: the caller's model catalog ([`crate::catalog`]).
+    Catalog,
     /// Well-formed but not exposed: denied by default.
     Other,
 }
@@ -57,6 +59,9 @@ pub enum PathError {
     NameTooLong,
 }
 
+/// The catalog path (exact; Envoy routes only this spelling to authz's catalog answer).
+pub const CATALOG_PATH: &str = "/v1/models";
+
 /// Parses the request path (with or without its query string) into a [`Route`].
 ///
 /// `public_paths` are exact paths (no query) served without credentials.
@@ -80,6 +85,9 @@ pub fn parse_path(path: &str, public_paths: &[String]) -> Result<Route, PathErro
     }
     if public_paths.iter().any(|p| p == path) {
         return Ok(Route::Public);
+    }
+    if path == CATALOG_PATH {
+        return Ok(Route::Catalog);
     }
     if keyword(segs[0], GRPC_SERVICE)? {
         return Ok(grpc_route(&segs));
@@ -227,6 +235,9 @@ mod tests {
             Ok(model("m", None, Action::Config))
         );
         assert_eq!(parse_path("/v2/health/live", &p), Ok(Route::Public));
+        assert_eq!(parse_path("/v1/models", &p), Ok(Route::Catalog));
+        assert_eq!(parse_path("/v1/models?x=1", &p), Ok(Route::Catalog));
+        assert_eq!(parse_path("/v1/models/x", &p), Ok(Route::Other));
         assert_eq!(parse_path("/v2", &p), Ok(Route::Public));
         assert_eq!(parse_path("/v2/repository/index", &p), Ok(Route::Other));
         assert_eq!(

@@ -294,7 +294,11 @@ impl From<CheckResponse> for Outcome {
                 let body: Value = serde_json::from_str(&d.body).unwrap();
                 Outcome {
                     status: d.status.unwrap().code as u16,
-                    code: body["error"]["code"].as_str().unwrap().to_owned(),
+                    // The catalog (`GET /v1/models`) is a 200 with no error code.
+                    code: body["error"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                     body,
                     headers,
                     actions,

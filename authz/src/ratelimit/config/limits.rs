@@ -236,12 +236,20 @@ impl ModelLimits {
     /// The limit for a principal holding `roles`: the most generous override among its roles, or
     /// the model's own limit when none of its roles has one (see the module docs).
     pub fn for_roles(&self, roles: &[String]) -> Limit {
-        roles
-            .iter()
-            .filter_map(|r| self.roles.get(r))
-            .max_by_key(|l| l.generosity())
+        self.winning_role(roles)
+            .and_then(|r| self.roles.get(r))
             .copied()
             .unwrap_or(self.base)
+    }
+
+    /// The role among `roles` whose override [`ModelLimits::for_roles`] applies, or `None` when
+    /// the model's own limit does (what `GET /v1/models` reports as configured).
+    pub fn winning_role<'a>(&self, roles: &'a [String]) -> Option<&'a str> {
+        roles
+            .iter()
+            .filter_map(|r| self.roles.get(r).map(|l| (r.as_str(), l)))
+            .max_by_key(|(_, l)| l.generosity())
+            .map(|(r, _)| r)
     }
 }
 
