@@ -13,8 +13,9 @@
 //! queued request, and adds the requests behind it whose inputs have the same non-batch
 //! dimensions until the batch reaches the largest `preferred_batch_size` (or `max_batch_size`), or
 //! nothing else is queued. What happens then depends on [`BatchWait`]: with `busy` (the default)
-//! the batch runs at once — a request that finds an instance free never waits, and requests that
-//! arrive while every instance is busy are batched when one frees; with `always` (Triton's
+//! the batch runs at once — a request that finds an instance free and nobody queued runs at once on
+//! its own task (it never visits the batching thread), and requests that arrive while every
+//! instance is busy are batched when one frees; with `always` (Triton's
 //! semantics) it waits for more until a smaller preferred size is reached or
 //! `max_queue_delay_microseconds` has passed since the oldest request arrived. The merged inputs (concatenated
 //! along dimension 0; BYTES too) run once and the outputs are split back to each request in order.
@@ -36,6 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::error::ServerError;
 use crate::repository::LoadedModel;
+use crate::runtime::Reservation;
 use crate::tensor::Tensor;
 
 mod batching;
@@ -205,6 +207,16 @@ impl Scheduler {
         batch: u64,
         timeout: Option<Duration>,
     ) -> Result<Vec<Tensor>, ServerError> {
+        // Batching `busy` with nobody waiting and a session free: run now, without the hop to the
+        // batching thread and back (the batcher would only run it alone, at once, anyway).
+        if self.queued() == 0
+            && let Some(b) = &self.batching
+            && b.policy.wait == BatchWait::Busy
+            && let Some(reservation) = model.pool.try_reserve()
+        {
+            let enqueued = Instant::now();
+            return run_reserved(model, reservation, inputs, outputs, batch, enqueued).await;
+        }
         let slot = self.admit(&model.name).inspect_err(|_| {
             model
                 .stats
@@ -255,6 +267,18 @@ async fn run_alone(
         },
     };
     drop(slot);
+    run_reserved(model, reservation, inputs, outputs, batch, enqueued).await
+}
+
+/// Runs one request by itself on the session `reservation` holds.
+async fn run_reserved(
+    model: &Arc<LoadedModel>,
+    reservation: Reservation,
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+    batch: u64,
+    enqueued: Instant,
+) -> Result<Vec<Tensor>, ServerError> {
     model.stats.queue.record(enqueued.elapsed());
     let trace = telemetry::current_span();
     crate::trace::record_queue(&trace, enqueued);

@@ -506,3 +506,109 @@ async fn requests_that_arrive_while_every_instance_is_busy_run_as_one_batch() {
     assert_eq!(st["inference_count"], 4, "{st}");
     assert_eq!(st["execution_count"], 1, "{st}");
 }
+
+/// Names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_the_model_idle_never_visits_the_batching_thread() {
+    let s = start(common::direct()).await;
+    for _ in 0..3 {
+        one_add(&s, "eager_add").await;
+    }
+    // Thread names are cut to 15 bytes by the kernel.
+    let batcher = "batcher-eager_a";
+    assert!(
+        !thread_names().iter().any(|n| n == batcher),
+        "{:?}",
+        thread_names()
+    );
+    let st = stats(&s.http, "eager_add").await;
+    assert_eq!(st["inference_count"], 3, "{st}");
+    assert_eq!(st["execution_count"], 3, "{st}");
+    // Busy: the request queues for the batching thread, which starts then.
+    let model = s.server.repository.get("eager_add", None).unwrap();
+    let hold = model.pool.reserve().await.unwrap();
+    let url = format!("{}/v2/models/eager_add/infer", s.http);
+    let waiting =
+        tokio::spawn(async move { post(&url, add_body(&[1.0; 4], &[2.0; 4], json!({}))).await });
+    wait_queued(&s, "eager_add", 1).await;
+    drop(hold);
+    let (status, _, body) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(output(&body, "sum")["data"], json!(vec![3.0; 4]));
+    assert!(
+        thread_names().iter().any(|n| n == batcher),
+        "{:?}",
+        thread_names()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_happens_on_the_calling_worker_a_long_one_on_the_blocking_pool() {
+    let s = start(common::direct()).await;
+    let model = s.server.repository.get("eager_add", None).unwrap();
+    let run = |pause: Duration| {
+        let pool = std::sync::Arc::clone(&model.pool);
+        async move {
+            let caller = std::thread::current().id();
+            let ran = pool
+                .reserve()
+                .await
+                .unwrap()
+                .run(move |_| {
+                    std::thread::sleep(pause);
+                    std::thread::current().id()
+                })
+                .await
+                .unwrap();
+            ran == caller
+        }
+    };
+    assert!(
+        !run(Duration::ZERO).await,
+        "the first run is not measured yet"
+    );
+    assert!(run(Duration::ZERO).await, "a short run stays on the worker");
+    assert!(
+        run(Duration::from_millis(5)).await,
+        "the last run was short"
+    );
+    assert!(!run(Duration::ZERO).await, "the last run took 5 ms");
+    // A run that panics is an error, and the session stays usable.
+    assert!(run(Duration::ZERO).await);
+    let err = model
+        .pool
+        .reserve()
+        .await
+        .unwrap()
+        .run(|_| -> u32 { panic!("boom") })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    one_add(&s, "eager_add").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_current_thread_runtime_never_runs_inline() {
+    let s = start(common::direct()).await;
+    let model = s.server.repository.get("eager_add", None).unwrap();
+    for _ in 0..2 {
+        let caller = std::thread::current().id();
+        let ran = model
+            .pool
+            .reserve()
+            .await
+            .unwrap()
+            .run(|_| std::thread::current().id())
+            .await
+            .unwrap();
+        assert_ne!(ran, caller);
+    }
+}

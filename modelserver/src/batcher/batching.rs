@@ -144,7 +144,6 @@ fn batch_loop(
     policy: &BatchPolicy,
 ) {
     let mut carry: Option<Pending> = None;
-    let mut spare: Option<Reservation> = None;
     loop {
         let first = match carry.take() {
             Some(p) => p,
@@ -155,20 +154,18 @@ fn batch_loop(
         };
         let Some(model) = model.upgrade() else { return };
         // Wait for a session before forming the batch: requests arriving meanwhile join it.
-        let reservation = match spare.take() {
-            Some(r) => r,
-            None => match runtime.block_on(model.pool.reserve()) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = first.reply.send(Err(e));
-                    continue;
-                }
-            },
+        let reservation = match runtime.block_on(model.pool.reserve()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = first.reply.send(Err(e));
+                continue;
+            }
         };
         let window_end = first.enqueued + policy.max_queue_delay;
         let mut batch = Batch::default();
         if !batch.join(first, &model) {
-            spare = Some(reservation);
+            // Cancelled or past its deadline: the session goes back (requests that find the
+            // model idle may run on it directly).
             continue;
         }
         carry = fill(&mut batch, queue, policy, window_end, &model);
