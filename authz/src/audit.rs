@@ -41,7 +41,7 @@ pub use record::{
     AuditDecision, AuditEvent, AuditPrincipal, AuditRecord, HeaderRecord, RateLimitState,
     ShadowVerdict,
 };
-pub use writer::AuditLog;
+pub use writer::{AuditLog, MustNotBlock};
 
 /// Why a record could not be made durable. Every variant means "no evidence": the Check pipeline
 /// denies the request with 503 `audit_unavailable`.

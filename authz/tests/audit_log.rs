@@ -246,6 +246,34 @@ async fn a_check_alone_commits_its_own_record_durably_and_others_queue() {
     assert_eq!(verify_dir(dir.path()).records, 67);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_marked_must_not_block_never_commits_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, registry) = start(&config(dir.path()));
+    // What the Envoy module does on Envoy's worker threads (a thread of its own, polling inside
+    // the runtime's context): the append hands its record to the writer thread even though it
+    // is alone and the runtime has two workers.
+    let handle = tokio::runtime::Handle::current();
+    let marked = log.clone();
+    std::thread::spawn(move || {
+        let _guard = authz::audit::MustNotBlock::enter();
+        for n in 0..3 {
+            handle.block_on(marked.append(event(n))).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(metric(&registry, "authz_audit_inline_commits_total"), 0.0);
+    // The same without the mark: inline, as on any thread of the runtime.
+    let handle = tokio::runtime::Handle::current();
+    let unmarked = log.clone();
+    std::thread::spawn(move || handle.block_on(unmarked.append(event(3))).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(metric(&registry, "authz_audit_inline_commits_total"), 1.0);
+    assert_eq!(verify_dir(dir.path()).records, 4);
+}
+
 #[tokio::test]
 async fn on_a_single_threaded_runtime_every_record_goes_through_the_writer_thread() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,11 @@
 //! The authz pipeline inside Envoy: one [`Engine`] per `authz.toml` (shared by the filter
-//! configurations naming it), all of them on one Tokio runtime owned by the module, so Redis
-//! round trips, the audit group commit, config reloads and the admin server never run on an
-//! Envoy worker thread.
+//! configurations naming it), all of them on one Tokio runtime owned by the module. A check's
+//! decision is polled on the stream's Envoy worker (its CPU part runs there, like a native
+//! filter's); Redis round trips, the audit group commit (the writer thread), config reloads and
+//! the admin server never block an Envoy worker thread.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use authz::admin::{AdminState, serve_admin};
@@ -13,11 +15,10 @@ use authz::response::to_check_response;
 use authz::runtime::{Runtime, SharedRuntime};
 use authz::service::AuthzService;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use futures::FutureExt;
 use tokio::sync::watch;
 
-/// Threads of the module's Tokio runtime. A check spends its time waiting (Redis, the audit
-/// writer thread's fsync) rather than computing, so two threads keep up with Envoy's workers.
+/// Threads of the module's Tokio runtime: they drive the Redis client, the reload watcher and the
+/// admin server; decisions themselves are polled on Envoy's workers.
 const RUNTIME_THREADS: usize = 2;
 
 /// The largest first gRPC message the filter reads whole before deciding (4 MiB): above any
@@ -64,18 +65,23 @@ pub enum LoadError {
     },
 }
 
-/// Receives a check's answer, on some other thread, exactly once.
-pub type Done = Box<dyn FnOnce(CheckResponse) + Send>;
+/// One check's decision, to be polled to its answer on the stream's Envoy worker thread (see
+/// [`crate::filter`]): its CPU part (authentication, policy, in-process limits) runs there as a
+/// native filter's would; what waits (a Redis round trip, the audit record's group commit) waits
+/// elsewhere and wakes the stream through Envoy's scheduler.
+pub type Decide = Pin<Box<dyn Future<Output = CheckResponse> + Send>>;
 
-/// Runs one check to its answer, off the Envoy worker thread.
+/// Starts checks; the filter polls what it returns.
 pub trait Checker: Send + Sync {
-    /// Starts deciding `req`; `done` gets the answer.
-    fn spawn_check(&self, req: CheckRequest, done: Done);
-    /// Starts denying `req` with `reason` without reading it (audited like any decision); `done`
-    /// gets the answer.
-    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done);
+    /// The decision of `req`.
+    fn check(&self, req: CheckRequest) -> Decide;
+    /// A denial of `req` with `reason`, without reading it (audited like any decision).
+    fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide;
     /// The largest first gRPC message the filter reads whole (frame header not counted).
     fn max_grpc_message_bytes(&self) -> usize;
+    /// Enters the pipeline's runtime context (its timers and Redis client), for polling a
+    /// [`Decide`] on a thread that is not the runtime's; `None` where there is none.
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>>;
 }
 
 /// The module's Tokio runtime, started on first use and never stopped (a dynamic module is
@@ -116,20 +122,22 @@ impl FilterConfig {
 }
 
 impl Checker for FilterConfig {
-    fn spawn_check(&self, req: CheckRequest, done: Done) {
+    fn check(&self, req: CheckRequest) -> Decide {
         let service = self.engine.service.clone();
-        self.engine
-            .spawn(async move { service.decide(&req).await }, done);
+        Box::pin(async move { to_check_response(&service.decide(&req).await) })
     }
 
-    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
+    fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide {
         let service = self.engine.service.clone();
-        self.engine
-            .spawn(async move { service.refuse(&req, reason, why).await }, done);
+        Box::pin(async move { to_check_response(&service.refuse(&req, reason, why).await) })
     }
 
     fn max_grpc_message_bytes(&self) -> usize {
         self.max_grpc_message_bytes
+    }
+
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        Some(self.engine.handle.enter())
     }
 }
 
@@ -210,20 +218,6 @@ impl Engine {
             handle: rt.handle().clone(),
             stop,
         })
-    }
-
-    /// Runs `decide` on the module's runtime; a panic in it answers 503.
-    fn spawn<F>(&self, decide: F, done: Done)
-    where
-        F: Future<Output = Decision> + Send + 'static,
-    {
-        self.handle.spawn(async move {
-            let decided = std::panic::AssertUnwindSafe(decide).catch_unwind().await;
-            done(match decided {
-                Ok(decision) => to_check_response(&decision),
-                Err(_) => unavailable("the decision pipeline failed"),
-            });
-        });
     }
 }
 

@@ -1,21 +1,39 @@
 //! One stream's filter: Envoy's request becomes the `CheckRequest` Envoy's ext_authz filter would
-//! have sent, the pipeline decides it on the module's threads, and its `CheckResponse` is applied
-//! exactly as ext_authz applies it (allow: set the `x-authz-*` headers, remove credentials, add the
-//! `RateLimit-*` headers to the response; deny: answer with its status, headers and JSON body).
+//! have sent, the pipeline decides it, and its `CheckResponse` is applied exactly as ext_authz
+//! applies it (allow: set the `x-authz-*` headers, remove credentials, add the `RateLimit-*`
+//! headers to the response; deny: answer with its status, headers and JSON body).
+//!
+//! # Deciding on the worker, waiting elsewhere
+//!
+//! The decision is a future ([`Decide`]) the filter owns and polls on the stream's worker thread,
+//! inside the pipeline's runtime context and marked [`MustNotBlock`]: authentication, policy and
+//! in-process limits run right there, in the hook; the audit append only queues its record for
+//! the writer thread (never an inline `fdatasync` on an Envoy worker), and a Redis round trip
+//! only sends. The stream pauses. Whatever the future waits on wakes it through its waker, which
+//! commits a scheduler event; Envoy then calls `on_scheduled` on the worker, which polls again.
+//! So a check costs two thread hand-offs (worker → audit writer → worker), with no thread of the
+//! module's own in between.
 //!
 //! # Pausing and resuming safely
 //!
 //! While the pipeline decides, the stream is paused and the filter is owned by Envoy (it may be
-//! destroyed at any time: the client disconnects, the stream is reset). The decision task never
-//! touches the filter or Envoy's stream: it only holds an `Arc<Pending>`, stores the answer there
-//! and wakes the worker through the scheduler. The filter reads the answer in `on_scheduled`,
-//! which Envoy calls only while the stream exists; when the filter is dropped first it marks the
-//! `Pending` gone, so the task does not even wake the worker. Nothing the task holds is freed
-//! under it (it is all reference-counted), and nothing the filter owns is reachable from it.
+//! destroyed at any time: the client disconnects, the stream is reset). The future is polled
+//! only by the filter, on the worker, in a hook; its waker holds only an `Arc<Pending>` and
+//! wakes the worker through the scheduler. When the filter is dropped first it marks the
+//! `Pending` gone (the waker then does not even wake the worker) and drops the future, as a
+//! gRPC server drops a cancelled call's handler: a record already queued is still written.
+//! Nothing the waker holds is freed under it (it is all reference-counted), and nothing the
+//! filter owns is reachable from it. A decision that is ready at its first poll (inside the
+//! hook that pauses) is stored in the `Pending` and applied from `on_scheduled`, so the stream is
+//! always resumed from outside the hook that paused it.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use authz::audit::MustNotBlock;
 
 use authz::decision::ReasonCode;
 use authz::request::first_frame_len;
@@ -28,13 +46,13 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 
 use crate::abi::{self, body_status, headers_status};
-use crate::engine::{Checker, Done, unavailable};
+use crate::engine::{Checker, Decide, unavailable};
 use crate::host::{Host, Wake};
 
 /// The path prefix of OIP gRPC calls, whose model is named in the message, not the path.
 const GRPC_SERVICE_PREFIX: &str = "/inference.GRPCInferenceService/";
 
-/// The scheduler event that says "the answer is in `Pending`".
+/// The scheduler event that says "poll the decision again" (or "its answer is in `Pending`").
 pub const EVENT_DECIDED: u64 = 1;
 
 /// Where a stream is.
@@ -53,9 +71,9 @@ enum Phase {
     Answered,
 }
 
-/// The answer to one check, shared by the filter and the task deciding it.
+/// What the filter shares with its decision's waker.
 pub struct Pending {
-    /// Set once by the task; taken by the filter on the worker thread.
+    /// A decision that was ready at its first poll, applied from `on_scheduled`.
     answer: Mutex<Option<CheckResponse>>,
     /// Set when the filter is dropped: the stream is gone, waking it is pointless.
     gone: AtomicBool,
@@ -72,10 +90,13 @@ impl Pending {
         }
     }
 
-    /// Called by the deciding task, on a module thread: stores the answer and wakes the stream
-    /// unless it is already gone.
-    pub fn deliver(&self, answer: CheckResponse) {
+    /// Stores an answer for `on_scheduled` and wakes the stream unless it is already gone.
+    fn deliver(&self, answer: CheckResponse) {
         *self.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
+        self.wake_stream();
+    }
+
+    fn wake_stream(&self) {
         if !self.gone.load(Ordering::Acquire) {
             self.wake.wake(EVENT_DECIDED);
         }
@@ -89,14 +110,28 @@ impl Pending {
     }
 }
 
+/// The decision's waker: called from whatever thread the awaited event completes on (the audit
+/// writer, a Redis client task), it schedules `on_scheduled` on the stream's worker.
+impl std::task::Wake for Pending {
+    fn wake(self: Arc<Self>) {
+        self.wake_stream();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_stream();
+    }
+}
+
 /// The filter of one stream.
 pub struct Filter {
     checker: Arc<dyn Checker>,
     phase: Phase,
     /// Built from the headers; completed with the body for gRPC calls.
     check: Option<CheckRequest>,
-    /// The check in flight, shared with the task deciding it.
+    /// The check in flight: what its waker shares.
     pending: Option<Arc<Pending>>,
+    /// The check in flight: its decision, polled on this stream's worker.
+    decide: Option<Decide>,
     /// `response_headers_to_add` of an allow (`RateLimit-*`), set on the upstream's response.
     response_headers: Vec<(String, String)>,
     /// A gRPC request (`content-type: application/grpc...`): a denial then carries its own
@@ -109,6 +144,9 @@ impl Drop for Filter {
         if let Some(p) = &self.pending {
             p.gone.store(true, Ordering::Release);
         }
+        // Dropped inside the runtime's context: its timers and channels belong to it.
+        let _runtime = self.checker.enter();
+        self.decide = None;
     }
 }
 
@@ -120,6 +158,7 @@ impl Filter {
             phase: Phase::Start,
             check: None,
             pending: None,
+            decide: None,
             response_headers: Vec::new(),
             grpc: false,
         }
@@ -229,15 +268,40 @@ impl Filter {
         abi::CONTINUE
     }
 
-    /// The worker thread woken by the deciding task: apply its answer.
+    /// The worker thread, woken by the decision's waker: poll it again (or apply the answer it
+    /// had at its first poll).
     pub fn on_scheduled(&mut self, host: &mut impl Host, event_id: u64) {
         if event_id != EVENT_DECIDED || self.phase != Phase::Deciding {
             return;
         }
-        let Some(answer) = self.pending.as_ref().and_then(|p| p.take()) else {
+        if let Some(answer) = self.pending.as_ref().and_then(|p| p.take()) {
+            self.apply(host, answer);
             return;
+        }
+        if let Some(answer) = self.poll_decision() {
+            self.apply(host, answer);
+        }
+    }
+
+    /// Polls the decision in flight on this thread, in the pipeline's runtime context, never
+    /// waiting on the disk here; its answer once it has one (a panic is a 503, never an allow).
+    fn poll_decision(&mut self) -> Option<CheckResponse> {
+        let pending = Arc::clone(self.pending.as_ref()?);
+        let decide = self.decide.as_mut()?;
+        let waker = Waker::from(pending);
+        let mut cx = Context::from_waker(&waker);
+        let polled = {
+            let _runtime = self.checker.enter();
+            let _no_disk = MustNotBlock::enter();
+            catch_unwind(AssertUnwindSafe(|| decide.as_mut().poll(&mut cx)))
         };
-        self.apply(host, answer);
+        let answer = match polled {
+            Ok(Poll::Pending) => return None,
+            Ok(Poll::Ready(answer)) => answer,
+            Err(_) => unavailable("the decision pipeline failed"),
+        };
+        self.decide = None;
+        Some(answer)
     }
 
     /// Answers 503 in the pipeline's error shape (never allows): for any failure of the module.
@@ -249,8 +313,8 @@ impl Filter {
     }
 
     fn start(&mut self, host: &mut impl Host, check: CheckRequest) {
-        let done = self.pause(host);
-        self.checker.spawn_check(check, done);
+        let decide = self.checker.check(check);
+        self.pause(host, decide);
     }
 
     fn refuse(
@@ -260,16 +324,20 @@ impl Filter {
         reason: ReasonCode,
         why: String,
     ) {
-        let done = self.pause(host);
-        self.checker.spawn_refusal(check, reason, why, done);
+        let decide = self.checker.refusal(check, reason, why);
+        self.pause(host, decide);
     }
 
-    /// Pauses for an answer; what the deciding task calls with it.
-    fn pause(&mut self, host: &mut impl Host) -> Done {
+    /// Pauses the stream on `decide` and polls it once, here in the hook. An answer it has
+    /// already goes through the scheduler, so the stream resumes outside this hook.
+    fn pause(&mut self, host: &mut impl Host, decide: Decide) {
         let pending = Arc::new(Pending::new(host.scheduler()));
         self.pending = Some(Arc::clone(&pending));
+        self.decide = Some(decide);
         self.phase = Phase::Deciding;
-        Box::new(move |answer| pending.deliver(answer))
+        if let Some(answer) = self.poll_decision() {
+            pending.deliver(answer);
+        }
     }
 
     /// Applies a `CheckResponse` the way Envoy's ext_authz filter does.

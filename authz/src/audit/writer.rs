@@ -372,9 +372,46 @@ impl Drop for InFlight<'_> {
     }
 }
 
+thread_local! {
+    /// Set while a [`MustNotBlock`] guard lives on this thread.
+    static MUST_NOT_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread, while the guard lives, as one that must never wait on the disk:
+/// an append made on it always hands its record to the writer thread, even where it would
+/// otherwise commit inline. For callers that poll the pipeline on threads that are not theirs
+/// (the Envoy module polls decisions on Envoy's worker threads, inside the module's runtime
+/// context, so the runtime checks alone would allow an inline commit there).
+#[derive(Debug)]
+pub struct MustNotBlock {
+    previous: bool,
+    /// Thread-bound: never held across an `.await` that may resume on another thread.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl MustNotBlock {
+    /// Marks the current thread until the guard is dropped.
+    #[must_use]
+    pub fn enter() -> Self {
+        MustNotBlock {
+            previous: MUST_NOT_BLOCK.with(|flag| flag.replace(true)),
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for MustNotBlock {
+    fn drop(&mut self) {
+        MUST_NOT_BLOCK.with(|flag| flag.set(self.previous));
+    }
+}
+
 /// Whether this thread is a worker of a multi-thread runtime with another worker to keep
-/// serving while it waits on the disk.
+/// serving while it waits on the disk, and not marked [`MustNotBlock`].
 fn may_block_here() -> bool {
+    if MUST_NOT_BLOCK.with(std::cell::Cell::get) {
+        return false;
+    }
     tokio::runtime::Handle::try_current().is_ok_and(|h| {
         h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
             && h.metrics().num_workers() >= 2

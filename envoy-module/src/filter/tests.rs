@@ -68,30 +68,54 @@ impl Host for FakeHost {
 /// The fake's gRPC message limit.
 const LIMIT: usize = 2048;
 
-/// Holds each check until the test answers it, as the module's runtime would later.
+/// The answer a test gives a check in flight.
+type Answer = futures::channel::oneshot::Sender<CheckResponse>;
+
+/// Holds each check until the test answers it, as the audit writer or Redis would later (the
+/// answer wakes the decision's waker, from the test's thread).
 #[derive(Default)]
 struct FakeChecker {
-    checks: Mutex<Vec<(CheckRequest, Done)>>,
+    checks: Mutex<Vec<(CheckRequest, Answer)>>,
     refusals: Mutex<Vec<(ReasonCode, String)>>,
+    /// Answers every later check at its first poll.
+    at_once: Mutex<Option<CheckResponse>>,
+}
+
+impl FakeChecker {
+    fn decide(&self, req: CheckRequest) -> Decide {
+        if let Some(answer) = self.at_once.lock().unwrap().clone() {
+            return Box::pin(async move { answer });
+        }
+        let (answer, answered) = futures::channel::oneshot::channel();
+        self.checks.lock().unwrap().push((req, answer));
+        Box::pin(async move {
+            answered
+                .await
+                .unwrap_or_else(|_| unavailable("the test dropped the check"))
+        })
+    }
 }
 
 impl Checker for FakeChecker {
-    fn spawn_check(&self, req: CheckRequest, done: Done) {
-        self.checks.lock().unwrap().push((req, done));
+    fn check(&self, req: CheckRequest) -> Decide {
+        self.decide(req)
     }
-    fn spawn_refusal(&self, req: CheckRequest, reason: ReasonCode, why: String, done: Done) {
+    fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide {
         self.refusals.lock().unwrap().push((reason, why));
-        self.checks.lock().unwrap().push((req, done));
+        self.decide(req)
     }
     fn max_grpc_message_bytes(&self) -> usize {
         LIMIT
+    }
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        None
     }
 }
 
 impl FakeChecker {
     fn answer(&self, answer: CheckResponse) -> CheckRequest {
-        let (req, done) = self.checks.lock().unwrap().remove(0);
-        done(answer);
+        let (req, reply) = self.checks.lock().unwrap().remove(0);
+        let _ = reply.send(answer);
         req
     }
 }
@@ -301,6 +325,65 @@ fn an_answer_without_a_response_fails_closed_with_503() {
     let (checker, mut filter, mut host) = setup();
     filter.on_request_headers(&mut host, true);
     checker.answer(CheckResponse::default());
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.sent.as_ref().map(|s| s.0), Some(503));
+    assert_eq!(host.continued, 0);
+}
+
+#[test]
+fn a_decision_ready_at_its_first_poll_is_applied_from_the_scheduler_not_the_hook() {
+    let (checker, mut filter, mut host) = setup();
+    *checker.at_once.lock().unwrap() = Some(allow());
+    assert_eq!(
+        filter.on_request_headers(&mut host, true),
+        headers_status::STOP_ALL_ITERATION_AND_WATERMARK
+    );
+    // Not resumed inside the hook that paused the stream...
+    assert_eq!(host.continued, 0);
+    assert_eq!(host.wake.wakes.load(Ordering::SeqCst), 1);
+    // ...but when Envoy calls back.
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.continued, 1);
+}
+
+#[test]
+fn a_spurious_wake_polls_again_and_waits() {
+    let (checker, mut filter, mut host) = setup();
+    filter.on_request_headers(&mut host, true);
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.continued, 0);
+    assert!(host.sent.is_none());
+    checker.answer(allow());
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.continued, 1);
+    // A late event after the answer changes nothing.
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.continued, 1);
+}
+
+#[test]
+fn a_decision_that_panics_answers_503() {
+    struct Panicking;
+    impl Checker for Panicking {
+        fn check(&self, _req: CheckRequest) -> Decide {
+            Box::pin(async { panic!("boom") })
+        }
+        fn refusal(&self, _req: CheckRequest, _r: ReasonCode, _w: String) -> Decide {
+            Box::pin(async { panic!("boom") })
+        }
+        fn max_grpc_message_bytes(&self) -> usize {
+            LIMIT
+        }
+        fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+            None
+        }
+    }
+    let mut filter = Filter::new(Arc::new(Panicking));
+    let mut host = FakeHost {
+        headers: rest_headers(),
+        ..FakeHost::default()
+    };
+    filter.on_request_headers(&mut host, true);
     filter.on_scheduled(&mut host, EVENT_DECIDED);
     assert_eq!(host.sent.as_ref().map(|s| s.0), Some(503));
     assert_eq!(host.continued, 0);
