@@ -7,11 +7,21 @@
 //! uses, so the catalog and the diff cannot disagree (and neither can the catalog and a check,
 //! short of a policy reading the source address or the access reason's text).
 //!
-//! **What it does not say.** `remaining` is always `null`: the limiter's stores
-//! ([`crate::ratelimit::Store`]) only have an atomic check-and-consume, and a read that consumed a
-//! token would make listing the catalog cost a call. A read-only peek needs a new store
-//! operation (a `GET` of the GCRA key in Redis, a map read in memory); the `RateLimit-Remaining`
-//! header of every inference response carries the exact figure meanwhile.
+//! **`remaining`.** Each model's `remaining` is the number of inference requests the caller could
+//! make on it right now: what the `RateLimit-Remaining` header of its last admitted request said,
+//! refilled by the time since, and the full burst for a model it has not called. It is read by
+//! [`fill_remaining`] with [`RateLimiter::remaining`], a read-only peek of the same store key,
+//! under the same role-selected limit, that a check of `infer` on the model decides on (a
+//! [`crate::ratelimit::Store::peek`]: a map read in memory, a read-only script in Redis), so
+//! listing the catalog never spends a request, and listing it twice shows the same figure
+//! (short of refill in between). The peeks of all models run concurrently, each bounded by the
+//! rate-limit store timeout (`[rate_limit] timeout_ms`).
+//!
+//! `remaining` is `null` when there is no figure: the model is unlimited for the caller, or the
+//! store could not be read (it failed, did not answer within the timeout, or its circuit breaker
+//! is open). The catalog still answers 200 then; a failing store never fails the catalog, and a
+//! peek neither trips nor resets the breaker. With the in-process store each authz replica
+//! counts on its own, so the figure is that replica's (as its header would be).
 //!
 //! authz answers the catalog itself, inside the ext_authz check (`service.rs`, `response.rs`):
 //! why, and what Envoy then counts, is in docs/policy-rollout.md ("What may I call?").
@@ -22,7 +32,7 @@ use crate::config::ModelConfig;
 use crate::decision::Principal;
 use crate::policy::PolicyEngine;
 use crate::policy::access::{ACTIONS, Access};
-use crate::ratelimit::LimitTable;
+use crate::ratelimit::{LimitTable, RateLimiter};
 use crate::request::Action;
 
 /// The catalog of one caller.
@@ -49,7 +59,8 @@ pub struct CatalogModel {
     pub actions: Vec<&'static str>,
     /// The rate limit that applies to the caller on this model.
     pub rate_limit: CatalogLimit,
-    /// Requests left right now: always `null` (see the module docs).
+    /// Inference requests the caller could make right now; `null` when unlimited or when the
+    /// rate-limit store could not be read (see the module docs).
     pub remaining: Option<u64>,
 }
 
@@ -70,7 +81,8 @@ pub struct CatalogLimit {
 }
 
 /// The catalog of `principal` under `policy` at `now` (Unix seconds), with the limits of
-/// `limits` as configured in `models`.
+/// `limits` as configured in `models`. Pure: every `remaining` is `None` until
+/// [`fill_remaining`] reads the store.
 pub fn catalog(
     policy: &PolicyEngine,
     limits: &LimitTable,
@@ -104,6 +116,25 @@ pub fn catalog(
         principal: principal.id.clone(),
         auth_method: principal.auth_method.as_str(),
         models,
+    }
+}
+
+/// Sets each model's `remaining` in `catalog` (of `principal`) from read-only peeks of `limiter`
+/// under `limits`, all models concurrently, each bounded by the store timeout; a model whose
+/// quota cannot be read keeps `None` (see [`RateLimiter::remaining`]).
+pub async fn fill_remaining(
+    catalog: &mut Catalog,
+    limiter: &RateLimiter,
+    limits: &LimitTable,
+    principal: &Principal,
+) {
+    let peeks = catalog
+        .models
+        .iter()
+        .map(|m| limiter.remaining(limits, &principal.id, &m.name, &principal.roles));
+    let remaining = futures::future::join_all(peeks).await;
+    for (model, remaining) in catalog.models.iter_mut().zip(remaining) {
+        model.remaining = remaining;
     }
 }
 

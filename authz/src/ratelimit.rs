@@ -26,6 +26,9 @@
 //!
 //! [`RateLimiter::check`] never panics and never blocks longer than the store timeout (50 ms by
 //! default) plus scheduling: every store call runs under a deadline and behind a circuit breaker.
+//! [`RateLimiter::remaining`] (the catalog's `remaining`, `GET /v1/models`) reads a principal's
+//! quota on a model without spending it, under the same deadline; it answers `None` rather than
+//! an error when the store cannot say, and never calls a store whose breaker is open.
 //! [`RateLimitOutcome::is_allowed`] and [`RateLimitOutcome::degraded`] summarize an outcome for
 //! the audit record.
 //!
@@ -277,7 +280,7 @@ impl RateLimiter {
             }
             Limit::Limited(limit) => limit,
         };
-        let key = keys::rate_limit_key(&self.options.key_prefix, model, principal_id);
+        let key = self.key(model, principal_id);
         match self.call_store(&key, limit).await {
             Ok(decision) => {
                 let state = RateLimitState::from_decision(limit, &decision);
@@ -291,6 +294,58 @@ impl RateLimiter {
             }
             Err(error) => self.store_failed(model, model_limits.on_store_error, &error),
         }
+    }
+
+    /// The requests `principal_id` (holding `roles`) could make on `model` right now under the
+    /// limits of `table`: what the `RateLimit-Remaining` header of its last admitted request
+    /// said, refilled by the time since (the full burst for a principal the store has not seen).
+    /// Reads the same key [`RateLimiter::check`] decides on, with the same limit for the roles,
+    /// and never consumes a request, creates a key or changes an expiry.
+    ///
+    /// `None` when there is no figure: the model is unknown or unlimited for these roles, the
+    /// breaker is open (the store is not called), or the store failed or did not answer within
+    /// the store timeout. A peek feeds neither the breaker nor the check metrics: listing the
+    /// catalog does not change how checks are decided.
+    pub async fn remaining(
+        &self,
+        table: &LimitTable,
+        principal_id: &str,
+        model: &str,
+        roles: &[String],
+    ) -> Option<u64> {
+        let Limit::Limited(limit) = table.get(model)?.for_roles(roles) else {
+            return None;
+        };
+        if self.breaker.is_open() {
+            return None;
+        }
+        let key = self.key(model, principal_id);
+        match self.within_timeout(self.store.peek(&key, limit)).await {
+            Ok(remaining) => Some(remaining),
+            Err(error) => {
+                tracing::debug!(
+                    model.name = model,
+                    store.error = %error,
+                    "rate-limit store could not be read; remaining quota unknown"
+                );
+                None
+            }
+        }
+    }
+
+    /// The store key of `principal_id` on `model`.
+    fn key(&self, model: &str, principal_id: &str) -> String {
+        keys::rate_limit_key(&self.options.key_prefix, model, principal_id)
+    }
+
+    /// `call` under the store deadline: [`StoreError::Timeout`] when it does not finish in time.
+    async fn within_timeout<T>(
+        &self,
+        call: futures::future::BoxFuture<'_, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.options.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.options.timeout)))
     }
 
     /// The outcome when the store could not decide: the model's `on_store_error` does.
@@ -326,9 +381,7 @@ impl RateLimiter {
             return Err(StoreError::CircuitOpen);
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(self.options.timeout, self.store.check(key, limit))
-            .await
-            .unwrap_or(Err(StoreError::Timeout(self.options.timeout)));
+        let result = self.within_timeout(self.store.check(key, limit)).await;
         self.metrics.store_latency(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => {
@@ -415,5 +468,113 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
         assert!(!text.contains("evil"), "labels only from configured names");
+    }
+
+    #[tokio::test]
+    async fn remaining_peeks_the_key_a_check_decides_on_for_the_roles_limit_without_spending() {
+        let clock = ManualClock::new(1);
+        let store = Arc::new(MemoryStore::new(100, Arc::new(clock.clone())));
+        let mut registry = Registry::default();
+        let limiter = RateLimiter::new(store, LimiterOptions::default(), &mut registry);
+        let limits = table(
+            "[m]\nrate = 1\nperiod = \"1h\"\nburst = 4\n[m.roles.vip]\nrate = 1\nperiod = \"1h\"\nburst = 10\n[m.roles.staff]\nunlimited = true\n[open]\nunlimited = true",
+        );
+        let vip = ["vip".to_owned()];
+        assert_eq!(limiter.remaining(&limits, "p", "m", &[]).await, Some(4));
+        assert_eq!(limiter.remaining(&limits, "p", "m", &vip).await, Some(10));
+        assert!(limiter.check(&limits, "p", "m", &[]).await.is_allowed());
+        let said = limiter.check(&limits, "p", "m", &[]).await.state().copied();
+        assert_eq!(said.map(|s| s.remaining), Some(2));
+        for _ in 0..3 {
+            assert_eq!(limiter.remaining(&limits, "p", "m", &[]).await, Some(2));
+        }
+        assert_eq!(
+            limiter.remaining(&limits, "q", "m", &[]).await,
+            Some(4),
+            "per principal"
+        );
+        assert_eq!(
+            limiter.remaining(&limits, "p", "m", &vip).await,
+            Some(8),
+            "same key, the role's limit: 2 of 10 spent"
+        );
+        let staff = ["staff".to_owned()];
+        assert_eq!(limiter.remaining(&limits, "p", "m", &staff).await, None);
+        assert_eq!(limiter.remaining(&limits, "p", "open", &[]).await, None);
+        assert_eq!(limiter.remaining(&limits, "p", "nope", &[]).await, None);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("authz_ratelimit_store_latency_seconds_count 2"),
+            "peeks are not checks:\n{text}"
+        );
+    }
+
+    /// A store whose peeks never answer (`hang`) or fail, and whose checks fail; counts peeks.
+    #[derive(Debug, Default)]
+    struct Broken {
+        hang: bool,
+        peeks: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for Broken {
+        fn check<'a>(
+            &'a self,
+            _key: &'a str,
+            _limit: Gcra,
+        ) -> futures::future::BoxFuture<'a, Result<Decision, StoreError>> {
+            Box::pin(async { Err(StoreError::Protocol("broken".into())) })
+        }
+
+        fn peek<'a>(
+            &'a self,
+            _key: &'a str,
+            _limit: Gcra,
+        ) -> futures::future::BoxFuture<'a, Result<u64, StoreError>> {
+            self.peeks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let hang = self.hang;
+            Box::pin(async move {
+                if hang {
+                    futures::future::pending::<()>().await;
+                }
+                Err(StoreError::Protocol("broken".into()))
+            })
+        }
+
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+    }
+
+    #[tokio::test]
+    async fn remaining_is_none_when_the_store_fails_or_stalls_and_peeks_never_trip_the_breaker() {
+        let limits = table("[m]\nrate = 1\nperiod = \"1h\"");
+        let options = LimiterOptions {
+            timeout: Duration::from_millis(20),
+            breaker_failures: 1,
+            ..LimiterOptions::default()
+        };
+        for hang in [false, true] {
+            let store = Arc::new(Broken {
+                hang,
+                ..Broken::default()
+            });
+            let limiter = RateLimiter::new(
+                Arc::clone(&store) as Arc<dyn Store>,
+                options.clone(),
+                &mut Registry::default(),
+            );
+            let started = Instant::now();
+            assert_eq!(limiter.remaining(&limits, "p", "m", &[]).await, None);
+            assert!(started.elapsed() < Duration::from_secs(1), "bounded");
+            assert!(!limiter.is_degraded(), "a peek does not open the breaker");
+            // A failed check opens it; then peeks do not call the store at all.
+            assert!(!limiter.check(&limits, "p", "m", &[]).await.is_allowed());
+            assert!(limiter.is_degraded());
+            assert_eq!(limiter.remaining(&limits, "p", "m", &[]).await, None);
+            let peeks = store.peeks.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(peeks, 1, "no store call while the breaker is open");
+        }
     }
 }

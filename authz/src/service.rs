@@ -172,7 +172,8 @@ impl AuthzService {
         } else if let Some(envoy) = envoy_traceparent.and_then(|v| TraceContext::parse(v).ok()) {
             decision.trace_id = Some(envoy.trace_id.to_string());
         }
-        // Step 4: rate limit, only for requests policy allowed on a model.
+        // Step 4: rate limit, only for requests policy allowed on a model (a catalog read only
+        // reads the remaining quotas).
         if decision.reason == ReasonCode::Allowed {
             let mut step = span.child("authz.ratelimit");
             self.rate_limit(&rt, &mut decision).await;
@@ -219,6 +220,11 @@ impl AuthzService {
     }
 
     async fn rate_limit(&self, rt: &Runtime, d: &mut Decision) {
+        // A catalog read spends nothing: it only peeks at each listed model's quota.
+        if let (Some(catalog), Some(principal)) = (d.catalog.as_mut(), d.principal.as_ref()) {
+            catalog::fill_remaining(catalog, &self.limiter, &rt.limits, principal).await;
+            return;
+        }
         let (Some(model), Some(principal)) = (d.model.as_deref(), d.principal.as_ref()) else {
             return;
         };

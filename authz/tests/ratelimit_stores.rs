@@ -174,6 +174,143 @@ async fn every_store_makes_identical_decisions() {
     }
 }
 
+/// The read-only peek (`GET /v1/models`' `remaining`), against one store: what a user sees in
+/// the catalog next to the headers of its inference calls.
+async fn peek_transcript(limiter: &RateLimiter, principal: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    let r = |r: &[&str]| roles(r);
+    t.push(format!(
+        "fresh: {:?}",
+        limiter.remaining(&TABLE, principal, "slow", &[]).await
+    ));
+    for _ in 0..3 {
+        let outcome = limiter.check(&TABLE, principal, "slow", &[]).await;
+        t.push(format!("header {:?}", outcome.state().map(|s| s.remaining)));
+    }
+    for _ in 0..2 {
+        t.push(format!(
+            "peek {:?}",
+            limiter.remaining(&TABLE, principal, "slow", &[]).await
+        ));
+    }
+    // The same key under the premium override (2 per hour, burst 8: a 4 h capacity): the 3 h the
+    // base limit's requests put the TAT ahead leave 1 h, two of premium's half-hour intervals.
+    t.push(format!(
+        "premium: {:?}",
+        limiter
+            .remaining(&TABLE, principal, "slow", &r(&["premium"]))
+            .await
+    ));
+    t.push(format!(
+        "open: {:?}",
+        limiter.remaining(&TABLE, principal, "open", &[]).await
+    ));
+    t.push(format!(
+        "next header {:?}",
+        limiter
+            .check(&TABLE, principal, "slow", &[])
+            .await
+            .state()
+            .map(|s| s.remaining)
+    ));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_store_peeks_the_remaining_quota_without_spending_it() {
+    let redis = e2e::RedisServer::start();
+    let cluster = e2e::RedisCluster::start(3);
+    let expected: Vec<String> = [
+        "fresh: Some(5)",
+        "header Some(4)",
+        "header Some(3)",
+        "header Some(2)",
+        "peek Some(2)",
+        "peek Some(2)",
+        "premium: Some(2)",
+        "open: None",
+        "next header Some(1)",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let stores = [
+        RateLimitConfig::default(),
+        RateLimitConfig {
+            redis_url: Some(redis.url()),
+            timeout_ms: 1000,
+            ..RateLimitConfig::default()
+        },
+        RateLimitConfig {
+            redis_cluster_nodes: cluster.urls(),
+            timeout_ms: 1000,
+            ..RateLimitConfig::default()
+        },
+    ];
+    for config in stores {
+        let limiter = limiter(&config);
+        assert_eq!(
+            peek_transcript(&limiter, "peeker").await,
+            expected,
+            "store {}",
+            limiter.store_name()
+        );
+    }
+
+    // In Redis itself: a peek creates no key and leaves the expiry of an existing one alone.
+    let config = RateLimitConfig {
+        redis_url: Some(redis.url()),
+        timeout_ms: 1000,
+        ..RateLimitConfig::default()
+    };
+    let limiter = limiter(&config);
+    let mut conn = sync_conn(&redis.url());
+    let unseen = rate_limit_key(&config.key_prefix, "slow", "never-called");
+    assert_eq!(
+        limiter.remaining(&TABLE, "never-called", "slow", &[]).await,
+        Some(5)
+    );
+    let exists: i64 = redis::cmd("EXISTS").arg(&unseen).query(&mut conn).unwrap();
+    assert_eq!(exists, 0, "a peek created {unseen}");
+    let key = rate_limit_key(&config.key_prefix, "slow", "peeker");
+    let value_before: String = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    let ttl_before: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(
+        limiter.remaining(&TABLE, "peeker", "slow", &[]).await,
+        Some(1)
+    );
+    let value_after: String = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    let ttl_after: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(value_after, value_before, "a peek wrote the TAT");
+    assert!(
+        (0..=ttl_before).contains(&ttl_after),
+        "a peek moved the expiry: {ttl_before} ms, then {ttl_after} ms"
+    );
+    // A key that does not hold a number: no figure, not a panic.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("tampered")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(limiter.remaining(&TABLE, "peeker", "slow", &[]).await, None);
+}
+
+/// With Redis down, the peek answers `None` within the store timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peek_of_an_unreachable_redis_is_none_within_the_timeout() {
+    let port = e2e::free_port();
+    let limiter = limiter(&RateLimitConfig {
+        redis_url: Some(format!("redis://127.0.0.1:{port}")),
+        ..RateLimitConfig::default()
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(limiter.remaining(&TABLE, "alice", "slow", &[]).await, None);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?} with a 50 ms store timeout",
+        started.elapsed()
+    );
+}
+
 fn sync_conn(url: &str) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }

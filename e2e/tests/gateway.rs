@@ -16,18 +16,34 @@ use e2e::stack::{HttpResponse, SharedStack, Stack};
 /// One stack per mode for this file (in-process rate-limit store, no Redis; authz on a Unix
 /// socket, or inside Envoy); `lock()` hands it to one test at a time, since the tests compare its
 /// counters before and after their requests. Every test runs against both (`both_modes!`).
+/// Both add [`QUOTA_ROLE`]'s override to the demo config.
 static SERVICE: SharedStack = SharedStack::new(|| {
-    Stack::builder()
-        .redis(false)
-        .audit(false)
-        .authz_unix_socket(true)
+    with_quota_role(
+        Stack::builder()
+            .redis(false)
+            .audit(false)
+            .authz_unix_socket(true),
+    )
 });
 static EMBEDDED: SharedStack = SharedStack::new(|| {
-    Stack::builder()
-        .redis(false)
-        .audit(false)
-        .embedded(e2e::workspace_module())
+    with_quota_role(
+        Stack::builder()
+            .redis(false)
+            .audit(false)
+            .embedded(e2e::workspace_module()),
+    )
 });
+
+/// A role only the catalog quota test holds, with a `benchmark-echo` limit slow enough (5 per
+/// hour, burst 5) that no refill happens during the test, so `remaining` is exact.
+const QUOTA_ROLE: &str = "e2e-quota";
+
+fn with_quota_role(builder: e2e::stack::StackBuilder) -> e2e::stack::StackBuilder {
+    let at = format!("models.benchmark-echo.rate_limit.roles.{QUOTA_ROLE}");
+    builder
+        .authz_setting(&format!("{at}.rate"), 5)
+        .authz_setting(&format!("{at}.period"), "1h")
+}
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const SECURITY: &[&str] = &["security-engineer", "mission-user"];
@@ -585,7 +601,12 @@ fn the_catalog_lists_exactly_what_each_principal_may_call(s: &Stack) {
             .iter()
             .map(|m| {
                 assert_eq!(m["rate_limit"]["period"], "60s", "{m}");
-                assert!(m["remaining"].is_null(), "{m}");
+                // Other tests here may have spent some of it; it never exceeds the burst.
+                let burst = m["rate_limit"]["burst"].as_u64();
+                assert!(
+                    m["remaining"].as_u64().is_some_and(|r| Some(r) <= burst),
+                    "{m}"
+                );
                 (
                     m["name"].as_str().unwrap_or_default(),
                     m["reason_required"].as_bool().unwrap_or_default(),
@@ -597,6 +618,69 @@ fn the_catalog_lists_exactly_what_each_principal_may_call(s: &Stack) {
         assert_eq!(resp.header("cache-control"), Some("no-store"));
         expect_not_forwarded(s, &ua);
     }
+}
+
+/// The catalog's `remaining` is what the `RateLimit-Remaining` header of the principal's last
+/// inference said, and reading the catalog spends nothing: two reads show the same figure, and
+/// the next inference's header continues the count. A model it has not called shows the full
+/// burst. Uses its own principal and [`QUOTA_ROLE`] (5 per hour), so no other test and no refill
+/// changes the figures.
+fn the_catalog_shows_the_remaining_quota_and_reading_it_spends_nothing(s: &Stack) {
+    let principal = "quota-1";
+    let token = s.token(principal, &["analyst", "mission-user", QUOTA_ROLE]);
+    let catalog = |ua: &str| {
+        let resp = s.request(
+            "GET",
+            "/v1/models",
+            &[("user-agent", ua), ("authorization", &format!("Bearer {token}"))],
+            None,
+        );
+        expect(s, &resp, 200, None, ua);
+        let body = resp.json();
+        assert_eq!(body["principal"], principal, "{body}");
+        let model = |name: &str| {
+            body["models"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["name"] == name))
+                .cloned()
+                .unwrap_or_else(|| panic!("{name} not listed: {body}"))
+        };
+        (model("benchmark-echo"), model("mission-summarizer"))
+    };
+    let (echo, summarizer) = catalog("row-quota-catalog-fresh");
+    assert_eq!(echo["rate_limit"]["role"], QUOTA_ROLE, "{echo}");
+    assert_eq!(echo["rate_limit"]["burst"], 5, "{echo}");
+    assert_eq!(echo["remaining"], 5, "nothing spent yet: {echo}");
+    assert_eq!(summarizer["remaining"], 30, "never called: {summarizer}");
+    let mut said = None;
+    for n in 1..=3 {
+        let resp = s.infer(
+            Some(&token),
+            "benchmark-echo",
+            None,
+            &format!("row-quota-infer-{n}"),
+        );
+        expect(s, &resp, 200, None, &format!("inference {n}"));
+        said = resp.header("ratelimit-remaining").map(str::to_owned);
+    }
+    assert_eq!(said.as_deref(), Some("2"), "5 - 3");
+    for read in ["row-quota-catalog-1", "row-quota-catalog-2"] {
+        let (echo, summarizer) = catalog(read);
+        assert_eq!(
+            echo["remaining"].to_string(),
+            said.clone().unwrap_or_default(),
+            "{read}: the catalog disagrees with the last RateLimit-Remaining: {echo}"
+        );
+        assert_eq!(summarizer["remaining"], 30, "{read}: {summarizer}");
+        expect_not_forwarded(s, read);
+    }
+    let resp = s.infer(Some(&token), "benchmark-echo", None, "row-quota-infer-4");
+    expect(s, &resp, 200, None, "inference after the catalog reads");
+    assert_eq!(
+        resp.header("ratelimit-remaining"),
+        Some("1"),
+        "the catalog reads spent nothing"
+    );
 }
 
 /// The catalog needs credentials like any call, and a client-sent `x-authz-principal` names

@@ -138,10 +138,7 @@ impl Gcra {
     /// tampered with) is clamped to it, so no arithmetic can overflow and a denial never asks a
     /// client to wait longer than the capacity.
     pub fn decide(&self, now_us: u64, stored_tat_us: Option<u64>) -> Decision {
-        let now = now_us.min(MAX_CLOCK_US);
-        // Bounded: now <= 2^52 and capacity <= 2^48, so nothing below exceeds 2^53.
-        let horizon = now + self.capacity_us;
-        let tat = stored_tat_us.map_or(now, |t| t.min(horizon)).max(now);
+        let Clamped { now, horizon, tat } = self.clamp(now_us, stored_tat_us);
         let new_tat = tat + self.interval_us;
         let allow_at = new_tat.saturating_sub(self.capacity_us);
         if now < allow_at {
@@ -158,12 +155,46 @@ impl Gcra {
                 allowed: true,
                 tat_us: new_tat,
                 now_us: now,
-                remaining: (horizon - new_tat) / self.interval_us,
+                remaining: self.left_before(horizon, new_tat),
                 reset_us: new_tat - now,
                 retry_after_us: 0,
             }
         }
     }
+
+    /// How many requests would be admitted at `now_us`, one after another, given the stored TAT
+    /// (`None` for a missing key), without deciding or changing anything: what the
+    /// `RateLimit-Remaining` of an admitted request says about the requests after it, asked
+    /// without making one. A missing (or idle) key has the full burst; right after an admitted
+    /// decision this equals that decision's `remaining`. Total for every input, like
+    /// [`Gcra::decide`], whose clamping it shares.
+    pub fn remaining(&self, now_us: u64, stored_tat_us: Option<u64>) -> u64 {
+        let Clamped { horizon, tat, .. } = self.clamp(now_us, stored_tat_us);
+        self.left_before(horizon, tat)
+    }
+
+    /// The clock reading and stored TAT as the arithmetic uses them: the clock clamped to
+    /// [`MAX_CLOCK_US`], the TAT to `[now, now + capacity]` (a missing key is `now`).
+    fn clamp(&self, now_us: u64, stored_tat_us: Option<u64>) -> Clamped {
+        let now = now_us.min(MAX_CLOCK_US);
+        // Bounded: now <= 2^52 and capacity <= 2^48, so nothing derived exceeds 2^53.
+        let horizon = now + self.capacity_us;
+        let tat = stored_tat_us.map_or(now, |t| t.min(horizon)).max(now);
+        Clamped { now, horizon, tat }
+    }
+
+    /// Whole emission intervals between `tat` and the `horizon` (`now + capacity`): the requests
+    /// a bucket filled up to `tat` still admits now. `tat <= horizon` always holds here.
+    fn left_before(&self, horizon: u64, tat: u64) -> u64 {
+        horizon.saturating_sub(tat) / self.interval_us
+    }
+}
+
+/// The inputs of one decision after clamping (`Gcra::clamp`).
+struct Clamped {
+    now: u64,
+    horizon: u64,
+    tat: u64,
 }
 
 impl Decision {
@@ -206,6 +237,26 @@ mod tests {
         assert_eq!(d.reset_us, 300_000);
         assert!(!g.decide(now + 99_999, tat).allowed);
         assert!(g.decide(now + 100_000, tat).allowed);
+    }
+
+    #[test]
+    fn remaining_reads_what_the_last_admitted_request_said_and_refills_with_time() {
+        let g = per_sec(10, 3); // T = 100 ms
+        let now = 1_000_000_000;
+        assert_eq!(g.remaining(now, None), 3, "a fresh key has the full burst");
+        let d = g.decide(now, None);
+        assert_eq!((d.remaining, g.remaining(now, Some(d.tat_us))), (2, 2));
+        let d = g.decide(now, Some(d.tat_us));
+        let d = g.decide(now, Some(d.tat_us));
+        assert_eq!(g.remaining(now, Some(d.tat_us)), 0, "burst spent");
+        assert_eq!(g.remaining(now + 99_999, Some(d.tat_us)), 0);
+        assert_eq!(g.remaining(now + 100_000, Some(d.tat_us)), 1);
+        assert_eq!(
+            g.remaining(now + 10_000_000, Some(d.tat_us)),
+            3,
+            "an idle key is a fresh key"
+        );
+        assert_eq!(g.remaining(u64::MAX, Some(u64::MAX)), 0, "total");
     }
 
     #[test]
@@ -322,6 +373,30 @@ mod tests {
                     );
                 }
             }
+        }
+
+        #[test]
+        fn remaining_is_exactly_the_requests_decide_would_admit_now(
+            g in practical_gcra(),
+            now in prop_oneof![0u64..MAX_CLOCK_US / 2, Just(MAX_CLOCK_US), Just(u64::MAX)],
+            stored in prop_oneof![Just(None), any::<Option<u64>>(), (0u64..MAX_CLOCK_US).prop_map(Some)],
+        ) {
+            let peeked = g.remaining(now, stored);
+            prop_assert!(peeked <= g.burst());
+            let mut tat = stored;
+            let mut admitted = 0;
+            loop {
+                let d = g.decide(now, tat);
+                if !d.allowed {
+                    break;
+                }
+                if admitted == 0 {
+                    prop_assert_eq!(d.remaining + 1, peeked, "the header after one more");
+                }
+                admitted += 1;
+                tat = Some(d.tat_us);
+            }
+            prop_assert_eq!(admitted, peeked);
         }
 
         #[test]

@@ -1,7 +1,9 @@
 //! [`MemoryStore`]: GCRA state in this process, the default when no Redis is configured.
 //!
-//! Semantics are identical to the Redis store (same [`Gcra::decide`]), but state is per process:
-//! with several authz replicas each one enforces the full limit on its own.
+//! Semantics are identical to the Redis store (same [`Gcra::decide`], and [`Gcra::remaining`] for a
+//! peek: a read of the key's TAT under its shard's lock that inserts nothing and sweeps nothing),
+//! but state is per process: with several authz replicas each one enforces the full limit on its
+//! own.
 //!
 //! Memory is bounded. A key whose TAT has passed carries no information (see [`super::gcra`]),
 //! so such *idle* keys are dropped by a sweep each shard runs at most every
@@ -74,9 +76,14 @@ impl MemoryStore {
         }
     }
 
-    fn decide(&self, key: &str, limit: Gcra) -> Decision {
+    /// The shard holding `key`.
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        let mut shard = lock(&self.shards[index]);
+        &self.shards[index]
+    }
+
+    fn decide(&self, key: &str, limit: Gcra) -> Decision {
+        let mut shard = lock(self.shard(key));
         let now = self.clock.now_us();
         if now >= shard.next_sweep_us {
             shard.tats.retain(|_, tat| *tat > now);
@@ -95,6 +102,12 @@ impl MemoryStore {
             }
         }
         decision
+    }
+
+    /// [`Store::peek`]: a read of the key's TAT under the shard lock; no sweep, no insert.
+    fn remaining(&self, key: &str, limit: Gcra) -> u64 {
+        let shard = lock(self.shard(key));
+        limit.remaining(self.clock.now_us(), shard.tats.get(key).copied())
     }
 }
 
@@ -132,6 +145,10 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(decision)))
     }
 
+    fn peek<'a>(&'a self, key: &'a str, limit: Gcra) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.remaining(key, limit))))
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }
@@ -160,6 +177,30 @@ mod tests {
         clock.advance(Duration::from_secs(3));
         store.sweep();
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn peek_reads_the_remaining_quota_and_never_consumes_or_creates_a_key() {
+        let (store, clock) = store(1000);
+        let limit = Gcra::new(1, Duration::from_secs(1), 3).unwrap();
+        assert_eq!(
+            store.peek("k", limit).await.unwrap(),
+            3,
+            "unseen: full burst"
+        );
+        assert!(store.is_empty(), "a peek creates no key");
+        let said = store.check("k", limit).await.unwrap().remaining;
+        for _ in 0..5 {
+            assert_eq!(store.peek("k", limit).await.unwrap(), said);
+        }
+        assert_eq!(said, 2);
+        assert_eq!(store.check("k", limit).await.unwrap().remaining, 1);
+        assert_eq!(store.check("k", limit).await.unwrap().remaining, 0);
+        assert_eq!(store.peek("k", limit).await.unwrap(), 0);
+        assert!(!store.check("k", limit).await.unwrap().allowed);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(store.peek("k", limit).await.unwrap(), 1, "refilled by one");
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! [`RedisStore`]: GCRA state in Redis (standalone or Cluster), shared by every authz replica.
 //!
 //! Each check is one `EVALSHA` of [`super::scripts::GCRA_CHECK`] (one round trip; after a Redis
-//! restart the first call gets `NOSCRIPT`, loads the script and retries). Connections are created
-//! lazily, so authz starts even while Redis is down, and reconnect by themselves: a
-//! [`ConnectionManager`] for a single server, the cluster client's own connection handling for a
-//! cluster. Time-outs here only bound connection attempts; the per-check deadline and the circuit
-//! breaker live in [`super::RateLimiter`].
+//! restart the first call gets `NOSCRIPT`, loads the script and retries); each peek (the
+//! catalog's `remaining`) one `EVALSHA` of the read-only [`super::scripts::GCRA_PEEK`].
+//! Connections are created lazily, so authz starts even while Redis is down, and reconnect by
+//! themselves: a [`ConnectionManager`] for a single server, the cluster client's own connection
+//! handling for a cluster. Time-outs here only bound connection attempts; the per-call deadline
+//! and the circuit breaker live in [`super::RateLimiter`].
 
 use super::gcra::{Decision, Gcra, MAX_CLOCK_US};
-use super::scripts::GCRA_CHECK;
+use super::scripts::{GCRA_CHECK, GCRA_PEEK};
 use super::store::{Store, StoreError};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
@@ -33,6 +34,8 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(100);
 pub struct RedisStore {
     connection: Connection,
     script: ::redis::Script,
+    /// [`GCRA_PEEK`], for [`Store::peek`].
+    peek_script: ::redis::Script,
     /// The client library's own response timeout (the same as the check deadline, so whichever
     /// fires first, the error says `Timeout`).
     response_timeout: Duration,
@@ -84,6 +87,7 @@ impl RedisStore {
         Ok(Self {
             connection: Connection::Standalone(manager),
             script: ::redis::Script::new(GCRA_CHECK),
+            peek_script: ::redis::Script::new(GCRA_PEEK),
             response_timeout,
         })
     }
@@ -120,6 +124,7 @@ impl RedisStore {
                 client.get_pending_async_connection_with_config(config),
             ),
             script: ::redis::Script::new(GCRA_CHECK),
+            peek_script: ::redis::Script::new(GCRA_PEEK),
             response_timeout,
         })
     }
@@ -143,15 +148,28 @@ impl RedisStore {
             .arg(limit.interval_us())
             .arg(limit.capacity_us())
             .arg(MAX_CLOCK_US);
-        let reply: Vec<i64> = match self.connection.clone() {
+        let reply = self.invoke(invocation).await?;
+        interpret(&reply, limit)
+    }
+
+    async fn peek_remaining(&self, key: &str, limit: Gcra) -> Result<u64, StoreError> {
+        let reply = self.invoke(self.peek_script.key(key)).await?;
+        interpret_peek(&reply, limit)
+    }
+
+    /// Runs one script invocation (loading the script on `NOSCRIPT`) on the store's connection.
+    async fn invoke(
+        &self,
+        invocation: ::redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<i64>, StoreError> {
+        match self.connection.clone() {
             Connection::Standalone(mut c) => invocation.invoke_async(&mut c).await,
             Connection::Cluster(mut c) => invocation.invoke_async(&mut c).await,
         }
         .map_err(|e| match e.is_timeout() {
             true => StoreError::Timeout(self.response_timeout),
             false => StoreError::from_redis(e),
-        })?;
-        interpret(&reply, limit)
+        })
     }
 }
 
@@ -194,6 +212,19 @@ fn interpret(reply: &[i64], limit: Gcra) -> Result<Decision, StoreError> {
     Ok(decision)
 }
 
+/// Turns the [`GCRA_PEEK`] reply (`{now_us, stored_tat_us or -1}`) into the remaining quota.
+fn interpret_peek(reply: &[i64], limit: Gcra) -> Result<u64, StoreError> {
+    let &[now, stored] = reply else {
+        return Err(StoreError::Protocol(format!(
+            "expected 2 integers, got {}",
+            reply.len()
+        )));
+    };
+    let now =
+        u64::try_from(now).map_err(|_| StoreError::Protocol(format!("negative clock {now}")))?;
+    Ok(limit.remaining(now, u64::try_from(stored).ok()))
+}
+
 impl Store for RedisStore {
     fn check<'a>(
         &'a self,
@@ -201,6 +232,10 @@ impl Store for RedisStore {
         limit: Gcra,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.run(key, limit))
+    }
+
+    fn peek<'a>(&'a self, key: &'a str, limit: Gcra) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.peek_remaining(key, limit))
     }
 
     fn name(&self) -> &'static str {
@@ -231,6 +266,19 @@ mod tests {
             interpret(&[1, -2, -1], limit),
             Err(StoreError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn peek_replies_read_as_the_arithmetic_and_malformed_ones_are_errors() {
+        let limit = Gcra::new(1, Duration::from_secs(1), 3).unwrap();
+        assert_eq!(interpret_peek(&[5_000_000, -1], limit).unwrap(), 3);
+        assert_eq!(interpret_peek(&[5_000_000, 7_000_000], limit).unwrap(), 1);
+        for bad in [&[5_000_000][..], &[1, 2, 3], &[-1, -1]] {
+            assert!(
+                matches!(interpret_peek(bad, limit), Err(StoreError::Protocol(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

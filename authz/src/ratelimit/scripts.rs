@@ -46,3 +46,32 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat),
   'PX', string.format('%d', math.ceil((new_tat - now) / 1000)))
 return {1, now, stored_num}
 "#;
+
+/// One read of a key's GCRA state for the catalog's `remaining`: the server clock and the stored
+/// TAT, nothing written.
+///
+/// Why a script rather than a client-side `GET`: the clock must be the *Redis server's*, read
+/// at the same instant as the TAT, exactly as [`GCRA_CHECK`] reads both, and in a cluster a
+/// keyless `TIME` would go to an arbitrary node; a one-key script goes to the key's node in one
+/// round trip. The script only calls `TIME` and `GET`: it creates no key and leaves an existing
+/// key's expiry alone (a `GET` does not touch it). It has no `no-writes` shebang so that it runs
+/// on the same Redis versions as [`GCRA_CHECK`] (flags need Redis 7).
+///
+/// - `KEYS[1]`: the rate-limit key ([`super::keys::rate_limit_key`]).
+///
+/// Returns `{now_us, stored_tat_us or -1 when the key is absent}`, the last two values of a
+/// [`GCRA_CHECK`] reply; the caller computes [`super::gcra::Gcra::remaining`] from them (clamps
+/// included). A value that is not a number is an error, as in [`GCRA_CHECK`].
+pub const GCRA_PEEK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local stored = redis.call('GET', KEYS[1])
+if not stored then
+  return {now, -1}
+end
+local stored_num = tonumber(stored)
+if stored_num == nil then
+  return redis.error_reply('ERR authz rate-limit key does not hold a number')
+end
+return {now, stored_num}
+"#;

@@ -1,5 +1,5 @@
-//! The storage seam: a [`Store`] applies one GCRA decision atomically for one key, and reports
-//! failures as a classified [`StoreError`].
+//! The storage seam: a [`Store`] applies one GCRA decision atomically for one key, reads a key's
+//! quota without deciding anything, and reports failures as a classified [`StoreError`].
 
 use super::gcra::{Decision, Gcra};
 use futures::future::BoxFuture;
@@ -19,6 +19,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key: &'a str,
         limit: Gcra,
     ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// The requests `key` would be admitted under `limit` right now ([`Gcra::remaining`]),
+    /// without deciding or recording anything: never consumes, never creates the key, never
+    /// moves its expiry. A key the store does not hold has the full burst.
+    ///
+    /// # Errors
+    /// A [`StoreError`] as for [`Store::check`]; the caller shows the quota as unknown.
+    fn peek<'a>(&'a self, key: &'a str, limit: Gcra) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// A short fixed name for logs: `memory`, `redis` or `redis_cluster`.
     fn name(&self) -> &'static str;
