@@ -258,6 +258,16 @@ impl Facts {
     }
 }
 
+/// Whether the request's method is `GET` or `HEAD` (Envoy's `method` attribute, else `:method`).
+fn is_read(http: &HttpRequest, headers: &Headers<'_>) -> Result<bool, RequestError> {
+    let method: Cow<'_, str> = if http.method.is_empty() {
+        headers.get(":method")?.unwrap_or_default()
+    } else {
+        Cow::Borrowed(http.method.as_str())
+    };
+    Ok(matches!(method.as_ref(), "GET" | "HEAD"))
+}
+
 /// What the request is about: a public path, a model (from the REST path or the gRPC message) or
 /// anything else.
 fn target(
@@ -277,7 +287,10 @@ fn target(
     Ok(match route {
         Route::Public => Target::Public,
         Route::Other => Target::Other,
-        Route::Catalog => Target::Catalog,
+        // Only a read: any other method on the catalog's path is a path the gateway does not
+        // expose (denied `path_not_allowed`, never answered with the catalog).
+        Route::Catalog if is_read(http, headers)? => Target::Catalog,
+        Route::Catalog => Target::Other,
         Route::Model(m) => Target::Model(m),
         Route::GrpcModel(action) => {
             let body = if http.raw_body.is_empty() {
@@ -363,6 +376,36 @@ mod tests {
             max_header_bytes: 64 * 1024,
         };
         Facts::from_check_request(&raw_headers_check(headers), &rules).map(|f| f.access_reason)
+    }
+
+    #[test]
+    fn only_a_read_of_the_catalog_path_is_the_catalog() {
+        let rules = RequestRules {
+            public_paths: vec![],
+            max_reason_bytes: 512,
+            max_header_bytes: 64 * 1024,
+        };
+        for (method, catalog) in [
+            ("GET", true),
+            ("HEAD", true),
+            ("POST", false),
+            ("DELETE", false),
+            ("get", false),
+            ("", false),
+        ] {
+            let check = check_of(HttpRequest {
+                method: method.into(),
+                path: "/v1/models".into(),
+                ..Default::default()
+            });
+            let facts = Facts::from_check_request(&check, &rules).unwrap();
+            assert_eq!(
+                matches!(facts.target, Target::Catalog),
+                catalog,
+                "{method:?}: {:?}",
+                facts.target
+            );
+        }
     }
 
     #[test]

@@ -711,5 +711,22 @@ fn the_catalog_needs_credentials_and_ignores_a_forged_principal(s: &Stack) {
         .map(|m| m.iter().filter_map(|m| m["name"].as_str()).collect())
         .unwrap_or_default();
     assert!(!names.contains(&"threat-triage"), "{body}");
+    // Only a read is the catalog: any other method on its path is not exposed.
+    for method in ["POST", "DELETE", "PUT"] {
+        let resp = s.request(
+            method,
+            "/v1/models",
+            &[("authorization", &format!("Bearer {token}"))],
+            Some("{}"),
+        );
+        expect(
+            s,
+            &resp,
+            403,
+            Some("path_not_allowed"),
+            &format!("{method} /v1/models"),
+        );
+        assert!(resp.json().get("models").is_none(), "{method}: no catalog");
+    }
 }
 }
