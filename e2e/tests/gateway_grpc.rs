@@ -1,17 +1,27 @@
 //! OIP gRPC through Envoy with the unmodified `tritonclient` (Python, from the bootstrap venv):
-//! authz decides on the model named inside the ModelInfer message (Envoy hands it the start of
-//! the body), so an allowed model works and a forbidden one is PERMISSION_DENIED, and nothing
-//! denied reaches the model server.
+//! authz decides on the model named inside the ModelInfer message (under ext_authz Envoy hands it
+//! the start of the body; the module reads the whole first message), so an allowed model works
+//! and a forbidden one is PERMISSION_DENIED, and nothing denied reaches the model server. In both
+//! modes (`e2e::both_modes!`).
 
-use e2e::stack::Stack;
+use e2e::stack::{SharedStack, Stack};
 use serde_json::{Value, json};
+
+static SERVICE: SharedStack = SharedStack::new(|| Stack::builder().redis(false).audit(false));
+static EMBEDDED: SharedStack = SharedStack::new(|| {
+    Stack::builder()
+        .redis(false)
+        .audit(false)
+        .embedded(e2e::workspace_module())
+});
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const REASON: &str = "triage of the overnight field reports";
 
-#[test]
-fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
-    let stack = Stack::builder().redis(false).audit(false).start();
+e2e::both_modes! {
+    service: SERVICE, embedded: EMBEDDED;
+
+fn tritonclient_grpc_is_authorized_on_the_model_in_the_message(stack: &Stack) {
     let analyst = stack.token("grpc-analyst", ANALYST);
     let triage_before = stack.modelserver_metric("nv_inference_count", Some("threat-triage"));
     let summary_before = stack.modelserver_metric("nv_inference_count", Some("mission-summarizer"));
@@ -112,4 +122,5 @@ fn tritonclient_grpc_is_authorized_on_the_model_in_the_message() {
         2.0,
         "exactly the two allowed mission-summarizer calls ran"
     );
+}
 }
