@@ -1,10 +1,11 @@
 //! Faults on the request path, each on a stack of its own: authz, the model server or Redis is
 //! killed while Envoy keeps serving, and the gateway must fail closed (authz), fail visibly with
-//! evidence (model server) or follow each model's `on_store_error` (Redis), then recover.
+//! evidence (model server) or follow each model's `on_store_error` (Redis), then recover. The
+//! model server and Redis cases run in both authz modes (`_embedded`: the module inside Envoy).
 
 use std::time::{Duration, Instant};
 
-use e2e::stack::{HttpResponse, Stack};
+use e2e::stack::{HttpResponse, Stack, StackBuilder};
 
 const ANALYST: &[&str] = &["analyst", "mission-user"];
 const ADMIN: &[&str] = &["platform-admin", "security-engineer"];
@@ -70,7 +71,22 @@ fn authz_stopped_fails_closed_with_503_and_recovers() {
 /// Needs the audit log (issue 7) in authz.
 #[test]
 fn modelserver_stopped_is_503_and_the_audit_still_shows_the_decision() {
-    let mut stack = Stack::builder().redis(false).audit(true).start();
+    modelserver_stopped(Stack::builder().redis(false).audit(true));
+}
+
+/// The same with the authz module inside Envoy (issue 18).
+#[test]
+fn modelserver_stopped_is_503_and_the_audit_still_shows_the_decision_embedded() {
+    modelserver_stopped(
+        Stack::builder()
+            .redis(false)
+            .audit(true)
+            .embedded(e2e::workspace_module()),
+    );
+}
+
+fn modelserver_stopped(builder: StackBuilder) {
+    let mut stack = builder.start();
     let token = stack.token("fault-analyst-ms", ANALYST);
     let resp = stack.infer(Some(&token), "mission-summarizer", Some(REASON), "ms-up");
     assert_eq!(resp.status, 200, "before the fault: {}", show(&resp));
@@ -186,12 +202,26 @@ fn on_store_error(config: &toml::Table, model: &str) -> String {
 /// its configured policy.
 #[test]
 fn redis_stopped_follows_each_models_on_store_error_and_recovers() {
+    redis_stopped(Stack::builder().redis(true).audit(false));
+}
+
+/// The same with the authz module inside Envoy (issue 18).
+#[test]
+fn redis_stopped_follows_each_models_on_store_error_and_recovers_embedded() {
+    redis_stopped(
+        Stack::builder()
+            .redis(true)
+            .audit(false)
+            .embedded(e2e::workspace_module()),
+    );
+}
+
+fn redis_stopped(mut builder: StackBuilder) {
     let template: toml::Table = toml::from_str(
         &std::fs::read_to_string(e2e::repo_root().join("config/authz.toml"))
             .expect("config/authz.toml exists"),
     )
     .expect("config/authz.toml is TOML");
-    let mut builder = Stack::builder().redis(true).audit(false);
     if template["models"]["benchmark-echo"]
         .get("rate_limit")
         .is_some()
