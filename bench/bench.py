@@ -455,6 +455,27 @@ def goals(rows: list[dict], fdatasync_ms: float | None = None) -> list[dict]:
     return out
 
 
+def paired(runs: list[RunResult], variants: list[str], concurrencies: list[int]) -> list[dict]:
+    """Each extra variant against its base, paired by round: the median over rounds of the
+    per-round throughput ratio (extra / base). Interleaving puts an extra's run right after its
+    base's, so the pair shares the machine's drift; the median of the ratios is steadier than the
+    ratio of the medians on a noisy machine."""
+    out = []
+    for v in variants:
+        base = VARIANTS[v].get("base")
+        if not base or base not in variants:
+            continue
+        for c in concurrencies:
+            by_round = {r.round: r.rps for r in runs if r.variant == base and r.concurrency == c}
+            ratios = [r.rps / by_round[r.round] for r in runs
+                      if r.variant == v and r.concurrency == c and by_round.get(r.round)]
+            if ratios:
+                out.append({"variant": v, "base": base, "concurrency": c, "rounds": len(ratios),
+                            "median_ratio": round(statistics.median(ratios), 4),
+                            "min_ratio": round(min(ratios), 4), "max_ratio": round(max(ratios), 4)})
+    return out
+
+
 def fmt(x, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     return "-" if x is None else f"{x * scale:{spec}}{suffix}"
 
@@ -618,7 +639,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 edits.append((section, field, value))
             else:
                 env_vars[key] = value
-        VARIANTS[name] = {**VARIANTS[base], "env": env_vars, "edits": edits, "bin": binary, "envoy_call": envoy_call,
+        VARIANTS[name] = {**VARIANTS[base], "base": base, "env": env_vars, "edits": edits, "bin": binary, "envoy_call": envoy_call,
                           "uds": uds,
                           "label": f"{name}: as {base}" + (", over a Unix socket" if uds else "")
                                    + "".join(f", {k}={v}" for k, v in env_vars.items())
@@ -906,6 +927,7 @@ def main(argv: list[str]) -> int:
     rows = summarize(runs, args.variants, args.concurrency)
     fdatasync_ms = statistics.median(fsync_ms)
     goal_rows = goals(rows, fdatasync_ms)
+    paired_rows = paired(runs, args.variants, args.concurrency)
     info = machine()
     result = {
         "benchmark": "gateway",
@@ -923,6 +945,7 @@ def main(argv: list[str]) -> int:
         "fdatasync_p50_ms_rounds": [round(x, 4) for x in fsync_ms],
         "summary": rows,
         "goals": goal_rows,
+        "paired": paired_rows,
         "runs": [r.as_json() for r in runs],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -939,6 +962,12 @@ def main(argv: list[str]) -> int:
     if audit:
         print("\nAudit records written (fsync): " + ", ".join(f"{v}: {n}" for v, n in audit.items()))
     print(f"\nfdatasync p50 of the audit disk (small append + fdatasync, median of rounds): {fdatasync_ms:.3f} ms")
+    if paired_rows:
+        print("\nExtras against their base, paired by round (median of the per-round throughput ratios, "
+              "min-max):")
+        for r in paired_rows:
+            print(f"  {r['variant']} / {r['base']} at c={r['concurrency']}: {r['median_ratio']:.3f} "
+                  f"({r['min_ratio']:.2f}-{r['max_ratio']:.2f}, {r['rounds']} rounds)")
     if goal_rows:
         print("\nGoals:")
         for g in goal_rows:
