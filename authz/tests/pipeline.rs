@@ -210,7 +210,12 @@ async fn a_dead_rate_limit_store_follows_each_models_on_store_error() {
 async fn the_catalog_is_answered_by_authz_and_audited_as_a_list() {
     let server = Server::start().await;
     let listed = server
-        .check(req("/v1/models").api_key("demo-report-builder-key").build())
+        .check(
+            req("/v1/models")
+                .method("GET")
+                .api_key("demo-report-builder-key")
+                .build(),
+        )
         .await;
     assert_eq!(listed.status, 200, "{:?}", listed.body);
     assert_eq!(listed.body["principal"], "report-builder");
@@ -221,10 +226,19 @@ async fn the_catalog_is_answered_by_authz_and_audited_as_a_list() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["benchmark-echo", "mission-summarizer"]);
-    let unauthenticated = server.check(req("/v1/models").build()).await;
+    let unauthenticated = server.check(req("/v1/models").method("GET").build()).await;
     assert_eq!(unauthenticated.status, 401);
+    // Only a read is the catalog: a POST is a path the gateway does not expose, and audited.
+    let posted = server
+        .check(req("/v1/models").api_key("demo-report-builder-key").build())
+        .await;
+    assert_eq!(posted.status, 403, "{:?}", posted.body);
+    assert_eq!(posted.body["error"]["code"], "path_not_allowed");
+    assert!(posted.body.get("models").is_none(), "{:?}", posted.body);
 
     let records = audit_records(server.dir.path());
+    let posted_id = posted.body["error"]["decision_id"].as_str().unwrap();
+    assert!(records.iter().any(|r| r["decision_id"] == posted_id));
     let id = &listed.headers["x-authz-decision-id"];
     let record = records
         .iter()

@@ -368,6 +368,11 @@ impl Req {
             .as_mut()
             .unwrap()
     }
+    /// The request's method (Envoy's `method` attribute and `:method`).
+    pub fn method(mut self, m: &str) -> Self {
+        self.http().method = m.to_owned();
+        self.header(":method", m)
+    }
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.http().headers.insert(k.to_owned(), v.to_owned());
         self
