@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates every deployment artifact the repository ships, with the real tools:
 #   1. Envoy: renders up to date (envoy/render.py --check), `envoy --mode validate` on each render
-#      (plus one render with e2e-style ephemeral ports), and envoy/tests/envoy_config_test.py
+#      (plus one render with e2e-style ephemeral ports, and the embedded render with the module
+#      loaded: needs `make build`), and envoy/tests/envoy_config_test.py
 #      (the config's behaviour against real Envoy on loopback);
 #   2. monitoring: renders up to date, `promtool check` of rules and config, `promtool test rules`,
 #      and every dashboard query parses;
@@ -57,6 +58,23 @@ if need envoy "run scripts/bootstrap.sh"; then
   "$PY" envoy/render.py --target local --listen-port 18080 --admin-port 19901 --authz-addr 127.0.0.1:19001 \
     --modelserver-http 127.0.0.1:18000 --modelserver-grpc 127.0.0.1:18001 --otlp-addr 127.0.0.1:14317 \
     --out "$WORK/ephemeral.yaml" && run "envoy --mode validate (local render with CLI ports and tracing)" envoy --mode validate -c "$WORK/ephemeral.yaml"
+  # The embedded mode's render, validated with the module loaded: validating creates the filter
+  # config, so the module loads the authz.toml it names (a dev-init one here, its ports moved to
+  # ephemeral ones) and an ABI or config problem fails the step. Needs `make build`'s
+  # libauthz_module.so and authz (under $CARGO_TARGET_DIR when set).
+  target_dir="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+  authz_bin="${AUTHZ:-$target_dir/authz}"
+  if [[ -f "$target_dir/libauthz_module.so" && -x "$authz_bin" ]]; then
+    run "envoy --mode validate (embedded render, module loaded)" bash -c "
+      '$authz_bin' dev-init --out '$WORK/embedded-dev' >/dev/null &&
+      sed -i -e 's|^admin_addr = .*|admin_addr = \"127.0.0.1:0\"|' \
+             -e 's|^grpc_addr = .*|grpc_addr = \"127.0.0.1:0\"|' '$WORK/embedded-dev/authz.toml' &&
+      '$PY' envoy-module/render_embedded.py --authz-config '$WORK/embedded-dev/authz.toml' \
+        --out '$WORK/embedded.yaml' --listen-port 18180 --admin-port 19991 &&
+      ENVOY_DYNAMIC_MODULES_SEARCH_PATH='$target_dir' envoy --mode validate -c '$WORK/embedded.yaml'"
+  else
+    fail "envoy --mode validate (embedded render): $target_dir/libauthz_module.so or $authz_bin is missing (run make build)"
+  fi
   # What the config does, against real Envoy on loopback (public paths, header stripping, body
   # peek, fail closed, blocked APIs, normalisation, access log).
   if "$PY" envoy/tests/envoy_config_test.py >"$WORK/log" 2>&1; then
