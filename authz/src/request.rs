@@ -258,14 +258,24 @@ impl Facts {
     }
 }
 
+/// Envoy's request `attribute` (`method`, `path`), else the pseudo-header `name` (`:method`,
+/// `:path`; read once, a repeat is an error) when Envoy left the attribute empty.
+fn attribute_or_header<'a>(
+    attribute: &'a str,
+    headers: &Headers<'a>,
+    name: &'static str,
+) -> Result<Option<Cow<'a, str>>, RequestError> {
+    if attribute.is_empty() {
+        headers.get(name)
+    } else {
+        Ok(Some(Cow::Borrowed(attribute)))
+    }
+}
+
 /// Whether the request's method is `GET` or `HEAD` (Envoy's `method` attribute, else `:method`).
 fn is_read(http: &HttpRequest, headers: &Headers<'_>) -> Result<bool, RequestError> {
-    let method: Cow<'_, str> = if http.method.is_empty() {
-        headers.get(":method")?.unwrap_or_default()
-    } else {
-        Cow::Borrowed(http.method.as_str())
-    };
-    Ok(matches!(method.as_ref(), "GET" | "HEAD"))
+    let method = attribute_or_header(&http.method, headers, ":method")?;
+    Ok(matches!(method.as_deref(), Some("GET" | "HEAD")))
 }
 
 /// What the request is about: a public path, a model (from the REST path or the gRPC message) or
@@ -275,11 +285,8 @@ fn target(
     headers: &Headers<'_>,
     rules: &RequestRules,
 ) -> Result<Target, RequestError> {
-    let path: Cow<'_, str> = if http.path.is_empty() {
-        headers.get(":path")?.ok_or(RequestError::MissingPath)?
-    } else {
-        Cow::Borrowed(http.path.as_str())
-    };
+    let path =
+        attribute_or_header(&http.path, headers, ":path")?.ok_or(RequestError::MissingPath)?;
     if path.is_empty() {
         return Err(RequestError::MissingPath);
     }
