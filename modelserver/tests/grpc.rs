@@ -517,6 +517,30 @@ async fn gzip_compressed_requests_and_responses() {
     assert_eq!(f32_values(&r.into_inner().raw_output_contents[0]), [3.0; 4]);
 }
 
+/// grpcio clients (tritonclient) accept gzip on every call without compressing their requests:
+/// their answers are not compressed (as Triton, which compresses only when configured to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_accepts_gzip_gets_an_uncompressed_answer() {
+    use tonic::codec::CompressionEncoding;
+    let s = start(common::direct()).await;
+    let mut c = client(&s.grpc)
+        .await
+        .accept_compressed(CompressionEncoding::Gzip);
+    let mut request = tonic::Request::new(add_request(&[1.; 4], &[2.; 4]));
+    request
+        .metadata_mut()
+        .insert("grpc-encoding", "identity".parse().unwrap());
+    let r = c.model_infer(request).await.unwrap();
+    assert_eq!(r.metadata().get("grpc-encoding"), None);
+    assert_eq!(f32_values(&r.into_inner().raw_output_contents[0]), [3.0; 4]);
+    let r = c
+        .model_infer(add_request(&[1.; 4], &[2.; 4]))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata().get("grpc-encoding"), None);
+    assert_eq!(f32_values(&r.into_inner().raw_output_contents[0]), [3.0; 4]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_naming_another_model_than_authz_authorized_is_permission_denied() {
     let s = start(common::config("[authorization]\nmode = \"gateway\"\n")).await;
