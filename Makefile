@@ -27,6 +27,7 @@ build-release:
 lint:
 	cargo fmt --all -- --check
 	$(ENV) && cargo clippy --workspace --locked --all-targets -- -D warnings
+	$(ENV) && RUSTDOCFLAGS="-D warnings" cargo doc --workspace --locked --no-deps
 
 test-rust:
 	$(ENV) && cargo test --workspace --locked

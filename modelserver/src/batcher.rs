@@ -22,8 +22,8 @@
 //! If a merged run fails, each request is re-run alone so one bad request cannot fail its
 //! neighbours.
 //!
-//! Callers only see [`Scheduler::submit`]. [`policy`] turns a model's `config.pbtxt` into the
-//! queue and batch policies; [`merge`] concatenates inputs and splits outputs along the batch
+//! Callers only see [`Scheduler::submit`]. `policy` turns a model's `config.pbtxt` into the
+//! queue and batch policies; `merge` concatenates inputs and splits outputs along the batch
 //! dimension; `batching` is the batching thread; this file owns admission, the per-request state
 //! machine and dispatch (alone, or to the batching thread).
 

@@ -85,7 +85,7 @@ pub enum JwksError {
         /// The status.
         status: u16,
     },
-    /// The document is over [`MAX_DOCUMENT_BYTES`].
+    /// The document is over `MAX_DOCUMENT_BYTES`.
     #[error("{0}: document larger than 1 MiB")]
     TooLarge(String),
     /// The document is not valid JSON of the expected shape.

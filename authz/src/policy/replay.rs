@@ -107,7 +107,7 @@ pub struct ReplayReport {
     pub changed: u64,
     /// Records that could not be replayed.
     pub unevaluable: u64,
-    /// The first [`LISTED_UNEVALUABLE`] of them.
+    /// The first `LISTED_UNEVALUABLE` of them.
     pub unevaluable_records: Vec<Unevaluable>,
     /// Changes, most frequent first.
     pub changes: Vec<Change>,
