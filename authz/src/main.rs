@@ -286,7 +286,8 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         let listeners = Listeners::bind(&loaded.config.server).await?;
-        let tracer = start_tracer(&metrics)?;
+        let tracer =
+            authz::trace::tracer_from_env(&metrics).context("starting the OTLP span exporter")?;
         let server = match Server::start(path, loaded, metrics, tracer) {
             Ok(s) => s,
             Err(e) => {
@@ -297,17 +298,6 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         server.serve(listeners, wait_for_termination()).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Span export from the standard `OTEL_*` environment variables (off without an endpoint), its
-/// counters registered as `authz_trace_spans_*_total`.
-fn start_tracer(metrics: &Metrics) -> anyhow::Result<telemetry::Tracer> {
-    let Some(config) = telemetry::ExportConfig::from_env("authz") else {
-        return Ok(telemetry::Tracer::disabled());
-    };
-    let export_metrics = telemetry::ExportMetrics::default();
-    metrics.with_registry(|r| export_metrics.register(r, "authz"));
-    telemetry::Tracer::start(config, export_metrics).context("starting the OTLP span exporter")
 }
 
 async fn wait_for_termination() {

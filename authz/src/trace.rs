@@ -27,6 +27,23 @@ pub fn parent_of(metadata_traceparent: Option<&str>, req: &CheckRequest) -> Opti
         .or_else(|| crate::request::traceparent(req))
 }
 
+/// Span export from the standard `OTEL_*` environment variables (off without an endpoint), its
+/// counters registered as `authz_trace_spans_*_total`: for `authz serve` and the Envoy module
+/// alike. Call inside a Tokio runtime (the exporter is a task of it).
+///
+/// # Errors
+/// The exporter's HTTP client cannot be built.
+pub fn tracer_from_env(
+    metrics: &crate::metrics::Metrics,
+) -> Result<telemetry::Tracer, reqwest::Error> {
+    let Some(config) = telemetry::ExportConfig::from_env("authz") else {
+        return Ok(telemetry::Tracer::disabled());
+    };
+    let export_metrics = telemetry::ExportMetrics::default();
+    metrics.with_registry(|r| export_metrics.register(r, "authz"));
+    telemetry::Tracer::start(config, export_metrics)
+}
+
 /// Marks a step span failed with the decision's reason code (bounded: built-in codes and the
 /// `@reason` annotations of loaded policies).
 pub fn fail_step(step: &mut Span, reason: &ReasonCode) {

@@ -531,6 +531,8 @@ impl Stack {
             // Info for the loader, so its "ABI version ... matched" line is in the log.
             cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir)
                 .args(["--component-log-level", "dynamic_modules:info"]);
+            // The module exports its spans from Envoy's process.
+            self.export_spans(&mut cmd);
         }
         cmd.arg("-c")
             .arg(&config)
@@ -546,6 +548,20 @@ impl Stack {
             // The access log (stdout) is flushed quickly so tests can read it.
             .args(["--file-flush-interval-msec", "50"]);
         Process::spawn("envoy", die_with_parent(cmd))
+    }
+
+    /// With tracing on, both renderers' `--otlp-addr`: Envoy traces, and exports its own spans to
+    /// a free port nobody listens on (they are not collected).
+    fn envoy_otlp(&self) -> Vec<String> {
+        self.otlp
+            .iter()
+            .flat_map(|_| {
+                [
+                    "--otlp-addr".to_owned(),
+                    format!("127.0.0.1:{}", free_port()),
+                ]
+            })
+            .collect()
     }
 
     /// The listener, admin and model server options both renderers take.
@@ -571,6 +587,7 @@ impl Stack {
             .arg("--authz-config")
             .arg(&self.config_path)
             .args(self.render_ports())
+            .args(self.envoy_otlp())
             .arg("--out")
             .arg(config)
             .output()
@@ -591,12 +608,7 @@ impl Stack {
                 },
             ])
             .args(self.render_ports())
-            .args(self.otlp.iter().flat_map(|_| {
-                [
-                    "--otlp-addr".to_owned(),
-                    format!("127.0.0.1:{}", free_port()),
-                ]
-            }))
+            .args(self.envoy_otlp())
             .arg("--out")
             .arg(config)
             .output()

@@ -1,8 +1,9 @@
 //! One trace per request through real Envoy (OpenTelemetry tracer, as rendered by
-//! envoy/render.py), authz and modelserver: the services' spans share the trace id Envoy started
-//! or continued, and each is a child of an Envoy span (not of the client's, and not of each
-//! other's). The services export to a loopback OTLP/HTTP receiver (`e2e::otlp`) standing in for
-//! the collector, which cannot be installed here; Envoy's own spans are not collected.
+//! envoy/render.py), authz (the service, or the module inside Envoy) and modelserver: the
+//! services' spans share the trace id Envoy started or continued, and each is a child of an Envoy
+//! span (not of the client's, and not of each other's). The services export to a loopback
+//! OTLP/HTTP receiver (`e2e::otlp`) standing in for the collector, which cannot be installed
+//! here; Envoy's own spans are not collected.
 
 use std::time::Duration;
 
@@ -38,11 +39,23 @@ fn server_spans(receiver: &OtlpReceiver, trace: &str, s: &Stack) -> (ReceivedSpa
 
 #[test]
 fn authz_and_modelserver_spans_join_the_trace_envoy_continues_or_starts() {
+    spans_join_the_trace_envoy_continues_or_starts(false);
+}
+
+/// The module reads Envoy's span for the request through the ABI (`get_active_span`), so its
+/// `authz.check` is a child of Envoy's request span, as the service's is of Envoy's ext_authz span.
+#[test]
+fn authz_and_modelserver_spans_join_the_trace_envoy_continues_or_starts_embedded() {
+    spans_join_the_trace_envoy_continues_or_starts(true);
+}
+
+fn spans_join_the_trace_envoy_continues_or_starts(embedded: bool) {
     let receiver = OtlpReceiver::start();
-    let s = Stack::builder()
-        .redis(false)
-        .otlp(receiver.base_url())
-        .start();
+    let mut builder = Stack::builder().redis(false).otlp(receiver.base_url());
+    if embedded {
+        builder = builder.embedded(e2e::workspace_module());
+    }
+    let s = builder.start();
     let token = s.token("analyst-1", ANALYST);
     let auth = format!("Bearer {token}");
     let body = e2e::stack::demo_infer_body("mission-summarizer");

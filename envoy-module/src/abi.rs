@@ -27,6 +27,8 @@ pub type FilterEnvoyPtr = *mut c_void;
 pub type FilterModulePtr = *const c_void;
 /// A scheduler Envoy allocated for one stream; the module deletes it.
 pub type SchedulerPtr = *mut c_void;
+/// Envoy's tracing span of a stream (borrowed, during a hook).
+pub type SpanPtr = *mut c_void;
 
 /// Bytes owned by Envoy.
 #[repr(C)]
@@ -203,4 +205,16 @@ unsafe extern "C" {
         event_id: u64,
     );
     pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: SchedulerPtr);
+    /// Null when the stream is not traced (tracing off: Envoy's null span).
+    pub fn envoy_dynamic_module_callback_http_get_active_span(filter: FilterEnvoyPtr) -> SpanPtr;
+    /// The ids are written to a thread-local string of Envoy's, valid until the next tracing
+    /// callback on the thread.
+    pub fn envoy_dynamic_module_callback_http_span_get_trace_id(
+        span: SpanPtr,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_http_span_get_span_id(
+        span: SpanPtr,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
 }

@@ -63,6 +63,9 @@ pub enum LoadError {
         addr: std::net::SocketAddr,
         error: std::io::Error,
     },
+    /// Span export is configured (`OTEL_*` in Envoy's environment) but cannot start.
+    #[error("starting the OTLP span exporter: {0}")]
+    Tracing(String),
 }
 
 /// One check's decision, to be polled to its answer on the stream's Envoy worker thread (see
@@ -73,8 +76,9 @@ pub type Decide = Pin<Box<dyn Future<Output = CheckResponse> + Send>>;
 
 /// Starts checks; the filter polls what it returns.
 pub trait Checker: Send + Sync {
-    /// The decision of `req`.
-    fn check(&self, req: CheckRequest) -> Decide;
+    /// The decision of `req`; `envoy_traceparent` is the W3C `traceparent` of Envoy's span for
+    /// the request (the check's spans are its children), when Envoy traces it.
+    fn check(&self, req: CheckRequest, envoy_traceparent: Option<String>) -> Decide;
     /// A denial of `req` with `reason`, without reading it (audited like any decision).
     fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide;
     /// The largest first gRPC message the filter reads whole (frame header not counted).
@@ -122,9 +126,14 @@ impl FilterConfig {
 }
 
 impl Checker for FilterConfig {
-    fn check(&self, req: CheckRequest) -> Decide {
+    fn check(&self, req: CheckRequest, envoy_traceparent: Option<String>) -> Decide {
         let service = self.engine.service.clone();
-        Box::pin(async move { to_check_response(&service.decide(&req).await) })
+        Box::pin(async move {
+            let decision = service
+                .decide_in_trace(&req, envoy_traceparent.as_deref())
+                .await;
+            to_check_response(&decision)
+        })
     }
 
     fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide {
@@ -198,7 +207,10 @@ impl Engine {
                     error,
                 })?;
             let shared: SharedRuntime = Arc::new(arc_swap::ArcSwap::from_pointee(runtime));
-            let service = AuthzService::start(Arc::clone(&shared), Arc::clone(&metrics))?;
+            let tracer = authz::trace::tracer_from_env(&metrics)
+                .map_err(|e| LoadError::Tracing(e.to_string()))?;
+            let service =
+                AuthzService::start(Arc::clone(&shared), Arc::clone(&metrics))?.with_tracer(tracer);
             let state = AdminState {
                 metrics: Arc::clone(&metrics),
                 readiness: service.readiness(),

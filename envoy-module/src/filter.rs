@@ -313,7 +313,8 @@ impl Filter {
     }
 
     fn start(&mut self, host: &mut impl Host, check: CheckRequest) {
-        let decide = self.checker.check(check);
+        let traceparent = envoy_traceparent(host, &check);
+        let decide = self.checker.check(check, traceparent);
         self.pause(host, decide);
     }
 
@@ -408,6 +409,23 @@ fn pairs(options: &[HeaderValueOption]) -> Vec<(String, String)> {
 
 fn http_of(check: &mut CheckRequest) -> Option<&mut HttpRequest> {
     check.attributes.as_mut()?.request.as_mut()?.http.as_mut()
+}
+
+/// The W3C `traceparent` of Envoy's span for this request, so that the check's spans are its
+/// children, as under ext_authz (where Envoy sends its ext_authz span's context with the call).
+/// The ABI does not tell whether Envoy samples the span: the flags are those of the client's
+/// `traceparent` when Envoy continues the client's trace (Envoy's sampling follows the client's),
+/// else sampled (Envoy started the trace, and records it under its default sampling).
+fn envoy_traceparent(host: &impl Host, check: &CheckRequest) -> Option<String> {
+    let (trace_id, span_id) = host.active_span()?;
+    let client = authz::request::traceparent(check)
+        .filter(|c| c.trace_id.to_string().eq_ignore_ascii_case(&trace_id));
+    let flags = if client.is_some_and(|c| !c.sampled) {
+        "00"
+    } else {
+        "01"
+    };
+    Some(format!("00-{trace_id}-{span_id}-{flags}"))
 }
 
 /// The `CheckRequest` Envoy's ext_authz filter sends for this stream with the production

@@ -13,6 +13,9 @@ pub trait Host {
     fn source_address(&self) -> Option<String>;
     /// The verified client certificate's URI SAN (SPIFFE id), on mTLS connections.
     fn peer_uri_san(&self) -> Option<String>;
+    /// The trace and span ids (lowercase hex) of Envoy's span for this request, when Envoy
+    /// traces it.
+    fn active_span(&self) -> Option<(String, String)>;
     /// Sets (replacing any copies) a request header.
     fn set_request_header(&mut self, name: &str, value: &str);
     /// Removes every copy of a request header.
@@ -156,6 +159,28 @@ mod envoy {
 
         fn peer_uri_san(&self) -> Option<String> {
             self.attribute(Attribute::ConnectionUriSanPeerCertificate)
+        }
+
+        fn active_span(&self) -> Option<(String, String)> {
+            type GetId = unsafe extern "C" fn(abi::SpanPtr, *mut EnvoyBuffer) -> bool;
+            // SAFETY: `ptr` is live during the hook, and so is the span Envoy returns for it; each
+            // id is copied before the next tracing callback overwrites Envoy's buffer.
+            unsafe {
+                let span = abi::envoy_dynamic_module_callback_http_get_active_span(self.ptr);
+                if span.is_null() {
+                    return None;
+                }
+                let id = |get: GetId| {
+                    let mut out = EnvoyBuffer::EMPTY;
+                    get(span, &mut out)
+                        .then(|| String::from_utf8(out.to_vec()).ok())
+                        .flatten()
+                        .filter(|s| !s.is_empty())
+                };
+                let trace = id(abi::envoy_dynamic_module_callback_http_span_get_trace_id)?;
+                let span_id = id(abi::envoy_dynamic_module_callback_http_span_get_span_id)?;
+                Some((trace, span_id))
+            }
         }
 
         fn set_request_header(&mut self, name: &str, value: &str) {

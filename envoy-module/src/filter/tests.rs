@@ -19,6 +19,8 @@ struct FakeHost {
     sent: Option<LocalReply>,
     continued: usize,
     wake: Arc<FakeWake>,
+    /// Envoy's span for the stream (trace id, span id), when it traces it.
+    span: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -44,6 +46,9 @@ impl Host for FakeHost {
     }
     fn peer_uri_san(&self) -> Option<String> {
         None
+    }
+    fn active_span(&self) -> Option<(String, String)> {
+        self.span.clone()
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
         self.set.push((name.into(), value.into()));
@@ -77,6 +82,8 @@ type Answer = futures::channel::oneshot::Sender<CheckResponse>;
 struct FakeChecker {
     checks: Mutex<Vec<(CheckRequest, Answer)>>,
     refusals: Mutex<Vec<(ReasonCode, String)>>,
+    /// The `traceparent` each check was started in.
+    traceparents: Mutex<Vec<Option<String>>>,
     /// Answers every later check at its first poll.
     at_once: Mutex<Option<CheckResponse>>,
 }
@@ -97,7 +104,8 @@ impl FakeChecker {
 }
 
 impl Checker for FakeChecker {
-    fn check(&self, req: CheckRequest) -> Decide {
+    fn check(&self, req: CheckRequest, envoy_traceparent: Option<String>) -> Decide {
+        self.traceparents.lock().unwrap().push(envoy_traceparent);
         self.decide(req)
     }
     fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide {
@@ -199,6 +207,44 @@ fn an_allow_resumes_with_the_services_headers_and_without_credentials() {
     assert_eq!(
         filter.on_request_body(&mut host, true),
         body_status::CONTINUE
+    );
+}
+
+#[test]
+fn checks_join_envoys_span_with_the_clients_sampling_when_envoy_continues_its_trace() {
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = |client: Option<&str>, span: Option<(&str, &str)>| {
+        let (checker, mut filter, mut host) = setup();
+        if let Some(tp) = client {
+            host.headers
+                .push((b"traceparent".to_vec(), tp.as_bytes().to_vec()));
+        }
+        host.span = span.map(|(t, s)| (t.to_owned(), s.to_owned()));
+        filter.on_request_headers(&mut host, false);
+        checker.traceparents.lock().unwrap().clone()
+    };
+    // Not traced by Envoy: no parent from Envoy (the pipeline falls back to the header).
+    assert_eq!(traced(None, None), [None]);
+    // Envoy started the trace: its span, sampled.
+    assert_eq!(
+        traced(None, Some((trace, "00f067aa0ba902b7"))),
+        [Some(format!("00-{trace}-00f067aa0ba902b7-01"))]
+    );
+    // Envoy continues the client's unsampled trace: unsampled, Envoy's span as the parent.
+    assert_eq!(
+        traced(
+            Some(&format!("00-{trace}-b7ad6b7169203331-00")),
+            Some((trace, "00f067aa0ba902b7"))
+        ),
+        [Some(format!("00-{trace}-00f067aa0ba902b7-00"))]
+    );
+    // A client flag of another trace does not count.
+    assert_eq!(
+        traced(
+            Some("00-11111111111111111111111111111111-b7ad6b7169203331-00"),
+            Some((trace, "00f067aa0ba902b7"))
+        ),
+        [Some(format!("00-{trace}-00f067aa0ba902b7-01"))]
     );
 }
 
@@ -365,7 +411,7 @@ fn a_spurious_wake_polls_again_and_waits() {
 fn a_decision_that_panics_answers_503() {
     struct Panicking;
     impl Checker for Panicking {
-        fn check(&self, _req: CheckRequest) -> Decide {
+        fn check(&self, _req: CheckRequest, _traceparent: Option<String>) -> Decide {
             Box::pin(async { panic!("boom") })
         }
         fn refusal(&self, _req: CheckRequest, _r: ReasonCode, _w: String) -> Decide {
