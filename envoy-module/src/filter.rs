@@ -122,6 +122,9 @@ impl std::task::Wake for Pending {
     }
 }
 
+/// A decision that panicked while polled (caught at the boundary).
+struct Panicked;
+
 /// The filter of one stream.
 pub struct Filter {
     checker: Arc<dyn Checker>,
@@ -137,6 +140,9 @@ pub struct Filter {
     /// A gRPC request (`content-type: application/grpc...`): a denial then carries its own
     /// `grpc-status` (see [`grpc_status_of`]).
     grpc: bool,
+    /// The decision panicked once: the stream is being refused (audited) instead; a second
+    /// panic answers 503 without a record.
+    panicked: bool,
 }
 
 impl Drop for Filter {
@@ -161,6 +167,7 @@ impl Filter {
             decide: None,
             response_headers: Vec::new(),
             grpc: false,
+            panicked: false,
         }
     }
 
@@ -278,14 +285,35 @@ impl Filter {
             self.apply(host, answer);
             return;
         }
-        if let Some(answer) = self.poll_decision() {
-            self.apply(host, answer);
+        match self.poll_decision() {
+            Some(Ok(answer)) => self.apply(host, answer),
+            Some(Err(Panicked)) => {
+                if let Some(answer) = self.refuse_after_panic(host) {
+                    self.apply(host, answer);
+                }
+            }
+            None => {}
         }
     }
 
+    /// After the decision panicked: the stream is refused `unavailable` (503) through the
+    /// pipeline's refusal, so the failure has an audit record like any decision, and resumes
+    /// when that record is durable. If the refusal panics too, the answer is a 503 at once,
+    /// without a record. Never an allow.
+    fn refuse_after_panic(&mut self, host: &mut impl Host) -> Option<CheckResponse> {
+        self.decide = None;
+        if std::mem::replace(&mut self.panicked, true) {
+            return Some(unavailable("the decision pipeline failed"));
+        }
+        let check = check_request(host);
+        let why = "the decision pipeline failed".to_owned();
+        self.refuse(host, check, ReasonCode::Unavailable, why);
+        None
+    }
+
     /// Polls the decision in flight on this thread, in the pipeline's runtime context, never
-    /// waiting on the disk here; its answer once it has one (a panic is a 503, never an allow).
-    fn poll_decision(&mut self) -> Option<CheckResponse> {
+    /// waiting on the disk here; its answer once it has one, or that it panicked.
+    fn poll_decision(&mut self) -> Option<Result<CheckResponse, Panicked>> {
         let pending = Arc::clone(self.pending.as_ref()?);
         let decide = self.decide.as_mut()?;
         let waker = Waker::from(pending);
@@ -297,8 +325,8 @@ impl Filter {
         };
         let answer = match polled {
             Ok(Poll::Pending) => return None,
-            Ok(Poll::Ready(answer)) => answer,
-            Err(_) => unavailable("the decision pipeline failed"),
+            Ok(Poll::Ready(answer)) => Ok(answer),
+            Err(_) => Err(Panicked),
         };
         self.decide = None;
         Some(answer)
@@ -336,8 +364,14 @@ impl Filter {
         self.pending = Some(Arc::clone(&pending));
         self.decide = Some(decide);
         self.phase = Phase::Deciding;
-        if let Some(answer) = self.poll_decision() {
-            pending.deliver(answer);
+        match self.poll_decision() {
+            Some(Ok(answer)) => pending.deliver(answer),
+            Some(Err(Panicked)) => {
+                if let Some(answer) = self.refuse_after_panic(host) {
+                    pending.deliver(answer);
+                }
+            }
+            None => {}
         }
     }
 

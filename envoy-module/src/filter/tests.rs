@@ -407,6 +407,55 @@ fn a_spurious_wake_polls_again_and_waits() {
     assert_eq!(host.continued, 1);
 }
 
+/// A decision that panics becomes an audited refusal (`unavailable`, 503): the failure leaves
+/// evidence like any decision, and the stream waits for that record as for any other.
+#[test]
+fn a_decision_that_panics_is_refused_unavailable_through_the_audited_refusal() {
+    struct PanicsThenRefuses(FakeChecker);
+    impl Checker for PanicsThenRefuses {
+        fn check(&self, _req: CheckRequest, _traceparent: Option<String>) -> Decide {
+            Box::pin(async { panic!("boom") })
+        }
+        fn refusal(&self, req: CheckRequest, r: ReasonCode, w: String) -> Decide {
+            self.0.refusal(req, r, w)
+        }
+        fn max_grpc_message_bytes(&self) -> usize {
+            LIMIT
+        }
+        fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+            None
+        }
+    }
+    let checker = Arc::new(PanicsThenRefuses(FakeChecker::default()));
+    let mut filter = Filter::new(Arc::clone(&checker) as Arc<dyn Checker>);
+    let mut host = FakeHost {
+        headers: rest_headers(),
+        ..FakeHost::default()
+    };
+    filter.on_request_headers(&mut host, true);
+    assert_eq!(
+        *checker.0.refusals.lock().unwrap(),
+        [(
+            ReasonCode::Unavailable,
+            "the decision pipeline failed".to_owned()
+        )]
+    );
+    // Nothing is answered until the refusal's record is durable (the test answers it).
+    assert!(host.sent.is_none());
+    let refused = checker.0.answer(to_check_response(&Decision::new(
+        ReasonCode::Unavailable,
+        "the decision pipeline failed",
+    )));
+    // The refusal saw the request as received.
+    let http = refused.attributes.unwrap().request.unwrap().http.unwrap();
+    assert_eq!(http.path, "/v2/models/m/infer");
+    filter.on_scheduled(&mut host, EVENT_DECIDED);
+    assert_eq!(host.sent.as_ref().map(|s| s.0), Some(503));
+    assert_eq!(host.continued, 0);
+}
+
+/// If the audited refusal panics too, the answer is still a 503 (without a record), never an
+/// allow and never a loop.
 #[test]
 fn a_decision_that_panics_answers_503() {
     struct Panicking;
