@@ -125,6 +125,9 @@ impl std::task::Wake for Pending {
 /// A decision that panicked while polled (caught at the boundary).
 struct Panicked;
 
+/// Why a stream whose decision panicked is refused.
+const PIPELINE_FAILED: &str = "the decision pipeline failed";
+
 /// The filter of one stream.
 pub struct Filter {
     checker: Arc<dyn Checker>,
@@ -285,14 +288,17 @@ impl Filter {
             self.apply(host, answer);
             return;
         }
-        match self.poll_decision() {
-            Some(Ok(answer)) => self.apply(host, answer),
-            Some(Err(Panicked)) => {
-                if let Some(answer) = self.refuse_after_panic(host) {
-                    self.apply(host, answer);
-                }
-            }
-            None => {}
+        if let Some(answer) = self.poll_answer(host) {
+            self.apply(host, answer);
+        }
+    }
+
+    /// Polls the decision in flight; its answer once there is one. A decision that panicked is
+    /// replaced by the audited refusal ([`Filter::refuse_after_panic`]), polled in its turn.
+    fn poll_answer(&mut self, host: &mut impl Host) -> Option<CheckResponse> {
+        match self.poll_decision()? {
+            Ok(answer) => Some(answer),
+            Err(Panicked) => self.refuse_after_panic(host),
         }
     }
 
@@ -303,11 +309,15 @@ impl Filter {
     fn refuse_after_panic(&mut self, host: &mut impl Host) -> Option<CheckResponse> {
         self.decide = None;
         if std::mem::replace(&mut self.panicked, true) {
-            return Some(unavailable("the decision pipeline failed"));
+            return Some(unavailable(PIPELINE_FAILED));
         }
         let check = check_request(host);
-        let why = "the decision pipeline failed".to_owned();
-        self.refuse(host, check, ReasonCode::Unavailable, why);
+        self.refuse(
+            host,
+            check,
+            ReasonCode::Unavailable,
+            PIPELINE_FAILED.to_owned(),
+        );
         None
     }
 
@@ -364,14 +374,8 @@ impl Filter {
         self.pending = Some(Arc::clone(&pending));
         self.decide = Some(decide);
         self.phase = Phase::Deciding;
-        match self.poll_decision() {
-            Some(Ok(answer)) => pending.deliver(answer),
-            Some(Err(Panicked)) => {
-                if let Some(answer) = self.refuse_after_panic(host) {
-                    pending.deliver(answer);
-                }
-            }
-            None => {}
+        if let Some(answer) = self.poll_answer(host) {
+            pending.deliver(answer);
         }
     }
 

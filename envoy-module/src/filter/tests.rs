@@ -86,6 +86,10 @@ struct FakeChecker {
     traceparents: Mutex<Vec<Option<String>>>,
     /// Answers every later check at its first poll.
     at_once: Mutex<Option<CheckResponse>>,
+    /// Checks (and, with `refusals_panic`, refusals too) panic when polled, as a bug in the
+    /// pipeline would.
+    checks_panic: AtomicBool,
+    refusals_panic: AtomicBool,
 }
 
 impl FakeChecker {
@@ -106,10 +110,16 @@ impl FakeChecker {
 impl Checker for FakeChecker {
     fn check(&self, req: CheckRequest, envoy_traceparent: Option<String>) -> Decide {
         self.traceparents.lock().unwrap().push(envoy_traceparent);
+        if self.checks_panic.load(Ordering::SeqCst) {
+            return Box::pin(async { panic!("boom") });
+        }
         self.decide(req)
     }
     fn refusal(&self, req: CheckRequest, reason: ReasonCode, why: String) -> Decide {
         self.refusals.lock().unwrap().push((reason, why));
+        if self.refusals_panic.load(Ordering::SeqCst) {
+            return Box::pin(async { panic!("boom") });
+        }
         self.decide(req)
     }
     fn max_grpc_message_bytes(&self) -> usize {
@@ -411,30 +421,11 @@ fn a_spurious_wake_polls_again_and_waits() {
 /// evidence like any decision, and the stream waits for that record as for any other.
 #[test]
 fn a_decision_that_panics_is_refused_unavailable_through_the_audited_refusal() {
-    struct PanicsThenRefuses(FakeChecker);
-    impl Checker for PanicsThenRefuses {
-        fn check(&self, _req: CheckRequest, _traceparent: Option<String>) -> Decide {
-            Box::pin(async { panic!("boom") })
-        }
-        fn refusal(&self, req: CheckRequest, r: ReasonCode, w: String) -> Decide {
-            self.0.refusal(req, r, w)
-        }
-        fn max_grpc_message_bytes(&self) -> usize {
-            LIMIT
-        }
-        fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
-            None
-        }
-    }
-    let checker = Arc::new(PanicsThenRefuses(FakeChecker::default()));
-    let mut filter = Filter::new(Arc::clone(&checker) as Arc<dyn Checker>);
-    let mut host = FakeHost {
-        headers: rest_headers(),
-        ..FakeHost::default()
-    };
+    let (checker, mut filter, mut host) = setup();
+    checker.checks_panic.store(true, Ordering::SeqCst);
     filter.on_request_headers(&mut host, true);
     assert_eq!(
-        *checker.0.refusals.lock().unwrap(),
+        *checker.refusals.lock().unwrap(),
         [(
             ReasonCode::Unavailable,
             "the decision pipeline failed".to_owned()
@@ -442,7 +433,7 @@ fn a_decision_that_panics_is_refused_unavailable_through_the_audited_refusal() {
     );
     // Nothing is answered until the refusal's record is durable (the test answers it).
     assert!(host.sent.is_none());
-    let refused = checker.0.answer(to_check_response(&Decision::new(
+    let refused = checker.answer(to_check_response(&Decision::new(
         ReasonCode::Unavailable,
         "the decision pipeline failed",
     )));
@@ -458,26 +449,9 @@ fn a_decision_that_panics_is_refused_unavailable_through_the_audited_refusal() {
 /// allow and never a loop.
 #[test]
 fn a_decision_that_panics_answers_503() {
-    struct Panicking;
-    impl Checker for Panicking {
-        fn check(&self, _req: CheckRequest, _traceparent: Option<String>) -> Decide {
-            Box::pin(async { panic!("boom") })
-        }
-        fn refusal(&self, _req: CheckRequest, _r: ReasonCode, _w: String) -> Decide {
-            Box::pin(async { panic!("boom") })
-        }
-        fn max_grpc_message_bytes(&self) -> usize {
-            LIMIT
-        }
-        fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
-            None
-        }
-    }
-    let mut filter = Filter::new(Arc::new(Panicking));
-    let mut host = FakeHost {
-        headers: rest_headers(),
-        ..FakeHost::default()
-    };
+    let (checker, mut filter, mut host) = setup();
+    checker.checks_panic.store(true, Ordering::SeqCst);
+    checker.refusals_panic.store(true, Ordering::SeqCst);
     filter.on_request_headers(&mut host, true);
     filter.on_scheduled(&mut host, EVENT_DECIDED);
     assert_eq!(host.sent.as_ref().map(|s| s.0), Some(503));
